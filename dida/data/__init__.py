@@ -1,0 +1,1 @@
+"""Datasets, labels, the SynthCity generator, class statistics, sampling and overlap analysis."""

@@ -1,0 +1,36 @@
+"""The method table: names → (class, config class). Unknown names raise with the valid ones."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from torch import nn
+
+from dida.methods.base import Method, MethodContext
+from dida.methods.oracle import Oracle, OracleConfig
+from dida.methods.source_only import SourceOnly, SourceOnlyConfig
+
+METHODS: dict[str, tuple[type[Method], type]] = {
+    "source_only": (SourceOnly, SourceOnlyConfig),
+    "oracle": (Oracle, OracleConfig),
+}
+
+
+def method_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
+    """The config dataclass of method ``name`` with ``overrides`` applied (unknown keys raise)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; valid methods: {sorted(METHODS)}")
+    cfg_cls = METHODS[name][1]
+    valid = {f.name for f in fields(cfg_cls)}
+    unknown = set(overrides or {}) - valid
+    if unknown:
+        raise ValueError(f"{name} has no option(s) {sorted(unknown)}; valid options: {sorted(valid)}")
+    return cfg_cls(**(overrides or {}))
+
+
+def build_method(
+    name: str, model: nn.Module, ctx: MethodContext, overrides: dict[str, Any] | None = None
+) -> Method:
+    """Instantiate method ``name`` around the student ``model``."""
+    return METHODS[name][0](model, ctx, method_config(name, overrides))

@@ -1,0 +1,258 @@
+"""Run directories: config, metrics (JSON lines), checkpoints (safetensors), status and summary.
+
+Layout of one run::
+
+    runs/<name>/
+      config.json              everything needed to rebuild data, model and method (+ command, seed, versions)
+      metrics.jsonl            one JSON object per logged event ({"kind": "train" | "eval", "it": ...})
+      checkpoint.safetensors   model + method state + optimizer (+ loop state in the metadata), for resuming
+      model.safetensors        student weights only, for inference
+      bank_history.safetensors DIDA instance-bank snapshots (DIDA runs only)
+      status.json              {"state": "running" | "finished" | "stopped" | "failed", ...}
+      README.md                human-readable summary
+
+Every file is written atomically (temporary file + fsync + rename), so a killed run never leaves a
+checkpoint that cannot be read. No pickle is written: tensors go to safetensors, the rest to JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+
+CONFIG, METRICS, STATUS, SUMMARY = "config.json", "metrics.jsonl", "status.json", "README.md"
+CHECKPOINT, MODEL, BANK_HISTORY = "checkpoint.safetensors", "model.safetensors", "bank_history.safetensors"
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, incomplete or unreadable."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=False).encode())
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise RunError(f"{path} does not exist") from e
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path} is not valid JSON ({e}); delete it or restore it from a copy") from e
+
+
+# --- nested state <-> (flat tensors, JSON skeleton) -------------------------------------------------
+
+
+def flatten_state(obj: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state (dicts, lists, tensors, JSON scalars) into flat tensors and a skeleton.
+
+    Tensors are replaced by ``{"__tensor__": key}``; dicts with non-string keys become
+    ``{"__items__": [[key, value], ...]}`` so integer keys (optimizer state) survive JSON.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().cpu().contiguous().clone()
+        return tensors, {"__tensor__": prefix}
+    if isinstance(obj, dict):
+        items = []
+        for k, v in obj.items():
+            t, skel = flatten_state(v, f"{prefix}.{k}" if prefix else str(k))
+            tensors.update(t)
+            items.append([k, skel])
+        if all(isinstance(k, str) for k in obj):
+            return tensors, dict(items)
+        return tensors, {"__items__": items}
+    if isinstance(obj, (list, tuple)):
+        skels = []
+        for i, v in enumerate(obj):
+            t, skel = flatten_state(v, f"{prefix}.{i}" if prefix else str(i))
+            tensors.update(t)
+            skels.append(skel)
+        return tensors, skels
+    return tensors, obj
+
+
+def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__items__" in skeleton:
+            return {k: unflatten_state(v, tensors) for k, v in skeleton["__items__"]}
+        return {k: unflatten_state(v, tensors) for k, v in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def save_state(path: str | Path, state: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+    """Atomically save a nested state as one safetensors file (skeleton + metadata in its header)."""
+    tensors, skeleton = flatten_state(state)
+    meta = {"skeleton": json.dumps(skeleton), "metadata": json.dumps(metadata or {})}
+    atomic_write_bytes(path, st_save(tensors, metadata=meta))
+
+
+def load_state(path: str | Path, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load a file written by :func:`save_state` → (state, metadata)."""
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except FileNotFoundError as e:
+        raise RunError(f"{path} does not exist") from e
+    except Exception as e:
+        raise RunError(f"{path} is not a readable safetensors file ({e})") from e
+    if "skeleton" not in header:
+        return tensors, {}
+    return unflatten_state(json.loads(header["skeleton"]), tensors), json.loads(header["metadata"])
+
+
+# --- the run directory ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run directory says about itself (for listings in the CLI and the app)."""
+
+    path: Path
+    name: str
+    method: str
+    state: str
+    iteration: int
+    max_iters: int
+    miou: float | None
+
+
+def create_run(runs_dir: str | Path, name: str, config: dict[str, Any]) -> Path:
+    """Create ``runs_dir/name`` with its config; refuses to overwrite a different existing run."""
+    run_dir = Path(runs_dir) / name
+    if (run_dir / CONFIG).exists():
+        old = read_json(run_dir / CONFIG)
+        if _comparable(old) != _comparable(config):
+            raise RunError(
+                f"{run_dir} already holds a run with a different config; choose another --name "
+                "or delete that folder"
+            )
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / CONFIG, config)
+    write_status(run_dir, "created")
+    return run_dir
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """Config without fields that legitimately differ between a run and its resumption."""
+    return {k: v for k, v in config.items() if k not in ("command", "environment", "created")}
+
+
+def write_status(run_dir: Path, state: str, **info: Any) -> None:
+    atomic_write_json(Path(run_dir) / STATUS, {"state": state, "time": time.time(), **info})
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / STATUS
+    return read_json(path) if path.exists() else {"state": "unknown"}
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line (flushed and fsynced, so a crash loses at most the line being written)."""
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """All complete metric records (a torn last line from a killed run is ignored)."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in records if kind is None or r.get("kind") == kind]
+
+
+def truncate_metrics(run_dir: Path, after_it: int) -> None:
+    """Drop records logged after iteration ``after_it`` (used when resuming from a checkpoint)."""
+    kept = [r for r in read_metrics(run_dir) if r.get("it", 0) <= after_it]
+    atomic_write_bytes(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+
+
+def iter_runs(runs_dir: str | Path) -> Iterator[RunInfo]:
+    """Every run directory under ``runs_dir`` (sorted by name)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return
+    for path in sorted(p for p in root.iterdir() if (p / CONFIG).exists()):
+        yield run_info(path)
+
+
+def run_info(run_dir: Path) -> RunInfo:
+    config, status = read_json(run_dir / CONFIG), read_status(run_dir)
+    evals = read_metrics(run_dir, "eval")
+    return RunInfo(
+        path=run_dir,
+        name=run_dir.name,
+        method=config.get("method", {}).get("name", "?"),
+        state=status.get("state", "unknown"),
+        iteration=int(status.get("it", 0)),
+        max_iters=int(config.get("iters", 0)),
+        miou=evals[-1]["mIoU"]["19"] if evals else None,
+    )
+
+
+def write_summary(run_dir: Path) -> None:
+    """README.md of a run: what was trained, how to reproduce it, and its last evaluation."""
+    config, status = read_json(run_dir / CONFIG), read_status(run_dir)
+    evals = read_metrics(run_dir, "eval")
+    lines = [
+        f"# Run `{run_dir.name}`",
+        "",
+        f"- method: `{config['method']['name']}` options `{json.dumps(config['method']['options'])}`",
+        f"- state: {status.get('state')} at iteration {status.get('it')} of {config.get('iters')}",
+        f"- seed: {config.get('seed')}",
+        f"- command: `{config.get('command', '?')}`",
+        "",
+    ]
+    if evals:
+        last = evals[-1]
+        lines += [f"## Target validation (iteration {last['it']})", "", "| class | IoU |", "|---|---|"]
+        lines += [f"| {k} | {_pct(v)} |" for k, v in last.get("IoU", {}).items()]
+        lines += [f"| **mIoU{k}** | **{_pct(v)}** |" for k, v in last.get("mIoU", {}).items()]
+    lines += ["", "Full config: `config.json`; metrics: `metrics.jsonl`.", ""]
+    atomic_write_bytes(run_dir / SUMMARY, "\n".join(lines).encode())
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"

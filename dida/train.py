@@ -277,8 +277,8 @@ def _resume(loop: _Loop) -> None:
     unwrap(loop.method.model).load_state_dict(state["model"])
     loop.method.load_state_dict(state["method"])
     loop.optimizer.load_state_dict(state["optimizer"])
-    loop.recorder.load(loop.run_dir)
     loop.start_it = int(meta["it"])
+    loop.recorder.load(loop.run_dir, after_it=loop.start_it)
     if loop.dist.is_main:
         runs.truncate_metrics(loop.run_dir, loop.start_it)
 

@@ -8,12 +8,18 @@ from typing import Any
 from torch import nn
 
 from dida.methods.base import Method, MethodContext
+from dida.methods.daformer import DAFormer, DAFormerConfig
+from dida.methods.dida import DIDA, DIDAConfig
 from dida.methods.oracle import Oracle, OracleConfig
+from dida.methods.proda import ProDA, ProDAConfig
 from dida.methods.source_only import SourceOnly, SourceOnlyConfig
 
 METHODS: dict[str, tuple[type[Method], type]] = {
     "source_only": (SourceOnly, SourceOnlyConfig),
     "oracle": (Oracle, OracleConfig),
+    "proda": (ProDA, ProDAConfig),
+    "daformer": (DAFormer, DAFormerConfig),
+    "dida": (DIDA, DIDAConfig),
 }
 
 

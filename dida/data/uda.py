@@ -1,0 +1,165 @@
+"""Source + target data of one adaptation run: which folders, which crops, which batches.
+
+``source`` is ``synthcity`` (its GTA5-layout half), ``gta5`` or ``synthia``; ``target`` is ``synthcity``
+(its Cityscapes-layout half) or ``cityscapes``. SynthCity is generated on first use when its folder is
+missing. Every iteration draws ``batch_size`` source crops (rare class sampling optional) and
+``batch_size`` target crops; evaluation uses the labelled target ``val`` split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dida.data.datasets import SegDataset, build_dataset, class_pixel_totals, load_class_stats
+from dida.data.pipeline import DEFAULT_CROPS, CropConfig, EvalImages, TrainCrops, infinite_batches
+from dida.data.sampling import GTA5_MIN_PIXELS_FRACTION, RareClassSampler, RCSConfig
+
+SOURCE_KINDS = ("synthcity", "gta5", "synthia")
+TARGET_KINDS = ("synthcity", "cityscapes")
+
+
+@dataclass
+class DataConfig:
+    """Where the domains live and how training crops are drawn."""
+
+    source: str = "synthcity"
+    """Source layout: synthcity, gta5 or synthia."""
+    source_root: str = "data/synthcity"
+    """Source folder (for synthcity: the SynthCity root holding source/ and target/)."""
+    target: str = "synthcity"
+    """Target layout: synthcity or cityscapes."""
+    target_root: str = "data/synthcity"
+    """Target folder (Cityscapes root with leftImg8bit/ and gtFine/, or the SynthCity root)."""
+    synthcity_preset: str = "default"
+    """SynthCity preset generated when a synthcity folder is missing."""
+    crop: tuple[int, int] = (256, 256)
+    """Training crop (height, width)."""
+    source_resize: tuple[int, int] | None = None
+    """Fit source images into (long, short) before cropping; None keeps SynthCity as is and uses
+    DAFormer's sizes for GTA5 (1280, 720) and SYNTHIA (1280, 760)."""
+    target_resize: tuple[int, int] | None = None
+    """Fit target images into (long, short); None keeps SynthCity, Cityscapes → (1024, 512)."""
+    batch_size: int = 2
+    """Images per domain per iteration (per process under DDP)."""
+    rcs: bool = True
+    """Rare class sampling of source images (DAFormer)."""
+    rcs_temperature: float = 0.01
+    """RCS temperature T."""
+    rcs_min_pixels_fraction: float = GTA5_MIN_PIXELS_FRACTION
+    """A source file is eligible for class c when c covers more than this fraction of it
+    (DAFormer's 3000 pixels at GTA5 size)."""
+    cat_max_ratio: float = 0.75
+    """Source crops are re-drawn while one class covers this fraction of them."""
+    val_images: int | None = None
+    """Evaluate on the first N target val images (None: all)."""
+    workers: int = 0
+    """Data-loading worker processes (0: load in the training process)."""
+
+    def __post_init__(self) -> None:
+        self.crop = tuple(self.crop)
+        for name in ("source_resize", "target_resize"):
+            if getattr(self, name) is not None:
+                setattr(self, name, tuple(getattr(self, name)))
+        if self.source not in SOURCE_KINDS:
+            raise ValueError(f"unknown source {self.source!r}; use one of {SOURCE_KINDS}")
+        if self.target not in TARGET_KINDS:
+            raise ValueError(f"unknown target {self.target!r}; use one of {TARGET_KINDS}")
+        if len(self.crop) != 2 or min(self.crop) < 32 or any(c % 32 for c in self.crop):
+            raise ValueError(f"crop must be (h, w), multiples of 32 and >= 32 (got {self.crop})")
+        if self.batch_size < 1 or self.workers < 0:
+            raise ValueError("batch_size must be >= 1 and workers >= 0")
+        if self.val_images is not None and self.val_images < 1:
+            raise ValueError("val_images must be >= 1 or None (all)")
+
+
+@dataclass
+class UDAData:
+    """The datasets of one run and a batch stream over them."""
+
+    cfg: DataConfig
+    source: TrainCrops
+    target: TrainCrops
+    target_val: EvalImages
+    source_class_pixels: tuple[int, ...]
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    def batches(self, start_it: int = 0) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
+        """Endless ``{"source": batch, "target": batch}``; a resumed run (start_it > 0) continues
+        with a stream seeded by (seed, start_it): deterministic, but not the uninterrupted order."""
+        seed = self.seed if start_it == 0 else self.seed * 1_000_003 + start_it
+        args = (self.cfg.batch_size, seed, self.rank, self.world_size, self.cfg.workers)
+        source = infinite_batches(self.source, *args)
+        target = infinite_batches(self.target, *args[:1], seed + 1, *args[2:])
+        for s, t in zip(source, target, strict=False):
+            yield {"source": s, "target": t}
+
+
+def domain_roots(cfg: DataConfig) -> tuple[Path, Path]:
+    """(source root, target root), generating SynthCity when a synthcity folder is missing."""
+    from dida.data.synthcity import ensure_synthcity, synthcity_roots
+
+    source, target = Path(cfg.source_root), Path(cfg.target_root)
+    if cfg.source == "synthcity":
+        source = synthcity_roots(ensure_synthcity(source, cfg.synthcity_preset))[0]
+    if cfg.target == "synthcity":
+        target = synthcity_roots(ensure_synthcity(target, cfg.synthcity_preset))[1]
+    return source, target
+
+
+def _crop_config(kind: str, resize: tuple[int, int] | None, crop: tuple, cat_max: float):
+    if resize is None and kind in DEFAULT_CROPS:
+        resize = DEFAULT_CROPS[kind].resize
+    return CropConfig(resize=resize, crop=crop, cat_max_ratio=cat_max)
+
+
+def _layout(kind: str, domain: str) -> str:
+    if kind != "synthcity":
+        return kind
+    return "gta5" if domain == "source" else "cityscapes"
+
+
+def source_sampler(dataset: SegDataset, cfg: DataConfig) -> RareClassSampler | None:
+    """RCS over the source class statistics (computed once, cached next to the data)."""
+    if not cfg.rcs:
+        return None
+    stats = load_class_stats(dataset, cache_dir=Path(".cache") / "class_stats")
+    h, w = dataset.image_size(0)
+    config = RCSConfig(
+        temperature=cfg.rcs_temperature, min_pixels_fraction=cfg.rcs_min_pixels_fraction
+    )
+    return RareClassSampler(stats, dataset.label_files, config, label_area=h * w)
+
+
+def build_uda_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1) -> UDAData:
+    """Open both domains (checking their folders) and set up crops, RCS and the val split."""
+    source_root, target_root = domain_roots(cfg)
+    source = build_dataset(_layout(cfg.source, "source"), source_root, "train")
+    target = build_dataset(_layout(cfg.target, "target"), target_root, "train", require_labels=False)
+    val = build_dataset(_layout(cfg.target, "target"), target_root, "val")
+    stats = load_class_stats(source, cache_dir=Path(".cache") / "class_stats")
+    target_resize = cfg.target_resize
+    if target_resize is None and cfg.target == "cityscapes":
+        target_resize = DEFAULT_CROPS["cityscapes"].resize
+    return UDAData(
+        cfg=cfg,
+        source=TrainCrops(
+            source,
+            _crop_config(_layout(cfg.source, "source"), cfg.source_resize, cfg.crop, cfg.cat_max_ratio)
+            if cfg.source != "synthcity"
+            else CropConfig(resize=cfg.source_resize, crop=cfg.crop, cat_max_ratio=cfg.cat_max_ratio),
+            source_sampler(source, cfg),
+        ),
+        target=TrainCrops(target, CropConfig(resize=target_resize, crop=cfg.crop, cat_max_ratio=1.0)),
+        target_val=EvalImages(val, resize=target_resize),
+        source_class_pixels=tuple(int(x) for x in np.asarray(class_pixel_totals(stats))),
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+    )

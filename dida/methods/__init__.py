@@ -1,0 +1,1 @@
+"""Adaptation methods: one file = one class; pure maths in ``common.py``."""

@@ -33,7 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_interval": 250,
         "log_interval": 10,
         "checkpoint_interval": 250,
-        "model": {"backbone": "mit_b0", "embed_dim": 128},
+        "model": {"backbone": "mit_b0", "embed_dim": 64},
         "optim": {"lr": 6e-4, "head_lr_mult": 1.0, "warmup_iters": 100},
         "data": {
             "source_root": "data/synthcity",
@@ -49,7 +49,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_interval": 500,
         "log_interval": 20,
         "checkpoint_interval": 500,
-        "model": {"backbone": "mit_b0", "embed_dim": 128},
+        "model": {"backbone": "mit_b0", "embed_dim": 64},
         "optim": {"lr": 6e-4, "head_lr_mult": 1.0, "warmup_iters": 200},
         "data": {
             "source_root": "data/synthcity",

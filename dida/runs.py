@@ -31,7 +31,11 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 CONFIG, METRICS, STATUS, SUMMARY = "config.json", "metrics.jsonl", "status.json", "README.md"
-CHECKPOINT, MODEL, BANK_HISTORY = "checkpoint.safetensors", "model.safetensors", "bank_history.safetensors"
+CHECKPOINT, MODEL, BANK_HISTORY = (
+    "checkpoint.safetensors",
+    "model.safetensors",
+    "bank_history.safetensors",
+)
 
 
 class RunError(RuntimeError):
@@ -64,7 +68,9 @@ def read_json(path: str | Path) -> Any:
     except FileNotFoundError as e:
         raise RunError(f"{path} does not exist") from e
     except json.JSONDecodeError as e:
-        raise RunError(f"{path} is not valid JSON ({e}); delete it or restore it from a copy") from e
+        raise RunError(
+            f"{path} is not valid JSON ({e}); delete it or restore it from a copy"
+        ) from e
 
 
 # --- nested state <-> (flat tensors, JSON skeleton) -------------------------------------------------
@@ -112,7 +118,9 @@ def unflatten_state(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return skeleton
 
 
-def save_state(path: str | Path, state: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+def save_state(
+    path: str | Path, state: dict[str, Any], metadata: dict[str, Any] | None = None
+) -> None:
     """Atomically save a nested state as one safetensors file (skeleton + metadata in its header)."""
     tensors, skeleton = flatten_state(state)
     meta = {"skeleton": json.dumps(skeleton), "metadata": json.dumps(metadata or {})}
@@ -169,7 +177,8 @@ def create_run(runs_dir: str | Path, name: str, config: dict[str, Any]) -> Path:
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """Config without fields that legitimately differ between a run and its resumption."""
-    return {k: v for k, v in config.items() if k not in ("command", "environment", "created")}
+    kept = {k: v for k, v in config.items() if k not in ("command", "environment", "created")}
+    return json.loads(json.dumps(kept))  # tuples and lists compare equal, as on disk
 
 
 def write_status(run_dir: Path, state: str, **info: Any) -> None:
@@ -206,7 +215,9 @@ def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict[str, Any]]
 def truncate_metrics(run_dir: Path, after_it: int) -> None:
     """Drop records logged after iteration ``after_it`` (used when resuming from a checkpoint)."""
     kept = [r for r in read_metrics(run_dir) if r.get("it", 0) <= after_it]
-    atomic_write_bytes(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
+    atomic_write_bytes(
+        Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode()
+    )
 
 
 def iter_runs(runs_dir: str | Path) -> Iterator[RunInfo]:
@@ -247,7 +258,12 @@ def write_summary(run_dir: Path) -> None:
     ]
     if evals:
         last = evals[-1]
-        lines += [f"## Target validation (iteration {last['it']})", "", "| class | IoU |", "|---|---|"]
+        lines += [
+            f"## Target validation (iteration {last['it']})",
+            "",
+            "| class | IoU |",
+            "|---|---|",
+        ]
         lines += [f"| {k} | {_pct(v)} |" for k, v in last.get("IoU", {}).items()]
         lines += [f"| **mIoU{k}** | **{_pct(v)}** |" for k, v in last.get("mIoU", {}).items()]
     lines += ["", "Full config: `config.json`; metrics: `metrics.jsonl`.", ""]

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from dida.data.pipeline import normalize
 from dida.evaluate import ConfusionMatrix, SegMetrics
 from dida.inference import predict
 
@@ -32,6 +31,9 @@ def evaluate_model(
 ) -> SegMetrics:
     """Whole-image prediction on each labelled item, compared with its train-ID label.
 
+    ``dataset`` yields ``dida.data.pipeline.EvalImages`` items: a normalised ``image`` (3, h, w) and
+    the ``label`` (H, W) at the original size, to which the logits are resized before the argmax.
+
     Under torch.distributed every rank scores a disjoint shard and the confusion matrices are summed,
     so all ranks return the same metrics.
     """
@@ -40,9 +42,9 @@ def evaluate_model(
     was_training = model.training
     for i in shard_indices(len(dataset), max_images, rank, world):
         item = dataset[i]
-        image = normalize(item["image"]).unsqueeze(0).to(device)
-        pred = predict(model, image).labels[0].cpu()
-        label = torch.as_tensor(np.asarray(item["label"]), dtype=torch.int64)
+        label = torch.as_tensor(item["label"], dtype=torch.int64)
+        image = item["image"].unsqueeze(0).to(device)
+        pred = predict(model, image, output_size=tuple(label.shape)).labels[0].cpu()
         mask = None if mask_fn is None else mask_fn(item)
         matrix.update(pred, label, None if mask is None else torch.as_tensor(mask))
     model.train(was_training)

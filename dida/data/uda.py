@@ -21,6 +21,7 @@ from dida.data.sampling import GTA5_MIN_PIXELS_FRACTION, RareClassSampler, RCSCo
 
 SOURCE_KINDS = ("synthcity", "gta5", "synthia")
 TARGET_KINDS = ("synthcity", "cityscapes")
+ALL_SPLITS = ("source", "train", "val")
 
 
 @dataclass
@@ -107,9 +108,9 @@ def domain_roots(cfg: DataConfig) -> tuple[Path, Path]:
 
     source, target = Path(cfg.source_root), Path(cfg.target_root)
     if cfg.source == "synthcity":
-        source = synthcity_roots(ensure_synthcity(source, cfg.synthcity_preset))[0]
+        source = synthcity_roots(ensure_synthcity(source, cfg.synthcity_preset, ALL_SPLITS))[0]
     if cfg.target == "synthcity":
-        target = synthcity_roots(ensure_synthcity(target, cfg.synthcity_preset))[1]
+        target = synthcity_roots(ensure_synthcity(target, cfg.synthcity_preset, ALL_SPLITS))[1]
     return source, target
 
 
@@ -141,7 +142,9 @@ def build_uda_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: in
     """Open both domains (checking their folders) and set up crops, RCS and the val split."""
     source_root, target_root = domain_roots(cfg)
     source = build_dataset(_layout(cfg.source, "source"), source_root, "train")
-    target = build_dataset(_layout(cfg.target, "target"), target_root, "train", require_labels=False)
+    target = build_dataset(
+        _layout(cfg.target, "target"), target_root, "train", require_labels=False
+    )
     val = build_dataset(_layout(cfg.target, "target"), target_root, "val")
     stats = load_class_stats(source, cache_dir=Path(".cache") / "class_stats")
     target_resize = cfg.target_resize
@@ -151,12 +154,18 @@ def build_uda_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: in
         cfg=cfg,
         source=TrainCrops(
             source,
-            _crop_config(_layout(cfg.source, "source"), cfg.source_resize, cfg.crop, cfg.cat_max_ratio)
+            _crop_config(
+                _layout(cfg.source, "source"), cfg.source_resize, cfg.crop, cfg.cat_max_ratio
+            )
             if cfg.source != "synthcity"
-            else CropConfig(resize=cfg.source_resize, crop=cfg.crop, cat_max_ratio=cfg.cat_max_ratio),
+            else CropConfig(
+                resize=cfg.source_resize, crop=cfg.crop, cat_max_ratio=cfg.cat_max_ratio
+            ),
             source_sampler(source, cfg),
         ),
-        target=TrainCrops(target, CropConfig(resize=target_resize, crop=cfg.crop, cat_max_ratio=1.0)),
+        target=TrainCrops(
+            target, CropConfig(resize=target_resize, crop=cfg.crop, cat_max_ratio=1.0)
+        ),
         target_val=EvalImages(val, resize=target_resize),
         source_class_pixels=tuple(int(x) for x in np.asarray(class_pixel_totals(stats))),
         seed=seed,

@@ -1,0 +1,104 @@
+"""Every method's step: finite named losses, gradients reach the student only; DIDA's instance level."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dida.methods.base import MethodContext
+from dida.methods.registry import METHODS, build_method, method_config
+from dida.model import ModelConfig, SegModel
+
+CROP = (64, 64)
+
+
+def _batch(seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    def domain() -> dict:
+        label = torch.randint(0, 19, (2, 8, 8), generator=g).repeat_interleave(8, 1)
+        label = label.repeat_interleave(8, 2)  # 8x8 blocks of one class
+        label[:, :4] = 255
+        return {"image": torch.randn(2, 3, *CROP, generator=g), "label": label}
+    return {"source": domain(), "target": domain()}
+
+
+def _method(name: str, **options):
+    torch.manual_seed(0)
+    model = SegModel(ModelConfig(backbone="mit_b0", embed_dim=32, drop_path_rate=0.0))
+    ctx = MethodContext(crop=CROP, max_iters=10, source_class_pixels=tuple([100] * 19))
+    options = {"bank_size": 38, **options} if name == "dida" else options
+    return build_method(name, model, ctx, options)
+
+
+CASES = [(name, {}) for name in METHODS] + [("dida", {"mode": "released"})]
+
+
+@pytest.mark.parametrize(("name", "options"), CASES, ids=lambda v: str(v) if v else "")
+def test_step_returns_finite_losses_and_only_the_student_learns(name: str, options: dict) -> None:
+    method = _method(name, **options)
+    method.step(_batch(0), 0)  # DIDA: the first step fills the bank
+    losses = method.step(_batch(1), 1)
+    assert losses and all(k.startswith("loss_") for k in losses)
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    sum(losses.values()).backward()
+    student = method.model
+    assert all(p.grad is not None for p in student.decode_head.parameters() if p.requires_grad)
+    for net in ("teacher", "reference"):
+        other = getattr(method, net, None)
+        if other is not None:
+            assert all(p.grad is None and not p.requires_grad for p in other.parameters())
+    if name == "dida":
+        assert not method.bank.features.requires_grad
+
+
+def test_dida_instance_loss_is_active_once_the_bank_has_slots() -> None:
+    method = _method("dida")
+    method.step(_batch(0), 0)
+    assert method.bank.filled.sum() > 0
+    losses = method.step(_batch(1), 1)
+    assert losses["loss_ins"] > 0
+
+
+def test_dida_modes_resolve_their_documented_defaults() -> None:
+    paper, released = method_config("dida"), method_config("dida", {"mode": "released"})
+    assert (paper.ins_lambda, paper.scatter_alpha, paper.normalize, paper.alignment) == (
+        1.0, 0.5, True, "target",
+    )  # fmt: skip
+    assert (released.ins_lambda, released.scatter_alpha, released.normalize, released.alignment) == (
+        0.5, 1.0, False, "none",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="mode"):
+        method_config("dida", {"mode": "paperish"})
+
+
+def test_unknown_method_and_option_name_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="valid methods"):
+        method_config("fancy")
+    with pytest.raises(ValueError, match="valid options"):
+        method_config("daformer", {"tp": 0.1})
+
+
+def test_teacher_follows_the_student_by_ema() -> None:
+    method = _method("daformer")
+    before = [p.clone() for p in method.teacher.parameters()]
+    with torch.no_grad():
+        for p in method.model.parameters():
+            p.add_(1.0)
+    method.after_step(0)  # alpha(1) = min(1 - 1/2, 0.999) = 0.5
+    after = list(method.teacher.parameters())
+    assert all(torch.allclose(a, b + 0.5, atol=1e-6) for a, b in zip(after, before, strict=True))
+
+
+def test_dida_records_a_snapshot_when_the_bank_changes() -> None:
+    method = _method("dida", update_interval=3)
+    method.step(_batch(0), 0)
+    assert method.records(0)["bank"].iteration == 0
+    for it in (1, 2):
+        method.step(_batch(it), it)
+    assert method.bank.is_full()
+    assert method.records(2) == {}  # full, and 2 is not a multiple of update_interval
+    before = method.bank.features.clone()
+    method.step(_batch(3), 3)
+    snapshot = method.records(3)["bank"]
+    assert snapshot.iteration == 3 and snapshot.changed.any()
+    assert not torch.equal(before, method.bank.features)

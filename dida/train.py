@@ -228,7 +228,9 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 def _log_train(loop: _Loop, it: int, losses: dict, lr: float, timer: _Timer) -> TrainEvent:
     event = _event(loop, "train", it, losses=losses, lr=lr, eta_s=timer.eta, it_per_s=timer.rate)
     if loop.dist.is_main:
-        record = {"kind": "train", "it": it, "lr": lr, "it_per_s": timer.rate, "eta_s": timer.eta}
+        samples = it * loop.cfg.data.batch_size * loop.dist.world_size  # source images seen so far
+        record = {"kind": "train", "it": it, "samples": samples, "lr": lr, "it_per_s": timer.rate}
+        record["eta_s"] = timer.eta
         runs.append_metrics(loop.run_dir, {**record, **losses, "time": time.time()})
         runs.write_status(loop.run_dir, "running", it=it, max_iters=loop.cfg.iters, eta_s=timer.eta)
     return event
@@ -291,7 +293,12 @@ class _Timer:
     """Iterations per second (exponential moving average) and the time left."""
 
     def __init__(self, start_it: int, max_iters: int) -> None:
-        self.it, self.max_iters, self.last, self.rate = start_it, max_iters, time.perf_counter(), 0.0
+        self.it, self.max_iters, self.last, self.rate = (
+            start_it,
+            max_iters,
+            time.perf_counter(),
+            0.0,
+        )
 
     def tick(self) -> None:
         now = time.perf_counter()
@@ -312,7 +319,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ValueError(f"--set expects KEY=VALUE (got {pair!r}), e.g. --set model.embed_dim=128")
+            raise ValueError(
+                f"--set expects KEY=VALUE (got {pair!r}), e.g. --set model.embed_dim=128"
+            )
         key, raw = pair.split("=", 1)
         try:
             value = json.loads(raw)

@@ -14,11 +14,13 @@ CROP = (64, 64)
 
 def _batch(seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
+
     def domain() -> dict:
         label = torch.randint(0, 19, (2, 8, 8), generator=g).repeat_interleave(8, 1)
         label = label.repeat_interleave(8, 2)  # 8x8 blocks of one class
         label[:, :4] = 255
         return {"image": torch.randn(2, 3, *CROP, generator=g), "label": label}
+
     return {"source": domain(), "target": domain()}
 
 

@@ -13,12 +13,12 @@ from dida import runs
 from dida.data.pipeline import infinite_batches
 from dida.data.uda import build_uda_data
 from dida.inference import predict
-from dida.methods.registry import METHODS, build_method
 from dida.methods.base import MethodContext
+from dida.methods.registry import METHODS, build_method
 from dida.model import SegModel
 from dida.optim import build_optimizer
 from dida.presets import preset_config
-from dida.train import TrainConfig, config_from_args, build_parser, parse_overrides, train
+from dida.train import TrainConfig, build_parser, config_from_args, parse_overrides, train
 
 
 def _cfg(root: Path, method: str, **kw) -> TrainConfig:
@@ -46,7 +46,9 @@ def test_two_step_smoke_run_per_method(method: str, synthcity_tiny: Path, tmp_pa
     assert TrainConfig.from_dict(config).to_dict() == cfg.to_dict()
 
 
-def test_checkpoint_reload_gives_identical_predictions(synthcity_tiny: Path, tmp_path: Path) -> None:
+def test_checkpoint_reload_gives_identical_predictions(
+    synthcity_tiny: Path, tmp_path: Path
+) -> None:
     cfg = _cfg(synthcity_tiny, "source_only", iters=2)
     events = list(train(cfg, tmp_path / "r"))
     state, meta = runs.load_state(tmp_path / "r" / runs.MODEL)
@@ -74,7 +76,9 @@ def test_resume_continues_the_schedule(synthcity_tiny: Path, tmp_path: Path) -> 
     assert [r["it"] for r in runs.read_metrics(tmp_path / "b", "train")] == [1, 2, 3, 4]
 
 
-def test_dida_run_writes_a_bank_history_that_round_trips(synthcity_tiny: Path, tmp_path: Path) -> None:
+def test_dida_run_writes_a_bank_history_that_round_trips(
+    synthcity_tiny: Path, tmp_path: Path
+) -> None:
     from dida.bank import BankHistory
 
     cfg = _cfg(synthcity_tiny, "dida", iters=3)
@@ -91,7 +95,9 @@ def test_a_few_steps_on_a_fixed_batch_reduce_the_loss(synthcity_tiny: Path) -> N
     data = build_uda_data(cfg.data, seed=0)
     batch = next(data.batches())
     model = SegModel(cfg.model)
-    method = build_method("source_only", model, MethodContext(crop=(64, 64)), {"photometric": False})
+    method = build_method(
+        "source_only", model, MethodContext(crop=(64, 64)), {"photometric": False}
+    )
     opt = build_optimizer(model, replace(cfg.optim, lr=2e-3, warmup_iters=0))
     losses = []
     for it in range(15):

@@ -25,8 +25,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dida import runs
-from dida.data.uda import DataConfig, UDAData, build_uda_data
-from dida.distributed import DistInfo, broadcast_flag, init_distributed, shutdown_distributed
+from dida.data.uda import DataConfig, UDAData, build_uda_data, domain_roots
+from dida.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_flag,
+    init_distributed,
+    shutdown_distributed,
+)
 from dida.methods.base import Method, MethodContext, unwrap
 from dida.methods.registry import METHODS, build_method, method_config
 from dida.model import ModelConfig, SegModel
@@ -159,6 +165,8 @@ def _build(cfg: TrainConfig, run_dir: Path, dist: DistInfo, argv: list[str] | No
     torch.manual_seed(cfg.seed)
     if dist.is_main:
         runs.create_run(run_dir.parent, run_dir.name, run_config(cfg, argv))
+        domain_roots(cfg.data)  # generates SynthCity once, before other ranks read it
+    barrier(dist)
     data = build_uda_data(cfg.data, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     model = SegModel(cfg.model).to(dist.device)
     ctx = MethodContext(

@@ -33,7 +33,9 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but no CUDA device is available; use 'cpu'")
+            raise ValueError(
+                "device 'cuda' was asked for but no CUDA device is available; use 'cpu'"
+            )
         return torch.device("cuda", local_rank)
     if name != "cpu" and not name.startswith("cuda:"):
         raise ValueError(f"unknown device {name!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")

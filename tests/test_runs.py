@@ -77,4 +77,9 @@ def test_create_run_refuses_a_different_config(tmp_path: Path) -> None:
     with pytest.raises(runs.RunError, match="different config"):
         runs.create_run(tmp_path, "r", {**cfg, "iters": 6})
     info = runs.run_info(run)
-    assert (info.method, info.state, info.max_iters, info.miou) == ("source_only", "created", 5, None)
+    assert (info.method, info.state, info.max_iters, info.miou) == (
+        "source_only",
+        "created",
+        5,
+        None,
+    )

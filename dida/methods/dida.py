@@ -93,9 +93,13 @@ class DIDAConfig(DAFormerConfig):
             raise ValueError(f"mode must be one of {MODES} (got {self.mode!r})")
         paper = self.mode == "paper"
         self.ins_lambda = (1.0 if paper else 0.5) if self.ins_lambda is None else self.ins_lambda
-        self.scatter_alpha = (0.5 if paper else 1.0) if self.scatter_alpha is None else self.scatter_alpha
+        self.scatter_alpha = (
+            (0.5 if paper else 1.0) if self.scatter_alpha is None else self.scatter_alpha
+        )
         self.normalize = paper if self.normalize is None else self.normalize
-        self.alignment = ("target" if paper else "none") if self.alignment is None else self.alignment
+        self.alignment = (
+            ("target" if paper else "none") if self.alignment is None else self.alignment
+        )
         if self.alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {ALIGNMENTS} (got {self.alignment!r})")
         if self.bank_size < 1 or self.update_interval < 1 or self.bank_stride < 1:
@@ -188,7 +192,9 @@ class DIDA(DAFormer):
         q = temperature_softmax(scores, self.cfg.tp)
         p = teacher.logits.softmax(dim=1)
         calibrated = calibrate(q, gather_from_classes(p, slot_labels))
-        return InstanceView(scores, q, calibrated, scatter_to_classes(calibrated, slot_labels, _C(teacher)))
+        return InstanceView(
+            scores, q, calibrated, scatter_to_classes(calibrated, slot_labels, _C(teacher))
+        )
 
     def regenerated_pseudo_labels(
         self, teacher: TeacherView, view: InstanceView
@@ -200,7 +206,9 @@ class DIDA(DAFormer):
         mode = "released" if self.cfg.mode == "released" else "paper"
         probs = regenerate_pseudo_probs(p, view.class_scores, self.cfg.scatter_alpha, mode)
         probs = F.interpolate(probs, size=teacher.probs.shape[-2:], mode="bilinear")
-        top, bottom = scale_ignore_rows(self.cfg.ignore_top, self.cfg.ignore_bottom, probs.shape[-2])
+        top, bottom = scale_ignore_rows(
+            self.cfg.ignore_top, self.cfg.ignore_bottom, probs.shape[-2]
+        )
         return pseudo_label(probs, self.cfg.threshold, top, bottom)
 
     def instance_term(self, view: InstanceView, out_m, mixed, src: dict, it: int) -> Tensor:
@@ -225,7 +233,9 @@ class DIDA(DAFormer):
             return q_target, None
         if self.cfg.alignment == "target":
             return q_target, 1.0 - mask[:, 0]
-        q_src, valid = slot_targets_from_labels(downsample_labels(src["label"], size), self.active_slots()[1])
+        q_src, valid = slot_targets_from_labels(
+            downsample_labels(src["label"], size), self.active_slots()[1]
+        )
         weight = torch.where(mask[:, 0] > 0, valid.float(), torch.ones_like(mask[:, 0]))
         return mix_instance_targets(q_target, q_src, mask), weight
 

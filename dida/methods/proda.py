@@ -29,10 +29,10 @@ from dida.methods.base import Batch, Method, MethodContext, unwrap
 from dida.methods.common import (
     ema_alpha,
     ema_update_,
+    proto_kl,
     prototype_distances,
     prototype_logits,
     prototype_weights,
-    proto_kl,
     rectified_pseudo_label,
     seg_ce,
     strong_augment,

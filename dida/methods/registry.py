@@ -31,7 +31,9 @@ def method_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     valid = {f.name for f in fields(cfg_cls)}
     unknown = set(overrides or {}) - valid
     if unknown:
-        raise ValueError(f"{name} has no option(s) {sorted(unknown)}; valid options: {sorted(valid)}")
+        raise ValueError(
+            f"{name} has no option(s) {sorted(unknown)}; valid options: {sorted(valid)}"
+        )
     return cfg_cls(**(overrides or {}))
 
 

@@ -1,0 +1,136 @@
+"""Build the DIDA Studio Blocks (six tabs over one shared ``Studio``) and serve them.
+
+Models, predictions and banks live in the one ``Studio`` of the process; a session keeps only the
+current image key, its training job id and UI choices. Tabs render lazily: opening a tab refreshes its
+run pickers (new or finished runs) and draws its content.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402  (the analytics switch must be set before the import)
+import numpy as np  # noqa: E402
+
+from app.views import bank, compare, longtail, temperature, train, umap  # noqa: E402
+from app.views.common import PALETTE_CHOICES, RunPickers, Shared, bind, image_grid  # noqa: E402
+from dida.studio import Studio  # noqa: E402
+
+TABS = (
+    ("Compare", "compare", compare),
+    ("Instance bank", "bank", bank),
+    ("Temperature", "temperature", temperature),
+    ("UMAP", "umap", umap),
+    ("Long tail", "longtail", longtail),
+    ("Train", "train", train),
+)
+"""(tab label, id, view module with ``build(studio, shared) -> RunPickers``)."""
+
+THEME = gr.themes.Soft(primary_hue="blue", neutral_hue="slate")
+CSS = """
+.legend {display: flex; flex-wrap: wrap; gap: 4px 12px; font-size: 0.85em; margin: 4px 0;}
+.legend .swatch {display: inline-flex; align-items: center; gap: 4px;}
+.legend .swatch i {width: 14px; height: 14px; border: 1px solid #8888; border-radius: 2px;
+                   display: inline-block;}
+.train-progress {display: flex; align-items: center; gap: 12px;}
+.train-progress progress {width: 60%; height: 18px;}
+"""
+MAX_FILE_SIZE = "25mb"
+"""Largest upload the server accepts (bigger files are refused before they reach a handler)."""
+
+
+def problems_text(studio: Studio) -> str:
+    """Runs that could not be listed (shown under the header, never silently skipped)."""
+    if not studio.problems:
+        return ""
+    return "**Some folders could not be read:**\n" + "\n".join(f"- {p}" for p in studio.problems)
+
+
+def refresh_all(studio: Studio) -> str:
+    """Rediscover runs (the pickers update when their tab is opened)."""
+    studio.refresh()
+    count = len(studio.runs(with_model=True))
+    return f"{count} run(s) with weights. {problems_text(studio)}"
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    """The Blocks of the whole app (not launched)."""
+    gr.set_static_paths([umap.PLOTLY_JS, studio.thumbnail_dir])  # served as is, never copied
+    with gr.Blocks(title="DIDA Studio", delete_cache=(1800, 3600)) as demo:
+        with gr.Row():
+            gr.Markdown(
+                "## DIDA Studio\nDomain-adaptive segmentation: source-only, ProDA-style, "
+                "DAFormer-style and DIDA side by side, on SynthCity's target val images.",
+            )
+            with gr.Column(scale=0, min_width=260):
+                palette = gr.Radio(PALETTE_CHOICES, value="cityscapes", label="palette")
+                refresh = gr.Button("Refresh runs", size="sm", elem_id="refresh-runs")
+        notes = gr.Markdown(problems_text(studio))
+        shared = Shared(demo, palette, gr.State(0))
+        pickers = []
+        with gr.Tabs():
+            for label, tab_id, view in TABS:
+                with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}") as tab:
+                    pickers.append(view.build(studio, shared))
+                _wire_tab(studio, tab, pickers[-1])
+        refresh.click(bind(refresh_all, studio), None, notes, api_name="refresh")
+        for picker in pickers:
+            if picker.components:
+                fn = _outputs_of(picker.refresh, len(picker.components))
+                refresh.click(fn, picker.components, picker.components, api_visibility="private")
+    return demo
+
+
+def _outputs_of(fn, count: int):
+    """Gradio expects a bare value (not a one-item list) for a single output."""
+    if count != 1:
+        return fn
+    return lambda *args: fn(*args)[0]
+
+
+def _wire_tab(studio: Studio, tab: gr.Tab, picker: RunPickers) -> None:
+    """Opening a tab: rediscover runs, update its pickers, then draw its content."""
+    event = tab.select(lambda: studio.refresh() and None, None, None, api_visibility="private")
+    if picker.components:
+        refresh = _outputs_of(picker.refresh, len(picker.components))
+        event = event.then(refresh, picker.components, picker.components, api_visibility="private")
+    if picker.on_select is not None:
+        fn, inputs, outputs = picker.on_select
+        event.then(fn, inputs, outputs, api_visibility="private")
+
+
+def warm_up_figures() -> None:
+    """Build and serialise one small image grid: plotly's first figure costs ~0.3 s."""
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    image_grid([("a", image), ("b", image)]).to_json()
+
+
+def launch_app(
+    studio: Studio,
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    prevent_thread_lock: bool = False,
+    quiet: bool = False,
+) -> tuple[gr.Blocks, str]:
+    """Build, queue and serve the app; returns (demo, local URL)."""
+    threading.Thread(target=warm_up_figures, name="warm-figures", daemon=True).start()
+    demo = build_app(studio)
+    demo.queue(max_size=64, default_concurrency_limit=2)
+    allowed = [str(studio.data_root.resolve())]
+    _, url, _ = demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        prevent_thread_lock=prevent_thread_lock,
+        quiet=quiet,
+        show_error=True,
+        max_file_size=MAX_FILE_SIZE,
+        allowed_paths=allowed,
+        footer_links=["api", "gradio"],
+        theme=THEME,
+        css=CSS,
+    )
+    return demo, url

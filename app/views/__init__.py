@@ -1,0 +1,1 @@
+"""One module per tab: compare, bank, temperature, umap, longtail, train (plus shared helpers)."""

@@ -1,0 +1,211 @@
+"""Pieces every tab uses: run choices, plotly styling that survives dark mode, image grids with
+synced zoom, legends, CSV downloads, and turning engine errors into ``gr.Error`` messages.
+
+Nothing here computes on tensors: images arrive as uint8 RGB arrays from ``dida.visualize`` and
+numbers from ``dida.studio``; this module only places them.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import functools
+import inspect
+import io
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+from plotly.subplots import make_subplots
+
+from dida import runs
+from dida.studio import Studio, UploadError
+
+EMPTY_RUNS = (
+    "**No trained runs yet** — start one in the **Train** tab, or run "
+    "`python -m dida.train --preset quick --method dida` and press *Refresh runs*."
+)
+PALETTE_CHOICES = [("Cityscapes", "cityscapes"), ("Colour-blind safe", "cvd")]
+TEXT_GREY = "#8a8a8a"
+"""Mid-grey text reads on both the light and the dark theme."""
+GRID_GREY = "rgba(128,128,128,0.25)"
+USER_ERRORS = (ValueError, KeyError, IndexError, runs.RunError, UploadError, FileNotFoundError)
+"""Engine exceptions whose message is meant for the user (shown as gr.Error)."""
+
+
+@dataclass
+class Shared:
+    """Components every tab reads: the palette choice and the current image."""
+
+    demo: gr.Blocks
+    palette: gr.Radio
+    image_key: gr.State
+    """A val image index (int) or an upload key (str), shared by Compare and Temperature."""
+
+
+@dataclass
+class RunPickers:
+    """Run dropdowns of a tab that must follow ``Studio.refresh``."""
+
+    components: list[gr.components.Component]
+    """Inputs and outputs of ``refresh``."""
+    refresh: Callable[..., Any]
+    """Current values of ``components`` → one update per component (after ``Studio.refresh``)."""
+    on_select: tuple[Callable, list, list] | None = None
+    """(fn, inputs, outputs) run when the tab is opened (tabs render lazily)."""
+
+
+def bind(fn: Callable, *bound: Any) -> Callable:
+    """``fn`` with its first arguments fixed (like functools.partial) but keeping a real function
+    signature, name and type hints, which Gradio reads to pass ``gr.SelectData`` and name the API."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*bound, *args, **kwargs)
+
+    params = list(inspect.signature(fn).parameters.values())[len(bound) :]
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return wrapper
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn engine errors meant for the user into ``gr.Error`` (shown as a toast in the page)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as err:
+            message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            raise gr.Error(str(message)) from err
+
+    return wrapper
+
+
+# --- run choices -----------------------------------------------------------------------------
+
+
+def run_choices(
+    studio: Studio, with_model: bool = True, with_bank: bool = False
+) -> list[tuple[str, str]]:
+    """(title, run id) of the runs a dropdown offers."""
+    return [(r.title, r.run_id) for r in studio.runs(with_model, with_bank)]
+
+
+def default_runs(studio: Studio, limit: int = 4) -> list[str]:
+    """The runs the Compare tab starts with (``Studio.featured_runs``)."""
+    return studio.featured_runs(limit)
+
+
+def pick(
+    choices: list[tuple[str, str]], value: str | None, fallback: str | None = None
+) -> str | None:
+    """``value`` when still offered, else ``fallback`` when offered, else the first choice."""
+    ids = [rid for _, rid in choices]
+    for candidate in (value, fallback):
+        if candidate in ids:
+            return candidate
+    return ids[0] if ids else None
+
+
+def dropdown_update(
+    choices: list[tuple[str, str]], value: str | None = None, fallback: str | None = None
+) -> dict:
+    """New choices; the value is only sent when it must change (so no needless change events)."""
+    chosen = pick(choices, value, fallback)
+    if chosen == value:
+        return gr.update(choices=choices)
+    return gr.update(choices=choices, value=chosen)
+
+
+# --- plotly ----------------------------------------------------------------------------------
+
+
+def style(fig: go.Figure, height: int = 360, title: str | None = None) -> go.Figure:
+    """Transparent backgrounds and mid-grey text: readable in light and dark mode."""
+    fig.update_layout(
+        height=height,
+        title=title,
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        font={"color": TEXT_GREY, "size": 12},
+        margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 40},
+        legend={"bgcolor": "rgba(0,0,0,0)"},
+    )
+    fig.update_xaxes(gridcolor=GRID_GREY, zerolinecolor=GRID_GREY)
+    fig.update_yaxes(gridcolor=GRID_GREY, zerolinecolor=GRID_GREY)
+    return fig
+
+
+def message_figure(text: str, height: int = 240) -> go.Figure:
+    """An empty plot that shows ``text`` (empty states)."""
+    fig = go.Figure()
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return style(fig, height)
+
+
+def png_data_uri(rgb: np.ndarray) -> str:
+    """A uint8 RGB array as a ``data:image/png`` URI (lossless: label colours stay exact)."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_grid(
+    panels: Sequence[tuple[str, np.ndarray]], columns: int = 3, panel_height: int = 230
+) -> go.Figure:
+    """Images side by side with linked axes: zooming or panning one panel moves them all."""
+    rows = max(1, -(-len(panels) // columns))
+    cols = min(columns, max(1, len(panels)))
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        shared_xaxes="all",
+        shared_yaxes="all",
+        subplot_titles=[title for title, _ in panels],
+        horizontal_spacing=0.01,
+        vertical_spacing=0.06,
+    )
+    for i, (title, rgb) in enumerate(panels):
+        trace = go.Image(source=png_data_uri(rgb), name=title, hovertemplate="x %{x}, y %{y}")
+        fig.add_trace(trace, row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig = style(fig, height=rows * panel_height + 40)
+    fig.update_layout(margin={"l": 4, "r": 4, "t": 28, "b": 4}, uirevision="grid", dragmode="zoom")
+    return fig
+
+
+# --- legends and tables ----------------------------------------------------------------------
+
+
+def legend_html(entries: Sequence[tuple[str, str]]) -> str:
+    """Colour swatches with names (never colour alone)."""
+    items = "".join(
+        f'<span class="swatch"><i style="background:{color}"></i>{name}</span>'
+        for name, color in entries
+    )
+    return f'<div class="legend">{items}</div>'
+
+
+def write_csv(name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Write a CSV into a fresh temporary folder (Gradio serves and later deletes it); returns the path."""
+    folder = Path(tempfile.mkdtemp(prefix="dida-studio-"))
+    path = folder / name
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(headers)
+        writer.writerows(rows)
+    return str(path)
+
+
+def percent(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{100 * value:.1f}"

@@ -1,0 +1,194 @@
+"""Long tail tab: how often each class occurs in source and target, and how every method does on it.
+
+Class pixel and image frequencies (log scale, sorted by source pixel frequency) and per-class IoU of
+every run against the class pixel frequency. IoUs come from each run's last evaluation, or from a
+whole-val-split pass when requested (computed in the background).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from app.views.common import (
+    RunPickers,
+    Shared,
+    bind,
+    message_figure,
+    percent,
+    run_choices,
+    style,
+    user_errors,
+    write_csv,
+)
+from dida.analysis import class_fractions, iou_vs_frequency, long_tail
+from dida.data.classes import CLASSES
+from dida.data.datasets import class_pixel_totals
+from dida.studio import Studio
+
+DOMAIN_COLORS = {"source": "#0072B2", "target": "#E69F00"}
+SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "star", "cross", "hexagon"]
+
+
+def frequency_table(studio: Studio) -> tuple[pd.DataFrame, str]:
+    """Per-class fractions (source sorted when available) and a note on what is missing."""
+    source, target = studio.source_stats(), studio.target_stats()
+    if source is not None:
+        rows = long_tail(source, target).rows()
+        return pd.DataFrame(rows), ""
+    pixels, images = class_fractions(target, "target_stats")
+    order = np.argsort(-pixels, kind="stable")
+    rows = [
+        {"train_id": int(c), "class": CLASSES[c], "source_pixels": None, "source_images": None,
+         "target_pixels": float(pixels[c]), "target_images": float(images[c])}
+        for c in order
+    ]  # fmt: skip
+    state = studio.source_stats_state() or ""
+    note = (
+        "computing source statistics…"
+        if state in ("queued", "running")
+        else "No source data on disk (generate SynthCity's source split or train a run): target only."
+    )
+    return pd.DataFrame(rows), note
+
+
+def frequency_figure(table: pd.DataFrame, kind: str) -> go.Figure:
+    """Grouped bars of source and target fractions, log y."""
+    fig = go.Figure()
+    for domain in ("source", "target"):
+        values = table[f"{domain}_{kind}"]
+        if values.isna().all():
+            continue
+        fig.add_bar(x=table["class"], y=values, name=domain, marker_color=DOMAIN_COLORS[domain])
+    what = "labelled pixels" if kind == "pixels" else "images containing the class"
+    fig.update_layout(showlegend=True)
+    fig.update_yaxes(type="log", title_text=f"fraction of {what}")
+    fig.update_xaxes(tickangle=-45)
+    return style(fig, 340, f"Class frequency: {what} (sorted, log scale)")
+
+
+@user_errors
+def frequencies(studio: Studio) -> tuple[Any, Any, pd.DataFrame, str | None, str]:
+    """(pixel figure, image figure, table, CSV, note)."""
+    table, note = frequency_table(studio)
+    shown = table.copy()
+    for col in ("source_pixels", "source_images", "target_pixels", "target_images"):
+        shown[col] = [percent(v) for v in table[col]]
+    shown = shown.rename(
+        columns={c: f"{c} (%)" for c in shown.columns if "_" in c and c != "train_id"}
+    )
+    csv = write_csv("class_frequencies.csv", list(table.columns), table.values.tolist())
+    return frequency_figure(table, "pixels"), frequency_figure(table, "images"), shown, csv, note
+
+
+def run_metrics(studio: Studio, run_ids: list[str], whole_split: bool) -> tuple[dict, list[str]]:
+    """Per-run metrics to plot, and notes on runs still computing or without any evaluation."""
+    chosen, notes = {}, []
+    for rid in run_ids:
+        title = studio.run(rid).short_title
+        if whole_split:
+            studio.val_pass(rid)
+        metrics = studio.val_metrics(rid)
+        done, total = studio.val_pass_progress(rid)
+        if whole_split and done < total:
+            notes.append(f"{title}: whole-split pass {done}/{total}")
+        if metrics is None:
+            notes.append(f"{title}: no evaluation yet")
+            continue
+        chosen[title] = metrics
+    return chosen, notes
+
+
+@user_errors
+def iou_frequency(
+    studio: Studio, run_ids: list[str], whole_split: bool
+) -> tuple[Any, pd.DataFrame, str | None, str, Any]:
+    """(IoU vs frequency scatter, table, CSV, status, timer update)."""
+    if not run_ids:
+        return (
+            message_figure("No trained runs yet"),
+            pd.DataFrame(),
+            None,
+            "",
+            gr.Timer(active=False),
+        )
+    metrics, notes = run_metrics(studio, run_ids, whole_split)
+    pixels = class_pixel_totals(studio.target_stats())
+    rows = iou_vs_frequency(metrics, pixels) if metrics else []
+    waiting = any("pass" in n for n in notes)
+    table = pd.DataFrame(rows)
+    csv = (
+        write_csv("iou_vs_frequency.csv", list(table.columns), table.values.tolist())
+        if rows
+        else None
+    )
+    return iou_figure(rows), table, csv, " · ".join(notes), gr.Timer(active=waiting)
+
+
+def iou_figure(rows: list[dict]) -> go.Figure:
+    """IoU of every run against target class pixel frequency (log x)."""
+    if not rows:
+        return message_figure("No evaluated runs yet")
+    fig = go.Figure()
+    for i, run in enumerate(dict.fromkeys(r["run"] for r in rows)):
+        mine = [r for r in rows if r["run"] == run and r["iou"] == r["iou"]]
+        fig.add_scatter(
+            x=[r["pixel_fraction"] for r in mine], y=[100 * r["iou"] for r in mine],
+            mode="markers+lines", name=run, text=[r["class"] for r in mine],
+            marker={"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 9},
+            hovertemplate="%{text}<br>frequency %{x:.2%}<br>IoU %{y:.1f}<extra>" + run + "</extra>",
+        )  # fmt: skip
+    fig.update_xaxes(type="log", title_text="target class pixel frequency (log)")
+    fig.update_yaxes(title_text="IoU (%)", range=[0, 100])
+    return style(fig, 420, "Per-class IoU against class frequency")
+
+
+def build(studio: Studio, shared: Shared) -> RunPickers:
+    note = gr.Markdown()
+    with gr.Row():
+        pixels = gr.Plot(label="pixel frequency")
+        images = gr.Plot(label="image frequency")
+    with gr.Accordion("Frequency table", open=False):
+        table = gr.Dataframe(interactive=False, max_height=320)
+        csv = gr.DownloadButton("Download frequencies (CSV)", value=None)
+    gr.Markdown("#### Per-class IoU against class frequency")
+    choices = run_choices(studio)
+    with gr.Row():
+        runs = gr.CheckboxGroup(choices, value=[rid for _, rid in choices], label="runs", scale=3)
+        whole = gr.Checkbox(
+            label="evaluate on the whole val split (background)", value=False, scale=1
+        )
+    status = gr.Markdown()
+    scatter = gr.Plot(label="IoU vs frequency", elem_id="longtail-iou")
+    with gr.Accordion("IoU table", open=False):
+        iou_table = gr.Dataframe(interactive=False, max_height=320)
+        iou_csv = gr.DownloadButton("Download IoU vs frequency (CSV)", value=None)
+    timer = gr.Timer(2.0, active=False)
+    freq_out = [pixels, images, table, csv, note]
+    iou_out = [scatter, iou_table, iou_csv, status, timer]
+    gr.on([runs.change, whole.change], bind(iou_frequency, studio), [runs, whole], iou_out,
+          api_name="longtail_iou")  # fmt: skip
+    timer.tick(bind(_open, studio), [runs, whole], [*freq_out, *iou_out], api_visibility="private")
+    on_open = (bind(_open, studio), [runs, whole], [*freq_out, *iou_out])
+    return RunPickers([runs], bind(_refresh, studio), on_select=on_open)
+
+
+def _refresh(studio: Studio, current: list[str] | None) -> list[Any]:
+    choices = run_choices(studio)
+    ids = [rid for _, rid in choices]
+    kept = [r for r in current or [] if r in ids]
+    new = [r for r in ids if r not in (current or [])]
+    if not new and kept == (current or []):
+        return [gr.update(choices=choices)]
+    return [gr.update(choices=choices, value=kept + new)]
+
+
+def _open(studio: Studio, run_ids: list[str], whole: bool) -> list[Any]:
+    """Both views; the timer keeps polling while source statistics or val passes compute."""
+    freq, iou = frequencies(studio), iou_frequency(studio, run_ids, whole)
+    waiting = (studio.source_stats_state() or "") in ("queued", "running") or iou[-1].active
+    return [*freq, *iou[:-1], gr.Timer(active=waiting)]

@@ -1,0 +1,190 @@
+"""Temperature tab: what DIDA's instance level does at one pixel, and how tp shapes it.
+
+Click a pixel of the target image: q over the K bank slots at the chosen tp (sorted bars coloured by
+slot class, on one y-scale for every tp of the slider), its entropy, the gathered / calibrated
+distribution, the teacher's semantic probabilities, the scattered class scores, and the regenerated
+pseudo-label next to the semantic-only one. The maths is ``dida.explain``; this tab only draws it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from app.views.common import (
+    RunPickers,
+    Shared,
+    bind,
+    dropdown_update,
+    message_figure,
+    run_choices,
+    style,
+    user_errors,
+)
+from dida import visualize as V
+from dida.data.classes import CLASSES
+from dida.explain import PixelExplanation
+from dida.studio import ImageKey, Studio
+
+TP_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""Temperatures whose largest q sets the common y-scale (the slider's range)."""
+NO_BANK = "No run with an instance bank yet: train a DIDA run in the Train tab."
+
+FORMULAS = r"""
+#### What you are looking at
+
+For the clicked pixel, **E** is its decoder feature and **M₁…M_K** the bank slots (class *y_k*).
+
+1. **Similarity** $s_k = \langle E, M_k\rangle$ (cosine: both L2-normalised).
+2. **Instance distribution** $q_k = \dfrac{\exp(s_k/t_p)}{\sum_j \exp(s_j/t_p)}$ — small *tp*
+   sharpens it toward the nearest slot, large *tp* flattens it toward uniform (entropy → log K).
+3. **Gathering** (semantic → instance) $g_k = p_{y_k}$: each slot gets the teacher's probability
+   of its class; **calibrated** $\hat q_k = q_k g_k / \sum_j q_j g_j$.
+4. **Scattering** (instance → semantic) $a_c = \sum_{k:\,y_k=c} \hat q_k$.
+5. **Regenerated** scores $\alpha\,p + (1-\alpha)\,a$; the pseudo-label is their argmax, the
+   semantic-only one is $\arg\max p$.
+
+The bars share one y-axis for every tp of the slider, so sharpening is not hidden by rescaling.
+"""
+
+
+def explanation_figure(
+    e: PixelExplanation, y_max: float, palette: str, slots: int = 60
+) -> go.Figure:
+    """Sorted q (top ``slots``) with q̂, and p / a / regenerated per class."""
+    colors = [c for _, c in V.legend_entries(palette)]
+    q, calibrated = e.q.numpy(), e.calibrated.numpy()
+    order = np.argsort(-q)[:slots]
+    labels = e.slot_labels.numpy()[order]
+    fig = make_subplots(
+        rows=2, cols=3, specs=[[{"colspan": 3}, None, None], [{}, {}, {}]], vertical_spacing=0.18,
+        subplot_titles=[f"q over bank slots at tp = {e.tp:g} (top {len(order)} of {len(q)}, sorted)",
+                        "teacher p", "scattered a", f"regenerated α·p + (1−α)·a (α = {e.alpha:g})"],
+    )  # fmt: skip
+    hover = [f"slot {k} · {CLASSES[c]}" for k, c in zip(order, labels, strict=True)]
+    x = list(range(len(order)))
+    fig.add_bar(x=x, y=q[order], marker_color=[colors[c] for c in labels], name="q (instance)",
+                hovertext=hover, row=1, col=1)  # fmt: skip
+    fig.add_scatter(x=x, y=calibrated[order], mode="markers", name="q̂ (calibrated)",
+                    marker={"symbol": "diamond", "color": "#D55E00", "size": 7}, hovertext=hover,
+                    row=1, col=1)  # fmt: skip
+    fig.update_yaxes(range=[0, y_max * 1.05], title_text="probability", row=1, col=1)
+    for col, values in enumerate((e.teacher_probs, e.scattered, e.regenerated_probs), start=1):
+        fig.add_bar(x=list(CLASSES), y=values.numpy(), marker_color=colors, showlegend=False,
+                    row=2, col=col)  # fmt: skip
+        fig.update_yaxes(range=[0, 1], row=2, col=col)
+    fig.update_xaxes(tickangle=-60, tickfont={"size": 9}, row=2)
+    fig.update_xaxes(title_text="slots, most probable first", row=1, col=1)
+    return style(fig, 620)
+
+
+def summary_text(e: PixelExplanation, slots: int) -> str:
+    semantic, regenerated = CLASSES[e.pseudo_label_semantic], CLASSES[e.pseudo_label_regenerated]
+    change = "same" if semantic == regenerated else "**changed by the instance level**"
+    nearest = ", ".join(
+        f"{int(k)} ({CLASSES[int(c)]}, s={float(s):.2f})"
+        for k, c, s in zip(
+            e.nearest.indices[:5], e.nearest.labels[:5], e.nearest.similarities[:5], strict=True
+        )
+    )
+    return (
+        f"**Pixel (x={e.x}, y={e.y})**, feature cell {e.cell} · tp = {e.tp:g}\n\n"
+        f"- entropy H(q) = {e.entropy:.3f} nats (uniform over K = {slots}: {math.log(slots):.3f})\n"
+        f"- pseudo-label, semantic only: **{semantic}** → regenerated: **{regenerated}** ({change})\n"
+        f"- nearest slots: {nearest}"
+    )
+
+
+@user_errors
+def explain(
+    studio: Studio,
+    run_id: str | None,
+    key: ImageKey,
+    x: float | None,
+    y: float | None,
+    tp: float,
+    snapshot: float,
+    palette: str,
+) -> tuple[Any, str]:
+    """(figure, summary) of the explanation at pixel (x, y) and temperature tp."""
+    if not run_id:
+        return message_figure(NO_BANK), NO_BANK
+    if x is None or y is None:
+        return message_figure("Click a pixel of the image"), "Click a pixel of the image."
+    index = -1 if snapshot is None else int(snapshot)
+    e = studio.explain(run_id, key, int(x), int(y), float(tp), index)
+    sweep = studio.tp_sweep(run_id, key, int(x), int(y), TP_GRID, index)
+    y_max = max(sweep.y_max, float(e.q.max()))
+    return explanation_figure(e, y_max, palette), summary_text(e, len(e.q))
+
+
+def click(
+    studio: Studio, run_id, key, tp, snapshot, palette, evt: gr.SelectData
+) -> tuple[int, int, Any, str]:
+    """A click on the image → x, y and the explanation there."""
+    x, y = int(evt.index[0]), int(evt.index[1])
+    return (x, y, *explain(studio, run_id, key, x, y, tp, snapshot, palette))
+
+
+@user_errors
+def select_run(studio: Studio, run_id: str | None) -> tuple[dict, dict]:
+    """(snapshot slider over the run's history, tp slider at the run's tp)."""
+    history = studio.bank_history(run_id) if run_id else None
+    last = max(len(history) - 1, 0) if history else 0
+    tp = studio.run(run_id).method_options.get("tp", 0.1) if run_id else 0.1
+    return gr.update(maximum=max(last, 1), value=last), gr.update(value=tp)
+
+
+@user_errors
+def show_image(studio: Studio, key: ImageKey) -> np.ndarray:
+    return studio.item(key)["image"]
+
+
+def build(studio: Studio, shared: Shared) -> RunPickers:
+    choices = run_choices(studio, with_bank=True)
+    with gr.Row():
+        run = gr.Dropdown(
+            choices, value=choices[0][1] if choices else None, label="DIDA run", scale=2
+        )
+        snapshot = gr.Slider(0, 1, value=0, step=1, label="bank snapshot", scale=2)
+        tp = gr.Slider(
+            0.01, 1.0, value=0.1, step=0.01, label="temperature tp", elem_id="tp-slider", scale=2
+        )
+    with gr.Row():
+        with gr.Column(scale=2):
+            image = gr.Image(label="target image (from Compare) — click a pixel", format="png",
+                             interactive=False, elem_id="tp-image", height=300)  # fmt: skip
+            with gr.Row():
+                x = gr.Number(label="x", precision=0, minimum=0)
+                y = gr.Number(label="y", precision=0, minimum=0)
+                go_button = gr.Button("Explain pixel")
+            summary = gr.Markdown(
+                NO_BANK if not choices else "Click a pixel of the image.", elem_id="tp-summary"
+            )
+        with gr.Column(scale=1):
+            gr.Markdown(FORMULAS, latex_delimiters=[{"left": "$", "right": "$", "display": False}])
+    figure = gr.Plot(label="instance distribution and cross-level interaction")
+    inputs = [run, shared.image_key, x, y, tp, snapshot, shared.palette]
+    image.select(bind(click, studio), [run, shared.image_key, tp, snapshot, shared.palette],
+                 [x, y, figure, summary], api_name="tp_click")  # fmt: skip
+    gr.on([go_button.click, tp.change, snapshot.change, shared.palette.change], bind(explain, studio),
+          inputs, [figure, summary], api_name="tp_explain", trigger_mode="always_last")  # fmt: skip
+    run.change(bind(select_run, studio), run, [snapshot, tp], api_visibility="private")
+    shared.image_key.change(
+        bind(show_image, studio), shared.image_key, image, api_visibility="private"
+    )
+    on_open = (bind(_open, studio), [run, shared.image_key], [image, snapshot, tp])
+    return RunPickers([run], bind(_refresh, studio), on_select=on_open)
+
+
+def _refresh(studio: Studio, run_id: str | None) -> list[Any]:
+    return [dropdown_update(run_choices(studio, with_bank=True), run_id)]
+
+
+def _open(studio: Studio, run_id: str | None, key: ImageKey) -> list[Any]:
+    return [show_image(studio, key), *select_run(studio, run_id)]

@@ -1,0 +1,222 @@
+"""Train tab: launch a short adaptation run from the browser and watch it.
+
+One job trains at a time (``Studio.trainer``); later requests wait in a queue whose position is shown.
+A timer polls the job: progress with ETA, live loss and mIoU curves, the bank's class counts (at
+checkpoints, for DIDA), and a Stop button that ends the run after its current iteration. A finished
+run appears in every other tab (runs are refreshed when a job ends and when a tab opens).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+import plotly.graph_objects as go
+
+from app.views.bank import counts_figure
+from app.views.common import RunPickers, Shared, bind, message_figure, style, user_errors
+from dida.methods.registry import METHODS
+from dida.presets import PRESETS
+from dida.studio import METHOD_TITLES, Studio, TrainJob
+
+JOB_HEADERS = ["job", "run", "method", "state", "iteration"]
+PRESET_NOTES = {
+    "tiny": "tiny: 64×64 crops on the tiny SynthCity (generated beside the data on first use) — seconds.",
+    "quick": "quick: ~5 min for source-only on 2 CPU cores; the first run generates SynthCity's training splits.",
+    "default": "default: the benchmark preset (long on a CPU).",
+}
+
+
+def method_choices() -> list[tuple[str, str]]:
+    return [(METHOD_TITLES.get(m, m), m) for m in METHODS]
+
+
+@user_errors
+def start(
+    studio: Studio,
+    method: str,
+    preset: str,
+    iters: float | None,
+    seed: float | None,
+    name: str | None,
+    bank_size: float | None,
+    tp: float,
+    ins_lambda: float | None,
+) -> tuple[str, str, Any]:
+    """Queue a run → (job id, status, timer update)."""
+    options = {}
+    if method == "dida":
+        options = {"bank_size": int(bank_size or 300), "tp": float(tp), "ins_lambda": ins_lambda}
+    job = studio.train(
+        method,
+        preset,
+        int(iters) if iters else None,
+        int(seed or 0),
+        options,
+        (name or "").strip() or None,
+    )
+    return job.job_id, status_text(studio, job), gr.Timer(active=True)
+
+
+def status_text(studio: Studio, job: TrainJob) -> str:
+    """One line on the job: queued with position, running, or how it ended."""
+    position = studio.trainer.position(job.job_id)
+    head = f"**{job.job_id}** · run `{job.name}` · {METHOD_TITLES.get(job.config.method, job.config.method)}"
+    if job.state == "queued":
+        return f"{head} — queued, position {position} (one job trains at a time)"
+    if job.state == "running":
+        return f"{head} — running"
+    if job.state == "failed":
+        return f"{head} — **failed**: {job.error}"
+    return f"{head} — {job.state}; the run is listed in every tab now"
+
+
+def progress_html(job: TrainJob) -> str:
+    """A progress bar with iteration, speed and time left."""
+    last = job.last
+    it, total = (last.it, last.max_iters) if last else (0, job.config.iters)
+    rate = next((e.it_per_s for e in reversed(job.events) if e.kind == "train"), 0.0)
+    eta = next((e.eta_s for e in reversed(job.events) if e.kind == "train"), 0.0)
+    eta_text = f"ETA {eta:.0f} s" if rate and not job.done else ""
+    return (
+        f'<div class="train-progress"><progress value="{it}" max="{total}"></progress>'
+        f"<span>{it} / {total} iterations · {rate:.2f} it/s {eta_text}</span></div>"
+    )
+
+
+def loss_figure(job: TrainJob) -> go.Figure:
+    """Every logged loss against the iteration."""
+    events = [e for e in job.events if e.kind == "train"]
+    if not events:
+        return message_figure("losses appear after the first logged iteration")
+    fig = go.Figure()
+    for name in dict.fromkeys(k for e in events for k in e.losses):
+        points = [(e.it, e.losses[name]) for e in events if name in e.losses]
+        fig.add_scatter(
+            x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers", name=name
+        )
+    fig.update_layout(xaxis_title="iteration", yaxis_title="loss")
+    return style(fig, 300, "Training losses")
+
+
+def miou_figure(job: TrainJob) -> go.Figure:
+    """Target val mIoU (19 classes) at every evaluation."""
+    events = [e for e in job.events if e.kind == "eval"]
+    if not events:
+        return message_figure("mIoU appears after the first evaluation")
+    values = [100 * (e.metrics.get("mIoU", {}).get("19") or 0.0) for e in events]
+    fig = go.Figure(
+        go.Scatter(x=[e.it for e in events], y=values, mode="lines+markers", name="mIoU")
+    )
+    fig.update_layout(xaxis_title="iteration", yaxis_title="mIoU (%)")
+    return style(fig, 300, "Target val mIoU")
+
+
+def jobs_table(studio: Studio) -> pd.DataFrame:
+    rows = [
+        [
+            j.job_id,
+            j.name,
+            j.config.method,
+            j.state,
+            f"{j.last.it if j.last else 0}/{j.config.iters}",
+        ]
+        for j in studio.trainer.jobs.values()
+    ]
+    return pd.DataFrame(rows, columns=JOB_HEADERS)
+
+
+@user_errors
+def poll(studio: Studio, job_id: str | None, palette: str) -> tuple[Any, ...]:
+    """(status, progress, losses, mIoU, bank counts, jobs, timer update) of the session's job."""
+    if not job_id:
+        empty = message_figure("start a run to see its curves")
+        idle = "No job started in this session."
+        return idle, "", empty, empty, empty, jobs_table(studio), gr.Timer(active=False)
+    job = studio.trainer.get(job_id)
+    snapshot = studio.job_snapshot(job_id)
+    bank = (
+        message_figure("bank counts appear at checkpoints of DIDA runs")
+        if snapshot is None
+        else counts_figure(snapshot, palette)
+    )
+    return (
+        status_text(studio, job), progress_html(job), loss_figure(job), miou_figure(job), bank,
+        jobs_table(studio), gr.Timer(active=not job.done),
+    )  # fmt: skip
+
+
+@user_errors
+def stop(studio: Studio, job_id: str | None) -> str:
+    """Stop the session's job after its current iteration (or drop it from the queue)."""
+    if not job_id:
+        raise gr.Error("no job to stop: start one first")
+    job = studio.trainer.stop(job_id)
+    return status_text(studio, job) + " — stop requested"
+
+
+def preset_changed(preset: str) -> tuple[dict, str]:
+    return gr.update(value=PRESETS[preset]["iters"]), PRESET_NOTES.get(preset, "")
+
+
+def _inputs() -> dict[str, Any]:
+    ui: dict[str, Any] = {}
+    with gr.Row():
+        ui["method"] = gr.Dropdown(method_choices(), value="dida", label="method")
+        ui["preset"] = gr.Dropdown(sorted(PRESETS), value="tiny", label="preset")
+        ui["iters"] = gr.Number(
+            value=PRESETS["tiny"]["iters"], precision=0, minimum=1, label="iterations"
+        )
+        ui["seed"] = gr.Number(value=0, precision=0, minimum=0, label="seed")
+        ui["name"] = gr.Textbox(
+            label="run name (optional)", placeholder="<method>_<preset>_s<seed>_<time>"
+        )
+    ui["note"] = gr.Markdown(PRESET_NOTES["tiny"])
+    with gr.Accordion("DIDA instance level", open=True) as ui["dida_options"], gr.Row():
+        ui["bank_size"] = gr.Number(value=300, precision=0, minimum=19, label="K (bank slots)")
+        ui["tp"] = gr.Slider(0.01, 1.0, value=0.1, step=0.01, label="tp (temperature)")
+        ui["ins_lambda"] = gr.Number(value=1.0, minimum=0, label="λ (weight of L_ins)")
+    with gr.Row():
+        ui["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
+        ui["stop"] = gr.Button("Stop", variant="stop", elem_id="train-stop")
+    return ui
+
+
+def _outputs() -> list[Any]:
+    """status, progress, losses, mIoU, bank counts, jobs (``poll``'s outputs without the timer)."""
+    status = gr.Markdown("No job started in this session.", elem_id="train-status")
+    progress = gr.HTML(elem_id="train-progress")
+    with gr.Row():
+        losses = gr.Plot(label="losses")
+        miou = gr.Plot(label="mIoU")
+    bank = gr.Plot(label="bank class counts")
+    jobs = gr.Dataframe(headers=JOB_HEADERS, interactive=False, label="jobs of this app")
+    return [status, progress, losses, miou, bank, jobs]
+
+
+def build(studio: Studio, shared: Shared) -> RunPickers:
+    """Lay out and wire the tab (it has no run picker; opening it polls the session's job)."""
+    ui, shown = _inputs(), _outputs()
+    job_id, timer, status, private = (
+        gr.State(None),
+        gr.Timer(1.0, active=False),
+        shown[0],
+        "private",
+    )
+    ui["preset"].change(
+        preset_changed, ui["preset"], [ui["iters"], ui["note"]], api_visibility=private
+    )
+    ui["method"].change(lambda m: gr.update(visible=m == "dida"), ui["method"], ui["dida_options"],
+                        api_visibility=private)  # fmt: skip
+    names = ("method", "preset", "iters", "seed", "name", "bank_size", "tp", "ins_lambda")
+    ui["start"].click(bind(start, studio), [ui[n] for n in names], [job_id, status, timer],
+                      api_name="train_start")  # fmt: skip
+    polled = [*shown, timer]
+    timer.tick(
+        bind(poll, studio), [job_id, shared.palette], polled, api_name="train_poll", queue=False
+    )
+    ui["stop"].click(bind(stop, studio), job_id, status, api_name="train_stop", queue=False)
+    return RunPickers(
+        [], lambda: [], on_select=(bind(poll, studio), [job_id, shared.palette], polled)
+    )

@@ -1,0 +1,212 @@
+"""Speed of the app against its targets (docs/BENCHMARKS.md, "App").
+
+    python -m scripts.bench_app [--work /tmp/dida_bench] [--repeats 20]
+
+Prepares (once, under --work) SynthCity's default val split (256x512 images) and four 2-iteration runs
+with the CPU model (mit_b0, D = 64) — source-only, ProDA-style, DAFormer-style and DIDA with K = 300 —
+then prints:
+
+1. fresh process → usable page: ``python launch.py`` started until headless Chromium shows the
+   Compare panels (falls back to the first API answer when Chromium is missing);
+2. Compare, one new image with four models (warm: models loaded; the image not predicted yet), and a
+   re-render of a cached image (e.g. an opacity change);
+3. pixel readout and tp-slider server time (handler + JSON of the figure);
+4. UMAP of a K = 300 snapshot with umap warm (imported and compiled): the background fit and the
+   view once the map is cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+METHODS = (("source_only", {}), ("proda", {}), ("daformer", {}), ("dida", {"bank_size": 300}))
+
+
+def prepare(work: Path) -> tuple[Path, Path]:
+    """(SynthCity root with the default val split, runs folder with four tiny-trained runs)."""
+    from dida.data.synthcity import ensure_synthcity
+    from dida.presets import preset_config
+    from dida.train import train
+
+    data = ensure_synthcity(work / "synthcity", "default", ("val",))
+    tiny = ensure_synthcity(work / "synthcity-tiny", "tiny", ("source", "train", "val"))
+    runs_dir = work / "runs"
+    for method, options in METHODS:
+        if (runs_dir / method / "model.safetensors").exists():
+            continue
+        cfg = preset_config("tiny", method)
+        cfg = replace(
+            cfg,
+            model=preset_config("quick", method).model,
+            data=replace(cfg.data, source_root=str(tiny), target_root=str(tiny), rcs=False),
+            iters=2,
+            method_options=options,
+        )
+        list(train(cfg, runs_dir / method))
+    return data, runs_dir
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """(median, min) seconds of ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times)
+
+
+def fresh_page_seconds(
+    data: Path, runs_dir: Path, port: int, threads: int
+) -> tuple[float, float, str]:
+    """Seconds from starting ``launch.py`` to the server answering and to a usable Compare tab
+    (the browser is already open, as a user's would be)."""
+    if not Path("/usr/bin/chromium").exists():
+        serving = _start_and_wait(data, runs_dir, port, threads, None)
+        return serving, serving, "first API answer (no Chromium)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run"],
+        )
+        times = _start_and_wait(data, runs_dir, port, threads, browser.new_page())
+        browser.close()
+    return (*times, "Chromium shows the Compare panels")
+
+
+def _start_and_wait(data: Path, runs_dir: Path, port: int, threads: int, page):
+    from playwright.sync_api import expect
+
+    cmd = [sys.executable, "launch.py", "--data", str(data), "--runs", str(runs_dir),
+           "--assets", str(runs_dir / "no-assets"), "--port", str(port), "--threads", str(threads)]  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_api(url)
+        serving = time.perf_counter() - start
+        if page is None:
+            return serving
+        page.goto(url)
+        grid = page.locator("#compare-grid").get_by_text("ground truth")
+        expect(grid).to_be_visible(timeout=120_000)
+        return serving, time.perf_counter() - start
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _wait_api(url: str, timeout: float = 120.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}gradio_api/info", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+def bench_handlers(data: Path, runs_dir: Path, repeats: int) -> list[str]:
+    from app.views import compare, temperature, umap
+    from dida.studio import Studio
+
+    studio = Studio(data, [runs_dir], None)
+    run_ids = [f"run:{m}" for m, _ in METHODS]
+    args = ("overlay", 0.6, 0.0, "cityscapes", [], "")
+    compare.grid(studio, 0, run_ids, *args)[0].to_json()  # models loaded, code paths warm
+    fresh = iter(range(1, 10_000))
+    new_image = timed(lambda: compare.grid(studio, next(fresh), run_ids, *args)[0].to_json(), 5)
+    cached = timed(lambda: compare.grid(studio, 1, run_ids, *args)[0].to_json(), repeats)
+    everything = timed(lambda: _all_compare(compare, studio, next(fresh), run_ids), 5)
+    pixels = iter([(x * 37 % 512, x * 53 % 256) for x in range(1, 10_000)])
+    readout = timed(lambda: compare.readout(studio, 1, run_ids, *next(pixels)), repeats)
+    tps = iter([0.01 + 0.013 * i % 0.99 for i in range(10_000)])
+    temperature.explain(studio, "run:dida", 1, 200, 100, 0.1, -1, "cityscapes")
+    tp = timed(
+        lambda: temperature.explain(studio, "run:dida", 1, 200, 100, next(tps), -1, "cityscapes")[
+            0
+        ].to_json(),
+        repeats,
+    )
+    umap_lines = bench_umap(studio, umap)
+    return [
+        f"Compare, new image, 4 models (grid):      {new_image[0]:.3f} s median, {new_image[1]:.3f} s min",
+        f"Compare, new image, all outputs:          {everything[0]:.3f} s median, {everything[1]:.3f} s min",
+        f"Compare, cached image re-render (grid):   {cached[0]:.3f} s median, {cached[1]:.3f} s min",
+        f"pixel readout, 4 models:                  {1000 * readout[0]:.1f} ms median, {1000 * readout[1]:.1f} ms min",
+        f"tp slider (explain + figure JSON):        {1000 * tp[0]:.1f} ms median, {1000 * tp[1]:.1f} ms min",
+        *umap_lines,
+    ]  # fmt: skip
+
+
+def _all_compare(compare, studio, key, run_ids) -> None:
+    compare.grid(studio, key, run_ids, "overlay", 0.6, 0.0, "cityscapes", [], "")[0].to_json()
+    compare.diff(studio, key, run_ids[0], run_ids[-1], "cityscapes")
+    compare.iou_table(studio, key, run_ids)
+
+
+def bench_umap(studio, umap) -> list[str]:
+    """Warm umap (as the app does at start), then time one K = 300 map and the cached view."""
+    from dida.analysis import Projector
+
+    start = time.perf_counter()
+    Projector().warm_up()
+    warm = time.perf_counter() - start
+    snap = studio.snapshot("run:dida", -1)
+    assert len(snap.labels) == 300, "the DIDA bench run must have K = 300"
+    key = studio._projection_key("run:dida", -1, None, 0)
+    fit = timed(
+        lambda: (
+            studio._projectors.pop("run:dida", None),
+            studio._fit_umap("run:dida", studio.points("run:dida"), key),
+        ),
+        3,
+    )
+    view = timed(
+        lambda: umap.project(
+            studio, "run:dida", None, "class", False, 300, "UMAP", 0, "cityscapes"
+        )[0].to_json(),
+        5,
+    )
+    return [
+        f"umap import + numba compile (background): {warm:.1f} s",
+        f"UMAP of a K=300 snapshot, warm (fit):     {fit[0]:.2f} s median, {fit[1]:.2f} s min",
+        f"UMAP view, map cached (handler + JSON):   {1000 * view[0]:.1f} ms median",
+    ]  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--work", type=Path, default=Path("/tmp/dida_bench"))
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--port", type=int, default=7895)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (launch.py's default)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    data, runs_dir = prepare(args.work)
+    serving, usable, how = fresh_page_seconds(data, runs_dir, args.port, args.threads)
+    print(f"fresh process -> server answering:        {serving:.1f} s")
+    print(f"fresh process -> usable page:             {usable:.1f} s ({how})")
+    for line in bench_handlers(data, runs_dir, args.repeats):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

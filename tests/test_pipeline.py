@@ -211,7 +211,7 @@ def test_unlabelled_dataset_needs_cat_max_ratio_one() -> None:
     with pytest.raises(ValueError, match="cat_max_ratio=1.0"):
         TrainCrops(unlabelled, CropConfig())
     item = TrainCrops(unlabelled, CropConfig(resize=None, crop=(4, 4), cat_max_ratio=1.0))[0]
-    assert set(item) == {"image"}
+    assert set(item) == {"image", "index"} and int(item["index"]) == 0
 
 
 def _rare_tree(root: Path) -> GTA5Dataset:

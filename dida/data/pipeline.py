@@ -204,7 +204,8 @@ class Draw(NamedTuple):
 
 
 class TrainCrops(Dataset):
-    """Training crops of a raw dataset; ``crops[key]`` is ``{"image", "label"?, "instance"?}``.
+    """Training crops of a raw dataset; ``crops[key]`` is ``{"image", "label"?, "instance"?, "index"}``
+    (``index``: the raw dataset item the crop came from, e.g. for the instance bank's provenance).
 
     ``key`` is a :class:`Draw` or an int ``i`` (= ``Draw(i, (i,))``, the same crop every time).
     With a :class:`RareClassSampler` the image is drawn by RCS and the crop re-drawn up to
@@ -239,7 +240,7 @@ class TrainCrops(Dataset):
         crop = random_crop(arrays, rng, self.config)
         if rare_class is not None:
             crop = self._recrop(arrays, crop, rare_class, rng)
-        return to_tensors(crop, self.config)
+        return {**to_tensors(crop, self.config), "index": torch.tensor(index)}
 
     def _recrop(self, arrays: dict, crop: dict, rare_class: int, rng: np.random.Generator) -> dict:
         """RCS: re-crop until the crop holds more than ``crop_min_pixels`` of ``rare_class``."""

@@ -836,7 +836,8 @@ def ensure_synthcity(
     Raises ValueError, saying how to regenerate, when ``root`` holds a tree of another config.
     """
     cfg = preset_config(preset, seed=seed, shift=shift)
-    return generate(cfg, root, splits, default_workers())
+    small = sum(cfg.count(split) for split in splits) < 64  # a worker pool costs more than it saves
+    return generate(cfg, root, splits, 1 if small else default_workers())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

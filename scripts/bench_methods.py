@@ -48,7 +48,10 @@ def _batch(crop: tuple[int, int], device: torch.device) -> dict:
     def domain() -> dict:
         label = torch.randint(0, 19, (2, crop[0] // 16, crop[1] // 16), generator=g)
         label = label.repeat_interleave(16, 1).repeat_interleave(16, 2)
-        return {"image": torch.randn(2, 3, *crop, generator=g).to(device), "label": label.to(device)}
+        return {
+            "image": torch.randn(2, 3, *crop, generator=g).to(device),
+            "label": label.to(device),
+        }
 
     return {"source": domain(), "target": domain()}
 
@@ -113,7 +116,14 @@ def main() -> None:
     results = {}
     for label, name, options in configurations(args.ks):
         cmd = [sys.executable, "-m", "scripts.bench_methods", "--one", json.dumps([name, options])]
-        cmd += ["--iters", str(args.iters), "--warmup", str(args.warmup), "--crop", *map(str, args.crop)]
+        cmd += [
+            "--iters",
+            str(args.iters),
+            "--warmup",
+            str(args.warmup),
+            "--crop",
+            *map(str, args.crop),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         results[label] = json.loads(out.strip().splitlines()[-1])
         print(f"{label:>18}: {results[label]}", file=sys.stderr, flush=True)

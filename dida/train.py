@@ -402,8 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or f"{args.method}_{args.preset}_s{args.seed}"
     run_dir = Path(args.runs) / name
     try:
+        is_main = init_distributed(cfg.device).is_main
         for event in train(cfg, run_dir, argv=["python -m dida.train", *argv]):
-            if init_distributed(cfg.device).is_main:
+            if is_main:
                 print(format_event(event), flush=True)
     finally:
         shutdown_distributed()

@@ -114,10 +114,11 @@ def domain_roots(cfg: DataConfig) -> tuple[Path, Path]:
     return source, target
 
 
-def _crop_config(kind: str, resize: tuple[int, int] | None, crop: tuple, cat_max: float):
+def _resize(kind: str, resize: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The configured size, else DAFormer's for a real dataset kind (SynthCity keeps its size)."""
     if resize is None and kind in DEFAULT_CROPS:
-        resize = DEFAULT_CROPS[kind].resize
-    return CropConfig(resize=resize, crop=crop, cat_max_ratio=cat_max)
+        return DEFAULT_CROPS[kind].resize
+    return resize
 
 
 def _layout(kind: str, domain: str) -> str:
@@ -126,11 +127,12 @@ def _layout(kind: str, domain: str) -> str:
     return "gta5" if domain == "source" else "cityscapes"
 
 
-def source_sampler(dataset: SegDataset, cfg: DataConfig) -> RareClassSampler | None:
-    """RCS over the source class statistics (computed once, cached next to the data)."""
+def source_sampler(
+    dataset: SegDataset, stats: list[dict], cfg: DataConfig
+) -> RareClassSampler | None:
+    """RCS over the source class statistics (None when RCS is off)."""
     if not cfg.rcs:
         return None
-    stats = load_class_stats(dataset, cache_dir=Path(".cache") / "class_stats")
     h, w = dataset.image_size(0)
     config = RCSConfig(
         temperature=cfg.rcs_temperature, min_pixels_fraction=cfg.rcs_min_pixels_fraction
@@ -147,22 +149,15 @@ def build_uda_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: in
     )
     val = build_dataset(_layout(cfg.target, "target"), target_root, "val")
     stats = load_class_stats(source, cache_dir=Path(".cache") / "class_stats")
-    target_resize = cfg.target_resize
-    if target_resize is None and cfg.target == "cityscapes":
-        target_resize = DEFAULT_CROPS["cityscapes"].resize
+    source_crop = CropConfig(
+        resize=_resize(cfg.source, cfg.source_resize),
+        crop=cfg.crop,
+        cat_max_ratio=cfg.cat_max_ratio,
+    )
+    target_resize = _resize(cfg.target, cfg.target_resize)
     return UDAData(
         cfg=cfg,
-        source=TrainCrops(
-            source,
-            _crop_config(
-                _layout(cfg.source, "source"), cfg.source_resize, cfg.crop, cfg.cat_max_ratio
-            )
-            if cfg.source != "synthcity"
-            else CropConfig(
-                resize=cfg.source_resize, crop=cfg.crop, cat_max_ratio=cfg.cat_max_ratio
-            ),
-            source_sampler(source, cfg),
-        ),
+        source=TrainCrops(source, source_crop, source_sampler(source, stats, cfg)),
         target=TrainCrops(
             target, CropConfig(resize=target_resize, crop=cfg.crop, cat_max_ratio=1.0)
         ),

@@ -11,6 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
+_CPU_MODEL = {"backbone": "mit_b0", "embed_dim": 64}
+_FROM_SCRATCH = {"lr": 6e-4, "head_lr_mult": 1.0}  # no ImageNet weights offline: higher LR, head x1
+_SYNTHCITY_DATA = {
+    "source_root": "data/synthcity",
+    "target_root": "data/synthcity",
+    "synthcity_preset": "default",
+    "crop": [256, 256],
+    "batch_size": 2,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "iters": 4,
@@ -33,32 +43,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_interval": 250,
         "log_interval": 10,
         "checkpoint_interval": 250,
-        "model": {"backbone": "mit_b0", "embed_dim": 64},
-        "optim": {"lr": 6e-4, "head_lr_mult": 1.0, "warmup_iters": 100},
-        "data": {
-            "source_root": "data/synthcity",
-            "target_root": "data/synthcity",
-            "synthcity_preset": "default",
-            "crop": [256, 256],
-            "batch_size": 2,
-            "val_images": 100,
-        },
+        "model": _CPU_MODEL,
+        "optim": {**_FROM_SCRATCH, "warmup_iters": 100},
+        "data": {**_SYNTHCITY_DATA, "val_images": 100},
     },
     "default": {
         "iters": 3000,
         "eval_interval": 500,
         "log_interval": 20,
         "checkpoint_interval": 500,
-        "model": {"backbone": "mit_b0", "embed_dim": 64},
-        "optim": {"lr": 6e-4, "head_lr_mult": 1.0, "warmup_iters": 200},
-        "data": {
-            "source_root": "data/synthcity",
-            "target_root": "data/synthcity",
-            "synthcity_preset": "default",
-            "crop": [256, 256],
-            "batch_size": 2,
-            "val_images": None,
-        },
+        "model": _CPU_MODEL,
+        "optim": {**_FROM_SCRATCH, "warmup_iters": 200},
+        "data": {**_SYNTHCITY_DATA, "val_images": None},
     },
 }
 

@@ -129,6 +129,17 @@ def iou_vs_frequency(
     ]  # fmt: skip
 
 
+RARE_PIXEL_FRACTION = 0.01
+"""A class is "rare" in a split when it covers less than this fraction of its labelled pixels."""
+
+
+def rare_classes(pixels: np.ndarray, fraction: float = RARE_PIXEL_FRACTION) -> list[int]:
+    """Train IDs present but below ``fraction`` of all labelled pixels, rarest first."""
+    total = max(int(pixels.sum()), 1)
+    rare = [c for c in range(len(pixels)) if 0 < pixels[c] < fraction * total]
+    return sorted(rare, key=lambda c: pixels[c])
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-image scores
 

@@ -59,10 +59,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+METHOD_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {"tiny": {}, "quick": {}, "default": {}}
+"""Per preset, per method: method options that differ from the method's defaults (why: beside each)."""
+
+
 def preset_config(preset: str, method: str, **overrides: Any):
-    """The TrainConfig of ``preset`` for ``method``; unknown presets raise with the valid names."""
+    """The TrainConfig of ``preset`` for ``method`` (the preset's method options included);
+    unknown presets raise with the valid names."""
     from dida.train import TrainConfig
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
-    return TrainConfig(method=method, **{**PRESETS[preset], **overrides})
+    options = dict(METHOD_OPTIONS.get(preset, {}).get(method, {}))
+    options.update(overrides.pop("method_options", {}))
+    return TrainConfig(method=method, **{**PRESETS[preset], "method_options": options, **overrides})

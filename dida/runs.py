@@ -30,6 +30,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
+from dida.model import ModelConfig, SegModel
+
 CONFIG, METRICS, STATUS, SUMMARY = "config.json", "metrics.jsonl", "status.json", "README.md"
 CHECKPOINT, MODEL, BANK_HISTORY = (
     "checkpoint.safetensors",
@@ -272,3 +274,19 @@ def write_summary(run_dir: Path) -> None:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
+
+
+def load_run_model(folder: Path, device: torch.device | str = "cpu") -> SegModel:
+    """The SegModel of a run folder: architecture from ``config.json``, weights from
+    ``model.safetensors`` (strict)."""
+    folder = Path(folder)
+    config = read_json(folder / CONFIG)
+    model = SegModel(ModelConfig.from_dict(config["model"]), load_backbone_weights=False)
+    state, _ = load_state(folder / MODEL)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise RunError(
+            f"{folder / MODEL} does not match the model in {folder / CONFIG}: {err}"
+        ) from err
+    return model.to(device).eval()

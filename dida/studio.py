@@ -33,7 +33,13 @@ import torch
 from PIL import Image
 
 from dida import runs
-from dida.analysis import MIN_UMAP_POINTS, ImageScores, Projector, per_image_scores
+from dida.analysis import (
+    MIN_UMAP_POINTS,
+    ImageScores,
+    Projector,
+    per_image_scores,
+    rare_classes,
+)
 from dida.bank import BankHistory, BankSnapshot
 from dida.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from dida.data.datasets import (
@@ -55,7 +61,7 @@ from dida.explain import (
     explain_pixel,
 )
 from dida.inference import predict_image
-from dida.model import ModelConfig, SegModel
+from dida.model import SegModel
 from dida.presets import PRESETS, preset_config
 from dida.train import TrainConfig, TrainEvent, train
 
@@ -73,8 +79,6 @@ METHOD_TITLES: dict[str, str] = {
 SHIPPED, RUN = "shipped", "run"
 MODEL_CARD = "MODEL_CARD.md"
 OVERLAP_FILE = "overlap_index.json"
-RARE_PIXEL_FRACTION = 0.01
-"""A class is "rare" in the val set when it covers less than this fraction of labelled pixels."""
 MAX_UPLOAD_PIXELS = 16_000_000
 """Uploads above this many pixels are refused (decompression bombs, memory)."""
 MAX_UPLOAD_SIDE = 1024
@@ -344,13 +348,6 @@ def join_points(a: PointSet, b: PointSet) -> PointSet:
     )
 
 
-def rare_classes(pixels: np.ndarray, fraction: float = RARE_PIXEL_FRACTION) -> list[int]:
-    """Train IDs present but below ``fraction`` of all labelled pixels, rarest first."""
-    total = max(int(pixels.sum()), 1)
-    rare = [c for c in range(len(pixels)) if 0 < pixels[c] < fraction * total]
-    return sorted(rare, key=lambda c: pixels[c])
-
-
 def load_upload(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """Read an uploaded file as uint8 RGB (H, W, 3) → (image, notes on the conversions made).
 
@@ -404,21 +401,6 @@ def upload_key(image: np.ndarray) -> str:
     """``"upload:<hash>"`` of an image's pixels (the same picture gets the same key)."""
     digest = hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()[:12]
     return f"upload:{digest}"
-
-
-def load_run_model(folder: Path, device: torch.device) -> SegModel:
-    """The SegModel of a run folder: architecture from ``config.json``, weights from
-    ``model.safetensors`` (strict)."""
-    config = runs.read_json(folder / runs.CONFIG)
-    model = SegModel(ModelConfig.from_dict(config["model"]), load_backbone_weights=False)
-    state, _ = runs.load_state(folder / runs.MODEL)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise runs.RunError(
-            f"{folder / runs.MODEL} does not match the model in {folder / runs.CONFIG}: {err}"
-        ) from err
-    return model.to(device).eval()
 
 
 def train_config(
@@ -762,7 +744,7 @@ class Studio:
             cached = self._models.get(run_id)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
-            model = load_run_model(summary.path, self.device)
+            model = runs.load_run_model(summary.path, self.device)
             self._models[run_id] = (stamp, model)
             return model
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -167,7 +168,8 @@ def _build(cfg: TrainConfig, run_dir: Path, dist: DistInfo, argv: list[str] | No
         runs.create_run(run_dir.parent, run_dir.name, run_config(cfg, argv))
         domain_roots(cfg.data)  # generates SynthCity once, before other ranks read it
     barrier(dist)
-    data = build_uda_data(cfg.data, seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
+    target_labels = getattr(METHODS[cfg.method][0], "domain", "source") == "target"
+    data = build_uda_data(cfg.data, cfg.seed, dist.rank, dist.world_size, target_labels)
     model = SegModel(cfg.model).to(dist.device)
     ctx = MethodContext(
         num_classes=cfg.model.num_classes,
@@ -238,10 +240,18 @@ def _log_train(loop: _Loop, it: int, losses: dict, lr: float, timer: _Timer) -> 
     if loop.dist.is_main:
         samples = it * loop.cfg.data.batch_size * loop.dist.world_size  # source images seen so far
         record = {"kind": "train", "it": it, "samples": samples, "lr": lr, "it_per_s": timer.rate}
-        record["eta_s"] = timer.eta
+        record["eta_s"], record["peak_mem_mb"] = timer.eta, peak_memory_mb(loop.dist.device)
         runs.append_metrics(loop.run_dir, {**record, **losses, "time": time.time()})
         runs.write_status(loop.run_dir, "running", it=it, max_iters=loop.cfg.iters, eta_s=timer.eta)
     return event
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA memory allocated by torch on a GPU, else the process's peak
+    resident set size (Linux ``ru_maxrss``, KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _evaluate(loop: _Loop, it: int) -> TrainEvent:

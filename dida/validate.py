@@ -37,18 +37,33 @@ def evaluate_model(
     Under torch.distributed every rank scores a disjoint shard and the confusion matrices are summed,
     so all ranks return the same metrics.
     """
+    masks = {"all": mask_fn}
+    return evaluate_masks(model, dataset, masks, device, max_images, num_classes)["all"]
+
+
+def evaluate_masks(
+    model: nn.Module,
+    dataset: Sequence[dict],
+    masks: dict[str, MaskFn | None],
+    device: torch.device | str = "cpu",
+    max_images: int | None = None,
+    num_classes: int = 19,
+) -> dict[str, SegMetrics]:
+    """As ``evaluate_model``, scoring one prediction pass on several pixel subsets at once: the
+    metrics of each named mask (a mask function of None scores every labelled pixel)."""
     rank, world = _rank_world()
-    matrix = ConfusionMatrix(num_classes, device="cpu")
+    matrices = {name: ConfusionMatrix(num_classes, device="cpu") for name in masks}
     was_training = model.training
     for i in shard_indices(len(dataset), max_images, rank, world):
         item = dataset[i]
         label = torch.as_tensor(item["label"], dtype=torch.int64)
         image = item["image"].unsqueeze(0).to(device)
         pred = predict(model, image, output_size=tuple(label.shape)).labels[0].cpu()
-        mask = None if mask_fn is None else mask_fn(item)
-        matrix.update(pred, label, None if mask is None else torch.as_tensor(mask))
+        for name, fn in masks.items():
+            mask = None if fn is None else fn(item)
+            matrices[name].update(pred, label, None if mask is None else torch.as_tensor(mask))
     model.train(was_training)
-    return matrix.all_reduce_().compute()
+    return {name: m.all_reduce_().compute() for name, m in matrices.items()}
 
 
 def _rank_world() -> tuple[int, int]:

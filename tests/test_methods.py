@@ -104,3 +104,15 @@ def test_dida_records_a_snapshot_when_the_bank_changes() -> None:
     snapshot = method.records(3)["bank"]
     assert snapshot.iteration == 3 and snapshot.changed.any()
     assert not torch.equal(before, method.bank.features)
+
+
+def test_dida_bank_waits_for_bank_start() -> None:
+    method = _method("dida", bank_start=2)
+    losses = method.step(_batch(0), 0)
+    assert not method.bank.filled.any() and float(losses["loss_ins"]) == 0.0
+    method.step(_batch(1), 1)
+    assert not method.bank.filled.any()
+    method.step(_batch(2), 2)
+    assert method.bank.filled.any() and method.records(2)["bank"].iteration == 2
+    with pytest.raises(ValueError, match="bank_start"):
+        method_config("dida", {"bank_start": -1})

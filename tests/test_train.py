@@ -127,3 +127,20 @@ def test_ranks_draw_different_batches(synthcity_tiny: Path) -> None:
     a = next(infinite_batches(build_uda_data(cfg.data, 0, 0, 2).source, 2, 0, 0, 2))
     b = next(infinite_batches(build_uda_data(cfg.data, 0, 1, 2).source, 2, 0, 1, 2))
     assert not torch.equal(a["image"], b["image"])
+
+
+def test_oracle_crops_are_drawn_like_source_crops(synthcity_tiny: Path) -> None:
+    cfg = replace(_cfg(synthcity_tiny, "oracle").data, rcs=True)
+    plain = build_uda_data(cfg, target_labels=False)
+    oracle = build_uda_data(cfg, target_labels=True)
+    assert plain.target.sampler is None and plain.target.config.cat_max_ratio == 1.0
+    assert oracle.target.sampler is not None
+    assert oracle.target.config.cat_max_ratio == cfg.cat_max_ratio
+    assert "label" in oracle.target[0]
+
+
+def test_train_records_log_peak_memory(synthcity_tiny: Path, tmp_path: Path) -> None:
+    cfg = _cfg(synthcity_tiny, "source_only", iters=2, checkpoint_interval=0)
+    list(train(cfg, tmp_path / "run"))
+    peaks = [r["peak_mem_mb"] for r in runs.read_metrics(tmp_path / "run", "train")]
+    assert len(peaks) == 2 and 50 < peaks[0] <= peaks[1] < 24 * 1024

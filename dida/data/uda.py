@@ -38,6 +38,9 @@ class DataConfig:
     """Target folder (Cityscapes root with leftImg8bit/ and gtFine/, or the SynthCity root)."""
     synthcity_preset: str = "default"
     """SynthCity preset generated when a synthcity folder is missing."""
+    synthcity_shift: float | None = None
+    """SynthCity domain gap in [0, 1] of a generated target (None: the preset's, 0.6). The target
+    root must then be a folder of its own (the shift sweep uses ``data/synthcity-shift<s>``)."""
     crop: tuple[int, int] = (256, 256)
     """Training crop (height, width)."""
     source_resize: tuple[int, int] | None = None
@@ -107,10 +110,14 @@ def domain_roots(cfg: DataConfig) -> tuple[Path, Path]:
     from dida.data.synthcity import ensure_synthcity, synthcity_roots
 
     source, target = Path(cfg.source_root), Path(cfg.target_root)
-    if cfg.source == "synthcity":
-        source = synthcity_roots(ensure_synthcity(source, cfg.synthcity_preset, ALL_SPLITS))[0]
+    preset, shift = cfg.synthcity_preset, cfg.synthcity_shift
+    if cfg.source == "synthcity" and cfg.target == "synthcity" and source == target:
+        root = ensure_synthcity(source, preset, ALL_SPLITS, shift=shift)
+        return synthcity_roots(root)
+    if cfg.source == "synthcity":  # the source split does not depend on the shift
+        source = synthcity_roots(ensure_synthcity(source, preset, ("source",)))[0]
     if cfg.target == "synthcity":
-        target = synthcity_roots(ensure_synthcity(target, cfg.synthcity_preset, ALL_SPLITS))[1]
+        target = synthcity_roots(ensure_synthcity(target, preset, ("train", "val"), shift=shift))[1]
     return source, target
 
 
@@ -127,10 +134,10 @@ def _layout(kind: str, domain: str) -> str:
     return "gta5" if domain == "source" else "cityscapes"
 
 
-def source_sampler(
+def rcs_sampler(
     dataset: SegDataset, stats: list[dict], cfg: DataConfig
 ) -> RareClassSampler | None:
-    """RCS over the source class statistics (None when RCS is off)."""
+    """RCS over a labelled dataset's class statistics (None when RCS is off)."""
     if not cfg.rcs:
         return None
     h, w = dataset.image_size(0)
@@ -140,16 +147,40 @@ def source_sampler(
     return RareClassSampler(stats, dataset.label_files, config, label_area=h * w)
 
 
-def build_uda_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1) -> UDAData:
-    """Open both domains (checking their folders) and set up crops, RCS and the val split."""
+def _target_crops(
+    cfg: DataConfig, target: SegDataset, resize: tuple[int, int] | None, labelled: bool
+) -> TrainCrops:
+    if not labelled:
+        return TrainCrops(target, CropConfig(resize=resize, crop=cfg.crop, cat_max_ratio=1.0))
+    stats = load_class_stats(target, cache_dir=Path(".cache") / "class_stats")
+    crops = CropConfig(resize=resize, crop=cfg.crop, cat_max_ratio=cfg.cat_max_ratio)
+    return TrainCrops(target, crops, rcs_sampler(target, stats, cfg))
+
+
+def _val_images(cfg: DataConfig, target_root: Path) -> EvalImages:
+    val = build_dataset(_layout(cfg.target, "target"), target_root, "val")
+    return EvalImages(val, resize=_resize(cfg.target, cfg.target_resize))
+
+
+def target_val_images(cfg: DataConfig) -> EvalImages:
+    """The target validation split as the training loop evaluates it (generated when missing)."""
+    return _val_images(cfg, domain_roots(cfg)[1])
+
+
+def build_uda_data(
+    cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1, target_labels: bool = False
+) -> UDAData:
+    """Open both domains (checking their folders) and set up crops, RCS and the val split.
+
+    ``target_labels`` (the oracle): the target train split must be labelled and its crops are drawn
+    like source crops (RCS over the target's class statistics, crop re-draws), so the upper bound
+    uses the same recipe as the methods it bounds."""
     source_root, target_root = domain_roots(cfg)
     source = build_dataset(_layout(cfg.source, "source"), source_root, "train")
-    target = build_dataset(
-        _layout(cfg.target, "target"), target_root, "train", require_labels=False
-    )
-    val = build_dataset(_layout(cfg.target, "target"), target_root, "val")
+    layout = _layout(cfg.target, "target")
+    target = build_dataset(layout, target_root, "train", require_labels=target_labels)
     stats = load_class_stats(source, cache_dir=Path(".cache") / "class_stats")
-    source_crop = CropConfig(
+    labelled = CropConfig(
         resize=_resize(cfg.source, cfg.source_resize),
         crop=cfg.crop,
         cat_max_ratio=cfg.cat_max_ratio,
@@ -157,11 +188,9 @@ def build_uda_data(cfg: DataConfig, seed: int = 0, rank: int = 0, world_size: in
     target_resize = _resize(cfg.target, cfg.target_resize)
     return UDAData(
         cfg=cfg,
-        source=TrainCrops(source, source_crop, source_sampler(source, stats, cfg)),
-        target=TrainCrops(
-            target, CropConfig(resize=target_resize, crop=cfg.crop, cat_max_ratio=1.0)
-        ),
-        target_val=EvalImages(val, resize=target_resize),
+        source=TrainCrops(source, labelled, rcs_sampler(source, stats, cfg)),
+        target=_target_crops(cfg, target, target_resize, target_labels),
+        target_val=_val_images(cfg, target_root),
         source_class_pixels=tuple(int(x) for x in np.asarray(class_pixel_totals(stats))),
         seed=seed,
         rank=rank,

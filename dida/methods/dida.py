@@ -86,6 +86,11 @@ class DIDAConfig(DAFormerConfig):
     """Paper mode: Lloyd iterations of per-class k-means centres (0 = class means)."""
     ins_warmup: int = 0
     """Iterations before L_ins is switched on."""
+    bank_start: int = 0
+    """Iteration from which the bank is filled from the student's source features (0 = at once,
+    as the official code updates it from t = 0). The paper's bank starts from a trained model's
+    features (the code loads a precomputed cache); a model trained from scratch has random features
+    early, so the CPU presets start later. L_ins and scattering act once the bank holds slots."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -102,6 +107,8 @@ class DIDAConfig(DAFormerConfig):
         )
         if self.alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {ALIGNMENTS} (got {self.alignment!r})")
+        if self.bank_start < 0 or self.ins_warmup < 0:
+            raise ValueError("bank_start and ins_warmup must be >= 0")
         if self.bank_size < 1 or self.update_interval < 1 or self.bank_stride < 1:
             raise ValueError("bank_size, update_interval and bank_stride must be >= 1")
         if self.tp < 0 or self.ins_lambda < 0 or not 0 <= self.scatter_alpha <= 1:
@@ -148,7 +155,7 @@ class DIDA(DAFormer):
         losses, out_s = self.source_losses(src)
         self._write_bank(out_s.features.detach(), src, it)
         teacher = self.teacher_view(tgt["image"])
-        view_a = self.instance_view(teacher)
+        view_a = self.instance_view(teacher) if self.bank.filled.any() else None
         labels, weight = self.regenerated_pseudo_labels(teacher, view_a)
         mixed = self.mixed_view(src, tgt["image"], labels, weight)
         out_m = self.model(mixed.image)
@@ -163,6 +170,8 @@ class DIDA(DAFormer):
 
     def _write_bank(self, features: Tensor, src: dict[str, Tensor], it: int) -> None:
         """Fill free slots every iteration; once full, a momentum update every update_interval."""
+        if it < self.cfg.bank_start:
+            return
         labels = downsample_labels(src["label"], features.shape[-2:])
         if not self.bank.is_full():
             ids = src.get("index", torch.full((len(labels),), -1, dtype=torch.long))
@@ -197,10 +206,10 @@ class DIDA(DAFormer):
         )
 
     def regenerated_pseudo_labels(
-        self, teacher: TeacherView, view: InstanceView
+        self, teacher: TeacherView, view: InstanceView | None
     ) -> tuple[Tensor, Tensor]:
-        """Semantic pseudo-labels from α·p + (1 − α)·a (α = 1: DAFormer's labels)."""
-        if self.cfg.scatter_alpha >= 1.0 or not self.bank.filled.any():
+        """Semantic pseudo-labels from α·p + (1 − α)·a (α = 1 or no bank yet: DAFormer's labels)."""
+        if self.cfg.scatter_alpha >= 1.0 or view is None:
             return self.pseudo_labels(teacher)
         p = teacher.logits.softmax(dim=1)
         mode = "released" if self.cfg.mode == "released" else "paper"
@@ -211,9 +220,9 @@ class DIDA(DAFormer):
         )
         return pseudo_label(probs, self.cfg.threshold, top, bottom)
 
-    def instance_term(self, view: InstanceView, out_m, mixed, src: dict, it: int) -> Tensor:
+    def instance_term(self, view: InstanceView | None, out_m, mixed, src: dict, it: int) -> Tensor:
         """L_ins between the (aligned, calibrated) teacher target and the student's q^α."""
-        if it < self.cfg.ins_warmup or not self.bank.filled.any():
+        if it < self.cfg.ins_warmup or view is None:
             return out_m.features.sum() * 0.0
         bank, slot_labels = self.active_slots()
         scores = instance_scores(out_m.features, bank, normalize=self.cfg.normalize)

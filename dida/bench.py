@@ -1,0 +1,231 @@
+"""The SynthCity benchmark in one command: the main table, the supplement's ablations, the shift sweep.
+
+    python -m dida.bench                          # main table (default preset; 3 seeds DAFormer/DIDA)
+    python -m dida.bench --suite ablations        # tp, lambda and K sweeps of DIDA (quick preset)
+    python -m dida.bench --suite shift            # shift in {0, .25, .5, .75, 1} (quick preset)
+    python -m dida.bench --suite all --workers 2  # everything; 2 runs side by side, 1 thread each
+    python -m dida.bench --report                 # only rewrite tables and plots from finished runs
+
+Runs go to ``runs/bench/<suite>/<name>``: a finished run is not retrained and an interrupted one
+resumes from its checkpoint (the same ``python -m dida.train`` command is issued again). After a run,
+``bench_eval.json`` in its folder holds its scores on the whole target val split: all pixels, the
+overlapping-entity pixels and the rare classes. Tables go to ``docs/bench/<suite>.md`` and plots to
+``docs/figures/bench_<sweep>.png``; ``docs/bench/<suite>.json`` holds the numbers behind them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dida import runs
+from dida.bench_report import write_reports
+from dida.bench_scores import BENCH_EVAL, score_run
+
+SUITES = ("main", "ablations", "shift")
+SEEDS = (0, 1, 2)
+TP_VALUES = (0.05, 0.1, 0.2, 0.5, 1.0)
+LAMBDA_VALUES = (0.05, 0.1, 0.5, 1.0, 2.0)
+K_VALUES = (100, 150, 200, 250, 300)
+SHIFT_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
+SHIFT_METHODS = ("source_only", "daformer", "dida", "oracle")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the main table: a method (with settings) and how many seeds it runs."""
+
+    key: str
+    """Row key and run-name prefix, e.g. ``dida_released``."""
+    method: str
+    """Method name (``dida.methods.registry.METHODS``)."""
+    label: str
+    """Name printed in the table."""
+    seeds: int = 1
+    """Number of seeds (0, 1, ...)."""
+    settings: tuple[str, ...] = ()
+    """``--set KEY=VALUE`` overrides."""
+
+
+MAIN_ROWS = (
+    Row("oracle", "oracle", "oracle (target labels)"),
+    Row("source_only", "source_only", "source-only"),
+    Row("proda", "proda", "ProDA-style"),
+    Row("daformer", "daformer", "DAFormer-style", seeds=3),
+    Row("dida", "dida", "DIDA (paper mode)", seeds=3),
+    Row("dida_released", "dida", "DIDA (released mode)", settings=("method.mode=released",)),
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the benchmark."""
+
+    suite: str
+    name: str
+    method: str
+    preset: str
+    seed: int = 0
+    settings: tuple[str, ...] = ()
+    """``--set KEY=VALUE`` overrides given to ``python -m dida.train``."""
+    tags: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    """What the report groups by (row, sweep, value)."""
+
+    def run_dir(self, runs_root: Path) -> Path:
+        return Path(runs_root) / self.suite / self.name
+
+    def argv(self, runs_root: Path, threads: int) -> list[str]:
+        """The ``python -m dida.train`` command of this run."""
+        cmd = [sys.executable, "-m", "dida.train", "--method", self.method, "--preset", self.preset]
+        cmd += ["--seed", str(self.seed), "--name", self.name, "--threads", str(threads)]
+        cmd += ["--runs", str(Path(runs_root) / self.suite)]
+        for pair in self.settings:
+            cmd += ["--set", pair]
+        return cmd
+
+
+def main_jobs(preset: str = "default") -> list[Job]:
+    """Seed 0 of every row first (a usable table early), then the extra seeds."""
+    jobs = [
+        Job("main", f"{row.key}_s{seed}", row.method, preset, seed, row.settings,
+            {"row": row.key, "label": row.label})
+        for seed in SEEDS for row in MAIN_ROWS if seed < row.seeds
+    ]  # fmt: skip
+    return jobs
+
+
+def _dida_job(sweep: str, value: Any, setting: str, preset: str) -> Job:
+    name = "dida_default" if value is None else f"dida_{sweep}{value}"
+    settings = () if value is None else (f"{setting}={value}",)
+    return Job("ablations", name, "dida", preset, 0, settings, {"sweep": sweep, "value": value})
+
+
+def ablation_jobs(preset: str = "quick") -> list[Job]:
+    """DIDA at seed 0 for every tp, lambda and K (the shared default point runs once) and the
+    DAFormer-style reference at the same preset."""
+    defaults = {"tp": 0.1, "lambda": 1.0, "K": 300}
+    sweeps = {
+        "tp": ("method.tp", TP_VALUES),
+        "lambda": ("method.ins_lambda", LAMBDA_VALUES),
+        "K": ("method.bank_size", K_VALUES),
+    }
+    jobs = [Job("ablations", "daformer", "daformer", preset, 0, (), {"sweep": "reference"})]
+    jobs.append(_dida_job("default", None, "", preset))
+    for sweep, (setting, values) in sweeps.items():
+        jobs += [_dida_job(sweep, v, setting, preset) for v in values if v != defaults[sweep]]
+    return jobs
+
+
+def shift_root(shift: float) -> str:
+    """The SynthCity target folder generated for one shift of the sweep."""
+    return f"data/synthcity-shift{shift:g}"
+
+
+def shift_jobs(preset: str = "quick") -> list[Job]:
+    """Source-only, DAFormer-style, DIDA and the oracle at every shift; the source split is the
+    default tree's, the target is generated per shift."""
+    return [
+        Job("shift", f"{method}_shift{s:g}", method, preset, 0,
+            (f"data.target_root={shift_root(s)}", f"data.synthcity_shift={s}"),
+            {"method": method, "shift": s})
+        for s in SHIFT_VALUES for method in SHIFT_METHODS
+    ]  # fmt: skip
+
+
+SUITE_JOBS = {"main": main_jobs, "ablations": ablation_jobs, "shift": shift_jobs}
+
+
+# -------------------------------------------------------------------------------------------------
+# Running
+
+
+def is_finished(run_dir: Path) -> bool:
+    """The run reached its last iteration and was scored (``bench_eval.json`` written)."""
+    return runs.read_status(run_dir).get("state") == "finished" and (run_dir / BENCH_EVAL).exists()
+
+
+def run_job(job: Job, runs_root: Path, threads: int, log_dir: Path) -> Path:
+    """Train (or resume) one run in a subprocess, then score it; a failure raises with the log."""
+    run_dir = job.run_dir(runs_root)
+    if runs.read_status(run_dir).get("state") != "finished":
+        log = log_dir / f"{job.suite}_{job.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            done = subprocess.run(job.argv(runs_root, threads), stdout=f, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{job.name} failed (exit {done.returncode}); see {log}")
+    torch.set_num_threads(threads)
+    score_run(run_dir)
+    return run_dir
+
+
+def run_jobs(jobs: Sequence[Job], runs_root: Path, workers: int, threads: int) -> list[str]:
+    """Run every unfinished job, ``workers`` at a time; returns the failures (nothing is skipped
+    silently: a failed run is reported and the others go on)."""
+    todo = [j for j in jobs if not is_finished(j.run_dir(runs_root))]
+    print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already finished; {len(todo)} to run")
+    log_dir, failures = Path(runs_root) / "logs", []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(run_job, j, runs_root, threads, log_dir): j for j in todo}
+        for future, job in futures.items():
+            start = time.time()
+            try:
+                print(f"finished {future.result()} ({time.time() - start:.0f} s after its turn)")
+            except Exception as err:  # noqa: BLE001 - reported, the rest of the benchmark goes on
+                failures.append(f"{job.name}: {err}")
+                print(f"FAILED {job.name}: {err}")
+    return failures
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dida.bench", description=__doc__)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--suite", choices=(*SUITES, "all"), default="main")
+    p.add_argument("--preset", default=None, help="training preset (main: default, else quick)")
+    p.add_argument("--runs", type=Path, default=Path("runs/bench"), help="runs folder")
+    p.add_argument(
+        "--out", type=Path, default=Path("docs"), help="tables → OUT/bench, plots → OUT/figures"
+    )
+    p.add_argument("--workers", type=int, default=2, help="runs trained side by side")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--report", action="store_true", help="only write tables and plots")
+    p.add_argument("--list", action="store_true", help="print the runs and their state, then exit")
+    return p.parse_args(argv)
+
+
+def suite_jobs(suite: str, preset: str | None) -> list[Job]:
+    default = "default" if suite == "main" else "quick"
+    return SUITE_JOBS[suite](preset or default)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    suites = SUITES if args.suite == "all" else (args.suite,)
+    failures: list[str] = []
+    for suite in suites:
+        jobs = suite_jobs(suite, args.preset)
+        if args.list:
+            for job in jobs:
+                print(suite, job.name, runs.read_status(job.run_dir(args.runs)).get("state"))
+            continue
+        if not args.report:
+            failures += run_jobs(jobs, args.runs, args.workers, args.threads)
+        write_reports(suite, jobs, args.runs, args.out)
+    for failure in failures:
+        print("FAILED", failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Tables (markdown + JSON) and plots (PNG) of the benchmark suites from the runs' ``bench_eval.json``.
+
+Runs that are not finished are listed as missing, never silently left out."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dida import runs
+from dida.bench_scores import BENCH_EVAL
+from dida.data.classes import CLASSES
+
+if TYPE_CHECKING:
+    from dida.bench import Job
+
+SHORT = [c.replace("traffic ", "t.")[:6] for c in CLASSES]
+
+
+def load_scores(jobs: Sequence[Job], runs_root: Path) -> tuple[list[tuple[Job, dict]], list[str]]:
+    """(job, bench_eval record) of every scored run, and the names of the runs without one."""
+    found, missing = [], []
+    for job in jobs:
+        path = job.run_dir(runs_root) / BENCH_EVAL
+        if path.exists():
+            found.append((job, runs.read_json(path)))
+        else:
+            missing.append(job.name)
+    return found, missing
+
+
+def stat(values: Sequence[float | None]) -> tuple[float, float, int]:
+    """(mean, std, n) in percent over the defined values (NaN mean when none is)."""
+    v = np.array([x for x in values if x is not None], dtype=np.float64) * 100
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def fmt(s: tuple[float, float, int]) -> str:
+    mean, std, n = s
+    if n == 0:
+        return "-"
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
+
+
+def row_stats(records: list[dict]) -> dict[str, Any]:
+    """Per-class IoU, mIoU, overlap mIoU and rare-class mIoU statistics over seeds."""
+    return {
+        "seeds": len(records),
+        "iou": [stat([r["all"]["IoU"][c] for r in records]) for c in CLASSES],
+        "mIoU": stat([r["all"]["mIoU"]["19"] for r in records]),
+        "overlap_mIoU": stat([r["overlap"]["mIoU"]["19"] for r in records]),
+        "rare_mIoU": stat([r["rare_mIoU"] for r in records]),
+        "train_min": float(np.mean([(r["train_s"] or 0) / 60 for r in records])),
+    }
+
+
+def group(found: list[tuple[Job, dict]], key: str) -> dict[Any, list[dict]]:
+    out: dict[Any, list[dict]] = defaultdict(list)
+    for job, record in found:
+        out[job.tags[key]].append(record)
+    return out
+
+
+def main_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
+    """The paper-style table: one row per method, per-class IoU and mIoU (mean ± std over seeds)."""
+    labels = {job.tags["row"]: job.tags["label"] for job, _ in found}
+    rows = {key: row_stats(recs) for key, recs in group(found, "row").items()}
+    head = (
+        "| method | seeds | "
+        + " | ".join(SHORT)
+        + " | mIoU | overlap mIoU | rare mIoU | train min |"
+    )
+    lines = [head, "|---|---|" + "---|" * (len(SHORT) + 4)]
+    for key, r in rows.items():
+        cells = " | ".join(f"{m:.1f}" if n else "-" for m, _, n in r["iou"])
+        lines.append(
+            f"| {labels[key]} | {r['seeds']} | {cells} | **{fmt(r['mIoU'])}** | "
+            f"{fmt(r['overlap_mIoU'])} | {fmt(r['rare_mIoU'])} | {r['train_min']:.0f} |"
+        )
+    return "\n".join(lines), rows
+
+
+def compare(rows: dict, a: str = "daformer", b: str = "dida") -> str:
+    """A sentence comparing two rows' mIoU against the seed spread."""
+    if a not in rows or b not in rows:
+        return f"({a} or {b} not finished: no comparison)"
+    parts = []
+    for metric in ("mIoU", "overlap_mIoU", "rare_mIoU"):
+        (ma, sa, _), (mb, sb, _) = rows[a][metric], rows[b][metric]
+        diff, spread = mb - ma, max(sa, sb)
+        verdict = "within the seed spread" if abs(diff) <= spread else "larger than the seed spread"
+        parts.append(f"{metric}: {b} − {a} = {diff:+.1f} ({verdict}, largest std {spread:.1f})")
+    return "; ".join(parts)
+
+
+def sweep_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
+    """Ablations: one row per (sweep, value) with mIoU, overlap, rare mIoU, speed and memory."""
+    lines = [
+        "| sweep | value | mIoU | overlap mIoU | rare mIoU | it/s | peak MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    data: dict[str, list] = defaultdict(list)
+    for job, r in sorted(found, key=lambda jr: (jr[0].tags["sweep"], jr[0].tags["value"] or 0)):
+        sweep, value = job.tags["sweep"], job.tags["value"]
+        point = (value, r["all"]["mIoU"]["19"], r["overlap"]["mIoU"]["19"], r["rare_mIoU"])
+        data[sweep].append((*point, r.get("it_per_s"), r.get("peak_mem_mb")))
+        lines.append(
+            f"| {sweep} | {'-' if value is None else value} | {100 * point[1]:.1f} | "
+            f"{100 * point[2]:.1f} | {_pct(point[3])} | {_num(r.get('it_per_s'), 2)} | "
+            f"{_num(r.get('peak_mem_mb'), 0)} |"
+        )
+    return "\n".join(lines), dict(data)
+
+
+def shift_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
+    """Shift sweep: one row per method, one column per shift (mIoU)."""
+    data: dict[str, dict[float, float]] = defaultdict(dict)
+    for job, r in found:
+        data[job.tags["method"]][job.tags["shift"]] = r["all"]["mIoU"]["19"]
+    shifts = sorted({s for d in data.values() for s in d})
+    lines = ["| method | " + " | ".join(f"shift {s:g}" for s in shifts) + " |"]
+    lines.append("|---|" + "---|" * len(shifts))
+    for method, by_shift in data.items():
+        lines.append(f"| {method} | " + " | ".join(_pct(by_shift.get(s)) for s in shifts) + " |")
+    return "\n".join(lines), {m: dict(sorted(d.items())) for m, d in data.items()}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+# -------------------------------------------------------------------------------------------------
+# Plots
+
+
+def _axes(n: int, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    fig.suptitle(title)
+    return fig, axes[0]
+
+
+def plot_sweeps(data: dict[str, list], path: Path) -> None:
+    """mIoU (all / overlap / rare) against tp, lambda and K, DIDA's default point included."""
+    default = data.get("default", [])
+    defaults = {"tp": 0.1, "lambda": 1.0, "K": 300}
+    sweeps = [s for s in ("tp", "lambda", "K") if s in data]
+    if not sweeps:
+        return
+    fig, axes = _axes(len(sweeps), "DIDA ablations on SynthCity (seed 0)")
+    reference = data.get("reference", [])
+    for ax, sweep in zip(axes, sweeps, strict=True):
+        points = sorted(data[sweep] + [(defaults[sweep], *p[1:]) for p in default])
+        x = [p[0] for p in points]
+        for i, name in ((1, "mIoU"), (2, "overlap mIoU"), (3, "rare mIoU")):
+            ax.plot(x, [100 * (p[i] or np.nan) for p in points], marker="o", label=name)
+        if reference:
+            ax.axhline(100 * reference[0][1], color="gray", ls="--", label="DAFormer-style mIoU")
+        ax.set_xscale("log" if sweep != "K" else "linear")
+        ax.set_xlabel(sweep)
+        ax.set_ylabel("%")
+    axes[0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_shift(data: dict[str, dict[float, float]], path: Path) -> None:
+    """mIoU of every method against the domain shift."""
+    if not data:
+        return
+    fig, axes = _axes(1, "mIoU against SynthCity's domain shift")
+    for method, by_shift in data.items():
+        axes[0].plot(list(by_shift), [100 * v for v in by_shift.values()], marker="o", label=method)
+    axes[0].set_xlabel("shift")
+    axes[0].set_ylabel("target mIoU (%)")
+    axes[0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_main(rows: dict, labels: dict[str, str], path: Path) -> None:
+    """Bars of mIoU, overlap mIoU and rare mIoU per method (error bars = seed std)."""
+    if not rows:
+        return
+    fig, axes = _axes(1, "SynthCity main table")
+    keys, width = list(rows), 0.27
+    for i, metric in enumerate(("mIoU", "overlap_mIoU", "rare_mIoU")):
+        means = [rows[k][metric][0] for k in keys]
+        stds = [rows[k][metric][1] for k in keys]
+        axes[0].bar(np.arange(len(keys)) + (i - 1) * width, means, width, yerr=stds, label=metric)
+    axes[0].set_xticks(
+        np.arange(len(keys)), [labels[k] for k in keys], rotation=25, ha="right", fontsize=7
+    )
+    axes[0].set_ylabel("%")
+    axes[0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+# -------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _header(suite: str, jobs: Sequence[Job], missing: list[str]) -> list[str]:
+    presets = sorted({j.preset for j in jobs})
+    lines = [
+        f"# Benchmark suite `{suite}`",
+        "",
+        f"Written by `python -m dida.bench --suite {suite}`",
+    ]
+    lines += [f"(presets {', '.join(presets)}; IoU in % on the whole target val split).", ""]
+    if missing:
+        lines += [f"**Not finished ({len(missing)}):** {', '.join(missing)}.", ""]
+    return lines
+
+
+def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -> Path:
+    """Write ``out/bench/<suite>.md`` and ``.json`` and the suite's plots; returns the markdown."""
+    found, missing = load_scores(jobs, runs_root)
+    lines, figures = _header(suite, jobs, missing), Path(out) / "figures"
+    if suite == "main":
+        table, data = main_table(found)
+        labels = {j.tags["row"]: j.tags["label"] for j in jobs}
+        plot_main(data, labels, figures / "bench_main.png")
+        lines += [table, "", compare(data), "", "![main](../figures/bench_main.png)"]
+    elif suite == "ablations":
+        table, data = sweep_table(found)
+        plot_sweeps(data, figures / "bench_ablations.png")
+        lines += [table, "", "![ablations](../figures/bench_ablations.png)"]
+    else:
+        table, data = shift_table(found)
+        plot_shift(data, figures / "bench_shift.png")
+        lines += [table, "", "![shift](../figures/bench_shift.png)"]
+    md = Path(out) / "bench" / f"{suite}.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text("\n".join(lines) + "\n")
+    runs.atomic_write_json(md.with_suffix(".json"), json.loads(json.dumps(data, default=str)))
+    return md

@@ -1,0 +1,88 @@
+"""Benchmark scores of a finished run on its whole target val split: every labelled pixel, the
+overlapping-entity pixels (where DIDA claims its gain), the rare classes, and the run's cost.
+
+``score_run(run_dir)`` writes them to ``<run_dir>/bench_eval.json`` (one prediction pass)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dida import runs
+from dida.analysis import RARE_PIXEL_FRACTION, rare_classes
+from dida.data.classes import CLASSES
+from dida.data.datasets import class_pixel_totals, load_class_stats
+from dida.data.overlap import overlap_mask
+from dida.data.uda import target_val_images
+from dida.train import TrainConfig
+from dida.validate import evaluate_masks
+
+BENCH_EVAL = "bench_eval.json"
+OVERLAP_WIDTH = 3
+"""Overlapping-entity pixels: entity pixels within this many pixels of an entity of another class
+(``dida.data.overlap.overlap_mask``; 3 px at SynthCity's 256 x 512 ~ 12 px at Cityscapes' 1024)."""
+
+
+def overlap_pixels(item: dict) -> np.ndarray:
+    """The overlap mask of a val item; a split without instance maps cannot be scored there."""
+    if "instance" not in item:
+        raise ValueError(
+            f"val image {item.get('name')!r} has no instance map (Cityscapes *_instanceIds.png / "
+            "SynthCity gtFine); overlapping-entity pixels cannot be found without it"
+        )
+    return overlap_mask(item["instance"].numpy(), OVERLAP_WIDTH)
+
+
+def mean_over(ious: dict[str, float | None], names: list[str]) -> float | None:
+    """Mean IoU over ``names`` skipping undefined IoUs (None when none is defined)."""
+    values = [ious[n] for n in names if ious.get(n) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def training_cost(run_dir: Path) -> dict[str, Any]:
+    """Wall time of the training iterations (from the logged timestamps, scaled to all
+    iterations), iterations per second and the peak memory the run logged."""
+    train = runs.read_metrics(run_dir, "train")
+    if len(train) < 2:
+        return {"train_s": None, "it_per_s": None, "peak_mem_mb": None}
+    span, its = train[-1]["time"] - train[0]["time"], train[-1]["it"] - train[0]["it"]
+    peaks = [r["peak_mem_mb"] for r in train if r.get("peak_mem_mb") is not None]
+    return {
+        "train_s": span * train[-1]["it"] / max(its, 1),
+        "it_per_s": its / span if span > 0 else None,
+        "peak_mem_mb": max(peaks) if peaks else None,
+    }
+
+
+def score_run(run_dir: str | Path, device: str = "cpu", max_images: int | None = None) -> dict:
+    """Score ``run_dir``'s final weights and write ``bench_eval.json``; returns the record."""
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_dict(runs.read_json(run_dir / runs.CONFIG))
+    val = target_val_images(cfg.data)
+    model = runs.load_run_model(run_dir, device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        scores = evaluate_masks(
+            model, val, {"all": None, "overlap": overlap_pixels}, device, max_images
+        )
+    stats = load_class_stats(val.dataset, cache_dir=Path(".cache") / "class_stats")
+    rare = [CLASSES[c] for c in rare_classes(class_pixel_totals(stats))]
+    everything, overlap = scores["all"].to_dict(), scores["overlap"].to_dict()
+    record = {
+        "it": runs.run_info(run_dir).iteration,
+        "val_images": len(val) if max_images is None else min(max_images, len(val)),
+        "all": everything,
+        "overlap": overlap,
+        "rare_classes": rare,
+        "rare_fraction": RARE_PIXEL_FRACTION,
+        "rare_mIoU": mean_over(everything["IoU"], rare),
+        "overlap_width": OVERLAP_WIDTH,
+        "eval_s": time.perf_counter() - start,
+        **training_cost(run_dir),
+    }
+    runs.atomic_write_json(run_dir / BENCH_EVAL, record)
+    return record

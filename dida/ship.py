@@ -1,0 +1,112 @@
+"""Export finished benchmark runs as the app's shipped checkpoints (``assets/checkpoints/<name>/``).
+
+    python -m dida.ship                                     # seed-0 runs of runs/bench/main
+    python -m dida.ship --runs runs/bench/main --names dida_s0 --out assets/checkpoints
+
+Each folder gets ``model.safetensors`` (the student's weights in half precision), ``config.json``
+(the run's config: it rebuilds the model), ``bank_history.safetensors`` (DIDA), ``metrics.jsonl``
+(one eval record: the half-precision weights scored on the whole target val split after saving),
+``expected.json`` (mIoU on a fixed slice of the val split, checked by ``tests/test_shipped.py``) and
+``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from dida import runs
+from dida.bench import MAIN_ROWS
+from dida.data.pipeline import EvalImages
+from dida.data.uda import target_val_images
+from dida.train import TrainConfig
+from dida.validate import evaluate_model
+
+EXPECTED = "expected.json"
+SLICE_IMAGES = 16
+"""The fixed slice: the first this-many images of the SynthCity default val split."""
+SHIPPED_ROWS = ("oracle", "source_only", "proda", "daformer", "dida")
+"""One checkpoint per method (+ oracle); DIDA's released mode stays a run (size budget)."""
+
+
+def half_state(model_file: Path) -> dict[str, torch.Tensor]:
+    """The run's weights with floating tensors in float16 (integers, e.g. BN counters, kept)."""
+    state, _ = runs.load_state(model_file)
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def slice_miou(folder: Path, val: EvalImages, images: int = SLICE_IMAGES) -> float:
+    """mIoU (19 classes) of a checkpoint folder on the first ``images`` images of ``val``."""
+    model = runs.load_run_model(folder)
+    with torch.no_grad():
+        return evaluate_model(model, val, max_images=images).miou["19"]
+
+
+def card(name: str, config: dict, run_name: str, metrics: dict, slice_value: float) -> str:
+    """The MODEL_CARD.md text."""
+    data, options = config["data"], config["method"]["options"]
+    per_class = ", ".join(f"{c} {100 * v:.1f}" for c, v in metrics["IoU"].items() if v is not None)
+    return "\n".join([
+        f"# {name}: {config['method']['name']} on SynthCity",
+        "",
+        f"- Trained by: `python -m dida.bench --suite main` (run `{run_name}`), i.e. `{config['command']}`",
+        f"- Seed {config['seed']}, {config['iters']} iterations, SynthCity preset `{data['synthcity_preset']}`"
+        f" (shift {data.get('synthcity_shift') or 'preset default'}), crop {data['crop']}, batch {data['batch_size']}",
+        f"- Model: {config['model']['backbone']}, decoder embed_dim {config['model']['embed_dim']}; "
+        f"method options {options or 'defaults'}",
+        f"- Environment: {config.get('environment', {})}",
+        "- Weights: the student, stored in float16 (`python -m dida.ship`).",
+        f"- Target mIoU measured after saving (float16 weights, whole val split): **{100 * metrics['mIoU']['19']:.1f}**",
+        f"- mIoU on the first {SLICE_IMAGES} val images (checked by tests/test_shipped.py): {100 * slice_value:.2f}",
+        f"- Per-class IoU: {per_class}",
+        "",
+    ])  # fmt: skip
+
+
+def ship_run(run_dir: Path, out: Path, name: str) -> Path:
+    """Export one finished run to ``out/name`` and measure it there; returns the folder."""
+    if runs.read_status(run_dir).get("state") != "finished":
+        raise runs.RunError(f"{run_dir} is not a finished run; finish it with python -m dida.bench")
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = runs.read_json(run_dir / runs.CONFIG)
+    runs.save_state(folder / runs.MODEL, half_state(run_dir / runs.MODEL), {"from": run_dir.name})
+    runs.atomic_write_json(folder / runs.CONFIG, config)
+    if (run_dir / runs.BANK_HISTORY).exists():
+        shutil.copyfile(run_dir / runs.BANK_HISTORY, folder / runs.BANK_HISTORY)
+    val = target_val_images(TrainConfig.from_dict(config).data)
+    with torch.no_grad():
+        metrics = evaluate_model(runs.load_run_model(folder), val).to_dict()
+    (folder / runs.METRICS).unlink(missing_ok=True)
+    runs.append_metrics(folder, {"kind": "eval", "it": config["iters"], **metrics})
+    value = slice_miou(folder, val)
+    runs.atomic_write_json(folder / EXPECTED, {"val_images": SLICE_IMAGES, "mIoU": value})
+    (folder / "MODEL_CARD.md").write_text(card(name, config, run_dir.name, metrics, value))
+    return folder
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dida.ship", description=__doc__)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--runs", type=Path, default=Path("runs/bench/main"))
+    p.add_argument("--out", type=Path, default=Path("assets/checkpoints"))
+    p.add_argument("--names", nargs="*", default=[f"{k}_s0" for k in SHIPPED_ROWS])
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    known = {row.key for row in MAIN_ROWS}
+    for run_name in args.names:
+        name = run_name.rsplit("_s", 1)[0] if run_name.rsplit("_s", 1)[0] in known else run_name
+        folder = ship_run(args.runs / run_name, args.out, name)
+        size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
+        print(f"{folder}: {size:.1f} MB, {(folder / 'MODEL_CARD.md').read_text().splitlines()[-3]}")
+
+
+if __name__ == "__main__":
+    main()

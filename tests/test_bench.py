@@ -1,0 +1,148 @@
+"""The benchmark command: job lists, resumable running, scoring and the reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dida import bench, runs
+from dida.bench_report import compare, fmt, main_table, stat, sweep_table, write_reports
+from dida.bench_scores import BENCH_EVAL, mean_over, overlap_pixels
+from dida.data.classes import CLASSES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_main_jobs_run_seed_zero_of_every_row_first() -> None:
+    jobs = bench.main_jobs()
+    first = [j.name for j in jobs[: len(bench.MAIN_ROWS)]]
+    assert first == [f"{row.key}_s0" for row in bench.MAIN_ROWS]
+    assert len(jobs) == sum(row.seeds for row in bench.MAIN_ROWS) == 10
+    assert sorted(j.seed for j in jobs if j.tags["row"] == "dida") == [0, 1, 2]
+    released = next(j for j in jobs if j.name == "dida_released_s0")
+    assert released.method == "dida" and released.settings == ("method.mode=released",)
+
+
+def test_ablation_jobs_share_the_default_point() -> None:
+    jobs = bench.ablation_jobs()
+    names = [j.name for j in jobs]
+    assert len(names) == len(set(names)) == 2 + 3 * 4  # reference + default + 4 others per sweep
+    assert "dida_tp0.1" not in names and "dida_K300" not in names and "dida_lambda1.0" not in names
+    assert next(j for j in jobs if j.name == "dida_K150").settings == ("method.bank_size=150",)
+
+
+def test_shift_jobs_give_each_shift_its_own_target_root() -> None:
+    jobs = bench.shift_jobs()
+    assert len(jobs) == len(bench.SHIFT_VALUES) * len(bench.SHIFT_METHODS)
+    job = next(j for j in jobs if j.name == "dida_shift0.25")
+    assert job.settings == (
+        "data.target_root=data/synthcity-shift0.25",
+        "data.synthcity_shift=0.25",
+    )
+
+
+def test_job_argv_is_the_train_cli(tmp_path: Path) -> None:
+    job = bench.Job("main", "dida_s1", "dida", "default", 1, ("method.tp=0.2",))
+    argv = job.argv(tmp_path, threads=1)
+    assert argv[1:3] == ["-m", "dida.train"]
+    assert argv[argv.index("--runs") + 1] == str(tmp_path / "main")
+    assert argv[argv.index("--set") + 1] == "method.tp=0.2"
+    assert job.run_dir(tmp_path) == tmp_path / "main" / "dida_s1"
+
+
+def test_stat_and_fmt_golden() -> None:
+    assert stat([0.5, 0.7, None]) == pytest.approx((60.0, np.std([50, 70], ddof=1), 2))
+    assert fmt(stat([0.5, 0.7])) == "60.0 ± 14.1"
+    assert fmt(stat([0.25])) == "25.0"
+    assert fmt(stat([None])) == "-"
+    assert mean_over({"car": 0.5, "bus": None, "train": 0.1}, ["car", "bus", "train"]) == 0.3
+    assert mean_over({"bus": None}, ["bus"]) is None
+
+
+def _record(miou: float, overlap: float, rare: float | None) -> dict:
+    ious = dict.fromkeys(CLASSES, miou)
+    return {
+        "all": {"mIoU": {"19": miou}, "IoU": ious},
+        "overlap": {"mIoU": {"19": overlap}, "IoU": ious},
+        "rare_mIoU": rare,
+        "train_s": 600.0,
+        "it_per_s": 2.0,
+        "peak_mem_mb": 900.0,
+    }
+
+
+def _job(name: str, row: str, seed: int = 0) -> bench.Job:
+    return bench.Job("main", name, row, "default", seed, (), {"row": row, "label": row.upper()})
+
+
+def test_main_table_means_over_seeds_and_judges_the_spread() -> None:
+    found = [
+        (_job("daformer_s0", "daformer"), _record(0.40, 0.30, 0.10)),
+        (_job("daformer_s1", "daformer", 1), _record(0.44, 0.30, 0.10)),
+        (_job("dida_s0", "dida"), _record(0.41, 0.40, 0.20)),
+        (_job("dida_s1", "dida", 1), _record(0.43, 0.40, 0.20)),
+    ]
+    table, rows = main_table(found)
+    assert "| DIDA | 2 |" in table and "**42.0 ± 1.4**" in table and "**42.0 ± 2.8**" in table
+    sentence = compare(rows)
+    assert "mIoU: dida − daformer = +0.0 (within the seed spread" in sentence
+    assert "overlap_mIoU: dida − daformer = +10.0 (larger than the seed spread" in sentence
+    assert compare(rows, "daformer", "proda").startswith("(daformer or proda not finished")
+
+
+def test_sweep_table_sorts_values() -> None:
+    found = [
+        (
+            bench.Job("ablations", "b", "dida", "q", tags={"sweep": "tp", "value": 0.5}),
+            _record(0.3, 0.2, None),
+        ),
+        (
+            bench.Job("ablations", "a", "dida", "q", tags={"sweep": "tp", "value": 0.05}),
+            _record(0.1, 0.2, 0.1),
+        ),
+    ]
+    table, data = sweep_table(found)
+    assert [p[0] for p in data["tp"]] == [0.05, 0.5]
+    assert "| tp | 0.5 | 30.0 | 20.0 | - | 2.00 | 900 |" in table
+
+
+def test_overlap_pixels_needs_instances() -> None:
+    with pytest.raises(ValueError, match="no instance map"):
+        overlap_pixels({"name": "x", "label": np.zeros((4, 4))})
+
+
+def test_bench_trains_scores_reports_and_resumes(
+    synthcity_tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    data = (f"data.source_root={synthcity_tiny}", f"data.target_root={synthcity_tiny}")
+    job = bench.Job("main", "source_only_s0", "source_only", "tiny", 0, data,
+                    {"row": "source_only", "label": "source-only"})  # fmt: skip
+    assert bench.run_jobs([job], tmp_path, workers=1, threads=1) == []
+    record = runs.read_json(job.run_dir(tmp_path) / BENCH_EVAL)
+    assert record["it"] == 4 and record["val_images"] == 4
+    assert 0.0 <= record["all"]["mIoU"]["19"] <= 1.0
+    assert set(record["rare_classes"]) <= set(CLASSES) and record["peak_mem_mb"] > 0
+    metrics = runs.read_metrics(job.run_dir(tmp_path), "eval")
+    assert record["all"]["mIoU"]["19"] == pytest.approx(metrics[-1]["mIoU"]["19"])
+    mtime = (job.run_dir(tmp_path) / runs.MODEL).stat().st_mtime
+    assert bench.run_jobs([job], tmp_path, workers=1, threads=1) == []  # finished: not retrained
+    assert (job.run_dir(tmp_path) / runs.MODEL).stat().st_mtime == mtime
+    md = write_reports("main", [job, _job("dida_s0", "dida")], tmp_path, tmp_path / "docs")
+    text = md.read_text()
+    assert "| source-only | 1 |" in text and "**Not finished (1):** dida_s0" in text
+    assert (tmp_path / "docs" / "figures" / "bench_main.png").stat().st_size > 1000
+    assert json.loads(md.with_suffix(".json").read_text())["source_only"]["seeds"] == 1
+
+
+def test_a_failing_run_is_reported_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    job = bench.Job("main", "bad", "source_only", "tiny", 0, ("data.source_root=/no/such/folder",
+                    "data.source=gta5"), {"row": "bad", "label": "bad"})  # fmt: skip
+    failures = bench.run_jobs([job], tmp_path, workers=1, threads=1)
+    assert len(failures) == 1 and "bad" in failures[0] and "exit" in failures[0]

@@ -91,7 +91,7 @@ class SynthCityConfig:
     """Image width in pixels (multiple of 32)."""
     seed: int = 0
     """Base seed; image i of a split is seeded from (seed, domain, split, i)."""
-    shift: float = 0.6
+    shift: float = 1.0
     """Size of the domain gap in [0, 1]: 0 renders the target exactly like the source."""
     appearance: bool = True
     """Apply the appearance part of the gap (class colours, textures, lighting, shadows)."""
@@ -846,7 +846,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--preset", default="default", choices=list(PRESETS))
     p.add_argument("--seed", type=int, default=None, help="base seed (preset: 0)")
-    p.add_argument("--shift", type=float, default=None, help="domain gap in [0, 1] (preset: 0.6)")
+    p.add_argument("--shift", type=float, default=None, help="domain gap in [0, 1] (preset: 1.0)")
     for part in ("appearance", "camera", "geometry"):
         p.add_argument(
             f"--no-{part}",

@@ -119,7 +119,17 @@ def ablation_jobs(preset: str = "quick") -> list[Job]:
         "lambda": ("method.ins_lambda", LAMBDA_VALUES),
         "K": ("method.bank_size", K_VALUES),
     }
-    jobs = [Job("ablations", "daformer", "daformer", preset, 0, (), {"sweep": "reference"})]
+    jobs = [
+        Job(
+            "ablations",
+            "daformer",
+            "daformer",
+            preset,
+            0,
+            (),
+            {"sweep": "reference", "value": None},
+        )
+    ]
     jobs.append(_dida_job("default", None, "", preset))
     for sweep, (setting, values) in sweeps.items():
         jobs += [_dida_job(sweep, v, setting, preset) for v in values if v != defaults[sweep]]

@@ -146,3 +146,17 @@ def test_a_failing_run_is_reported_not_skipped(
                     "data.source=gta5"), {"row": "bad", "label": "bad"})  # fmt: skip
     failures = bench.run_jobs([job], tmp_path, workers=1, threads=1)
     assert len(failures) == 1 and "bad" in failures[0] and "exit" in failures[0]
+
+
+def test_ablation_and_shift_reports_write_tables_and_plots(tmp_path: Path) -> None:
+    jobs = bench.ablation_jobs() + bench.shift_jobs()
+    for i, job in enumerate(jobs):
+        folder = job.run_dir(tmp_path)
+        folder.mkdir(parents=True)
+        runs.atomic_write_json(folder / BENCH_EVAL, _record(0.2 + 0.01 * i, 0.1, 0.05))
+    md = write_reports("ablations", bench.ablation_jobs(), tmp_path, tmp_path / "docs")
+    assert "| K | 150 |" in md.read_text() and "Not finished" not in md.read_text()
+    md = write_reports("shift", bench.shift_jobs(), tmp_path, tmp_path / "docs")
+    assert md.read_text().count("| dida |") == 1 and "shift 0.25" in md.read_text()
+    for name in ("bench_ablations.png", "bench_shift.png"):
+        assert (tmp_path / "docs" / "figures" / name).stat().st_size > 1000

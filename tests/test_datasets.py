@@ -426,3 +426,26 @@ def test_class_stats_fall_back_to_cache_dir_when_data_is_read_only(
 def test_file_class_counts_ignores_ignore_pixels() -> None:
     label = np.array([[0, 0, 255], [18, 3, 255]], np.uint8)
     assert file_class_counts(label) == {"0": 2, "3": 1, "18": 1}
+
+
+def test_cityscapes_splits_keep_their_own_class_stats(
+    synthcity_tiny: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dida.data.datasets as D
+
+    target = synthcity_tiny / "target"
+    train, val = (
+        D.build_dataset("cityscapes", target, "train"),
+        D.build_dataset("cityscapes", target, "val"),
+    )
+    calls = []
+    compute = D.compute_class_stats
+    monkeypatch.setattr(
+        D, "compute_class_stats", lambda ds, p=None: calls.append(ds) or compute(ds, p)
+    )
+    first = (D.load_class_stats(train), D.load_class_stats(val))
+    computed = len(calls)
+    again = (D.load_class_stats(train), D.load_class_stats(val))
+    assert len(calls) == computed <= 2 and first == again  # the second round reads both caches
+    assert (target / "gtFine" / "val" / D.STATS_FILE).is_file()
+    assert len(first[1]) == len(val) and len(first[0]) == len(train)

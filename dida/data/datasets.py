@@ -210,6 +210,8 @@ class SegDataset:
         self.root = root
         self.samples = samples
         self.label_format = label_format
+        self.stats_folder = root
+        """Where this dataset's class statistics are cached (next to its labels)."""
 
     @property
     def has_labels(self) -> bool:
@@ -407,6 +409,7 @@ class CityscapesDataset(SegDataset):
             for i, lab, ins in zip(images, labels, instances, strict=True)
         ]
         super().__init__(root, samples, label_format)
+        self.stats_folder = root / "gtFine" / split  # one file set per split
 
 
 def _cs_stem(image: Path) -> str:
@@ -539,7 +542,7 @@ def _read_cached(folder: Path, dataset: SegDataset) -> ClassStats | None:
         log.warning("%s is unreadable (%s); recomputing class statistics", path, err)
         return None
     if cached != sorted(p.name for p in dataset.label_files):
-        log.warning("%s lists other files than %s holds; recomputing", path, dataset.root)
+        log.warning("%s lists other files than %s holds; recomputing", path, dataset)
         return None
     return stats
 
@@ -560,9 +563,9 @@ def load_class_stats(
     recomputed otherwise.  New statistics go next to the data, or under ``cache_dir`` when the
     data folder is not writable.
     """
-    folders = [dataset.root]
+    folders = [dataset.stats_folder]
     if cache_dir is not None:
-        folders.append(stats_cache_folder(dataset.root, Path(cache_dir)))
+        folders.append(stats_cache_folder(dataset.stats_folder, Path(cache_dir)))
     for folder in folders:
         cached = _read_cached(folder, dataset)
         if cached is not None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dida import runs
-from dida.bench_scores import BENCH_EVAL
+from dida.bench_scores import BENCH_EVAL, present_miou
 from dida.data.classes import CLASSES
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def row_stats(records: list[dict]) -> dict[str, Any]:
         "seeds": len(records),
         "iou": [stat([r["all"]["IoU"][c] for r in records]) for c in CLASSES],
         "mIoU": stat([r["all"]["mIoU"]["19"] for r in records]),
-        "overlap_mIoU": stat([r["overlap"]["mIoU"]["19"] for r in records]),
+        "overlap_mIoU": stat([present_miou(r["overlap"]) for r in records]),
         "rare_mIoU": stat([r["rare_mIoU"] for r in records]),
         "train_min": float(np.mean([(r["train_s"] or 0) / 60 for r in records])),
     }
@@ -109,7 +109,7 @@ def sweep_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
     data: dict[str, list] = defaultdict(list)
     for job, r in sorted(found, key=lambda jr: (jr[0].tags["sweep"], jr[0].tags["value"] or 0)):
         sweep, value = job.tags["sweep"], job.tags["value"]
-        point = (value, r["all"]["mIoU"]["19"], r["overlap"]["mIoU"]["19"], r["rare_mIoU"])
+        point = (value, r["all"]["mIoU"]["19"], present_miou(r["overlap"]), r["rare_mIoU"])
         data[sweep].append((*point, r.get("it_per_s"), r.get("peak_mem_mb")))
         lines.append(
             f"| {sweep} | {'-' if value is None else value} | {100 * point[1]:.1f} | "

@@ -43,6 +43,16 @@ def mean_over(ious: dict[str, float | None], names: list[str]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def present_miou(metrics: dict) -> float | None:
+    """mIoU over the classes with ground-truth pixels in the scored subset (``Acc`` defined).
+
+    On a pixel subset such as the overlap mask, a class that is only predicted there (road under a
+    car's edge) has IoU 0 and would drag the plain 19-class mean toward 0; this mean keeps the classes
+    the subset is about."""
+    names = [c for c, acc in metrics["Acc"].items() if acc is not None]
+    return mean_over(metrics["IoU"], names)
+
+
 def training_cost(run_dir: Path) -> dict[str, Any]:
     """Wall time of the training iterations (from the logged timestamps, scaled to all
     iterations), iterations per second and the peak memory the run logged."""
@@ -77,6 +87,7 @@ def score_run(run_dir: str | Path, device: str = "cpu", max_images: int | None =
         "val_images": len(val) if max_images is None else min(max_images, len(val)),
         "all": everything,
         "overlap": overlap,
+        "overlap_mIoU": present_miou(overlap),
         "rare_classes": rare,
         "rare_fraction": RARE_PIXEL_FRACTION,
         "rare_mIoU": mean_over(everything["IoU"], rare),

@@ -10,7 +10,7 @@ import pytest
 
 from dida import bench, runs
 from dida.bench_report import compare, fmt, main_table, stat, sweep_table, write_reports
-from dida.bench_scores import BENCH_EVAL, mean_over, overlap_pixels
+from dida.bench_scores import BENCH_EVAL, mean_over, overlap_pixels, present_miou
 from dida.data.classes import CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,13 +60,20 @@ def test_stat_and_fmt_golden() -> None:
     assert fmt(stat([None])) == "-"
     assert mean_over({"car": 0.5, "bus": None, "train": 0.1}, ["car", "bus", "train"]) == 0.3
     assert mean_over({"bus": None}, ["bus"]) is None
+    subset = {
+        "IoU": {"car": 0.5, "road": 0.0, "bus": None},
+        "Acc": {"car": 0.9, "road": None, "bus": None},
+    }
+    assert present_miou(subset) == 0.5  # road is only predicted in the subset: not averaged
 
 
 def _record(miou: float, overlap: float, rare: float | None) -> dict:
     ious = dict.fromkeys(CLASSES, miou)
+    overlap_ious = {c: (overlap if c == "car" else 0.0) for c in CLASSES}
+    acc = {c: (0.5 if c == "car" else None) for c in CLASSES}
     return {
         "all": {"mIoU": {"19": miou}, "IoU": ious},
-        "overlap": {"mIoU": {"19": overlap}, "IoU": ious},
+        "overlap": {"mIoU": {"19": overlap / 19}, "IoU": overlap_ious, "Acc": acc},
         "rare_mIoU": rare,
         "train_s": 600.0,
         "it_per_s": 2.0,

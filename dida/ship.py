@@ -46,6 +46,14 @@ def slice_miou(folder: Path, val: EvalImages, images: int = SLICE_IMAGES) -> flo
         return evaluate_model(model, val, max_images=images).miou["19"]
 
 
+def _shift(data: dict) -> float:
+    """The SynthCity shift a run's target was generated with."""
+    from dida.data.synthcity import PRESETS
+
+    shift = data.get("synthcity_shift")
+    return PRESETS[data["synthcity_preset"]].shift if shift is None else shift
+
+
 def card(name: str, config: dict, run_name: str, metrics: dict, slice_value: float) -> str:
     """The MODEL_CARD.md text."""
     data, options = config["data"], config["method"]["options"]
@@ -55,7 +63,7 @@ def card(name: str, config: dict, run_name: str, metrics: dict, slice_value: flo
         "",
         f"- Trained by: `python -m dida.bench --suite main` (run `{run_name}`), i.e. `{config['command']}`",
         f"- Seed {config['seed']}, {config['iters']} iterations, SynthCity preset `{data['synthcity_preset']}`"
-        f" (shift {data.get('synthcity_shift') or 'preset default'}), crop {data['crop']}, batch {data['batch_size']}",
+        f" (shift {_shift(data)}), crop {data['crop']}, batch {data['batch_size']}",
         f"- Model: {config['model']['backbone']}, decoder embed_dim {config['model']['embed_dim']}; "
         f"method options {options or 'defaults'}",
         f"- Environment: {config.get('environment', {})}",
@@ -95,11 +103,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=Path, default=Path("runs/bench/main"))
     p.add_argument("--out", type=Path, default=Path("assets/checkpoints"))
     p.add_argument("--names", nargs="*", default=[f"{k}_s0" for k in SHIPPED_ROWS])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     known = {row.key for row in MAIN_ROWS}
     for run_name in args.names:
         name = run_name.rsplit("_s", 1)[0] if run_name.rsplit("_s", 1)[0] in known else run_name

@@ -1,0 +1,62 @@
+"""``python -m dida.ship``: a finished run becomes a shipped checkpoint folder the app can open."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from dida import runs
+from dida.data.uda import target_val_images
+from dida.presets import preset_config
+from dida.ship import EXPECTED, half_state, ship_run, slice_miou
+from dida.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def tiny_dida_run(synthcity_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = preset_config("tiny", "dida", method_options={"bank_size": 38})
+    data = replace(
+        cfg.data, source_root=str(synthcity_tiny), target_root=str(synthcity_tiny), rcs=False
+    )
+    run = tmp_path_factory.mktemp("runs") / "dida_s0"
+    list(train(replace(cfg, data=data, iters=3, checkpoint_interval=0), run))
+    return run
+
+
+def test_ship_exports_half_weights_card_bank_and_expected_score(
+    tiny_dida_run: Path, tmp_path: Path
+) -> None:
+    folder = ship_run(tiny_dida_run, tmp_path, "dida")
+    state, _ = runs.load_state(folder / runs.MODEL)
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    assert (folder / runs.BANK_HISTORY).read_bytes() == (
+        tiny_dida_run / runs.BANK_HISTORY
+    ).read_bytes()
+    val = target_val_images(TrainConfig.from_dict(runs.read_json(folder / runs.CONFIG)).data)
+    expected = runs.read_json(folder / EXPECTED)
+    assert slice_miou(folder, val) == pytest.approx(expected["mIoU"], abs=1e-9)
+    miou = runs.run_info(folder).miou
+    assert f"**{100 * miou:.1f}**" in (folder / "MODEL_CARD.md").read_text()
+    fp32 = runs.load_run_model(tiny_dida_run)
+    fp16 = runs.load_run_model(folder)
+    x = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(fp16(x).logits, fp32(x).logits, atol=0.05, rtol=0.05)
+
+
+def test_half_state_keeps_integer_buffers(tiny_dida_run: Path) -> None:
+    state = half_state(tiny_dida_run / runs.MODEL)
+    ints = [k for k, v in state.items() if not v.is_floating_point()]
+    assert ints and all(state[k].dtype == torch.int64 for k in ints)  # BN num_batches_tracked
+
+
+def test_an_unfinished_run_is_refused(tiny_dida_run: Path, tmp_path: Path) -> None:
+    runs.write_status(tiny_dida_run, "running")
+    try:
+        with pytest.raises(runs.RunError, match="not a finished run"):
+            ship_run(tiny_dida_run, tmp_path, "dida")
+    finally:
+        runs.write_status(tiny_dida_run, "finished")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -188,13 +187,23 @@ def run_jobs(jobs: Sequence[Job], runs_root: Path, workers: int, threads: int) -
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(run_job, j, runs_root, threads, log_dir): j for j in todo}
         for future, job in futures.items():
-            start = time.time()
             try:
-                print(f"finished {future.result()} ({time.time() - start:.0f} s after its turn)")
+                print(f"finished {future.result()}")
             except Exception as err:  # noqa: BLE001 - reported, the rest of the benchmark goes on
                 failures.append(f"{job.name}: {err}")
                 print(f"FAILED {job.name}: {err}")
     return failures
+
+
+def score_finished(jobs: Sequence[Job], runs_root: Path, threads: int) -> None:
+    """Score every finished run without ``bench_eval.json`` (e.g. one trained by hand with the
+    job's own command)."""
+    torch.set_num_threads(threads)
+    for job in jobs:
+        run_dir = job.run_dir(runs_root)
+        if runs.read_status(run_dir).get("state") == "finished" and not is_finished(run_dir):
+            print(f"scoring {run_dir}")
+            score_run(run_dir)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -208,7 +217,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=2, help="runs trained side by side")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    p.add_argument("--report", action="store_true", help="only write tables and plots")
+    p.add_argument(
+        "--report", action="store_true",
+        help="train nothing: score finished runs that lack scores, then write tables and plots",
+    )  # fmt: skip
     p.add_argument("--list", action="store_true", help="print the runs and their state, then exit")
     return p.parse_args(argv)
 
@@ -228,7 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for job in jobs:
                 print(suite, job.name, runs.read_status(job.run_dir(args.runs)).get("state"))
             continue
-        if not args.report:
+        if args.report:
+            score_finished(jobs, args.runs, args.threads)
+        else:
             failures += run_jobs(jobs, args.runs, args.workers, args.threads)
         write_reports(suite, jobs, args.runs, args.out)
     for failure in failures:

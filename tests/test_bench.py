@@ -143,6 +143,9 @@ def test_bench_trains_scores_reports_and_resumes(
     assert "| source-only | 1 |" in text and "**Not finished (1):** dida_s0" in text
     assert (tmp_path / "docs" / "figures" / "bench_main.png").stat().st_size > 1000
     assert json.loads(md.with_suffix(".json").read_text())["source_only"]["seeds"] == 1
+    (job.run_dir(tmp_path) / BENCH_EVAL).unlink()
+    bench.score_finished([job, _job("dida_s0", "dida")], tmp_path, threads=1)  # --report
+    assert runs.read_json(job.run_dir(tmp_path) / BENCH_EVAL)["all"] == record["all"]
 
 
 def test_a_failing_run_is_reported_not_skipped(

@@ -87,6 +87,28 @@ def main_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
     return "\n".join(lines), rows
 
 
+def images_per_iteration(run_dir: Path) -> int:
+    """Training crops one iteration reads: the batch of each domain the method trains on."""
+    from dida.methods.registry import METHODS
+
+    config = runs.read_json(run_dir / runs.CONFIG)
+    single = getattr(METHODS[config["method"]["name"]][0], "domain", None) is not None
+    return config["data"]["batch_size"] * (1 if single else 2)
+
+
+def cost_table(found: list[tuple[Job, dict]], runs_root: Path) -> str:
+    """Throughput and peak memory of every run, as trained by the benchmark (its workers and threads)."""
+    lines = ["| run | it/s | images/s | peak memory (MB) | train min |", "|---|---|---|---|---|"]
+    for job, r in found:
+        rate = r.get("it_per_s")
+        images = None if rate is None else rate * images_per_iteration(job.run_dir(runs_root))
+        lines.append(
+            f"| {job.name} | {_num(rate, 2)} | {_num(images, 1)} | {_num(r.get('peak_mem_mb'), 0)} | "
+            f"{_num((r.get('train_s') or 0) / 60, 1)} |"
+        )
+    return "\n".join(lines)
+
+
 def compare(rows: dict, a: str = "daformer", b: str = "dida") -> str:
     """A sentence comparing two rows' mIoU against the seed spread."""
     if a not in rows or b not in rows:
@@ -243,7 +265,8 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
         table, data = main_table(found)
         labels = {j.tags["row"]: j.tags["label"] for j in jobs}
         plot_main(data, labels, figures / "bench_main.png")
-        lines += [table, "", compare(data), "", "![main](../figures/bench_main.png)"]
+        lines += [table, "", compare(data), "", "![main](../figures/bench_main.png)", ""]
+        lines += ["Cost of each run as the benchmark trained it:", "", cost_table(found, runs_root)]
     elif suite == "ablations":
         table, data = sweep_table(found)
         plot_sweeps(data, figures / "bench_ablations.png")

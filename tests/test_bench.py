@@ -141,6 +141,8 @@ def test_bench_trains_scores_reports_and_resumes(
     md = write_reports("main", [job, _job("dida_s0", "dida")], tmp_path, tmp_path / "docs")
     text = md.read_text()
     assert "| source-only | 1 |" in text and "**Not finished (1):** dida_s0" in text
+    rate = record["it_per_s"]
+    assert f"| source_only_s0 | {rate:.2f} | {2 * rate:.1f} | {record['peak_mem_mb']:.0f} |" in text
     assert (tmp_path / "docs" / "figures" / "bench_main.png").stat().st_size > 1000
     assert json.loads(md.with_suffix(".json").read_text())["source_only"]["seeds"] == 1
     (job.run_dir(tmp_path) / BENCH_EVAL).unlink()

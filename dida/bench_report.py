@@ -115,10 +115,15 @@ def compare(rows: dict, a: str = "daformer", b: str = "dida") -> str:
         return f"({a} or {b} not finished: no comparison)"
     parts = []
     for metric in ("mIoU", "overlap_mIoU", "rare_mIoU"):
-        (ma, sa, _), (mb, sb, _) = rows[a][metric], rows[b][metric]
+        (ma, sa, na), (mb, sb, nb) = rows[a][metric], rows[b][metric]
         diff, spread = mb - ma, max(sa, sb)
-        verdict = "within the seed spread" if abs(diff) <= spread else "larger than the seed spread"
-        parts.append(f"{metric}: {b} − {a} = {diff:+.1f} ({verdict}, largest std {spread:.1f})")
+        if min(na, nb) < 2:
+            verdict = "one seed: no spread to judge it against"
+        elif abs(diff) <= spread:
+            verdict = f"within the seed spread, largest std {spread:.1f}"
+        else:
+            verdict = f"larger than the seed spread, largest std {spread:.1f}"
+        parts.append(f"{metric}: {b} − {a} = {diff:+.1f} ({verdict})")
     return "; ".join(parts)
 
 

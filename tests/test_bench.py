@@ -98,6 +98,8 @@ def test_main_table_means_over_seeds_and_judges_the_spread() -> None:
     assert "mIoU: dida − daformer = +0.0 (within the seed spread" in sentence
     assert "overlap_mIoU: dida − daformer = +10.0 (larger than the seed spread" in sentence
     assert compare(rows, "daformer", "proda").startswith("(daformer or proda not finished")
+    _, single = main_table(found[:1] + found[2:3])
+    assert "one seed: no spread" in compare(single)
 
 
 def test_sweep_table_sorts_values() -> None:

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from dida import runs
-from dida.bench_report import write_reports
+from dida.bench_report import ABLATION_DEFAULTS, write_reports
 from dida.bench_scores import BENCH_EVAL, score_run
 
 SUITES = ("main", "ablations", "shift")
@@ -95,12 +94,11 @@ class Job:
 
 def main_jobs(preset: str = "default") -> list[Job]:
     """Seed 0 of every row first (a usable table early), then the extra seeds."""
-    jobs = [
+    return [
         Job("main", f"{row.key}_s{seed}", row.method, preset, seed, row.settings,
             {"row": row.key, "label": row.label})
         for seed in SEEDS for row in MAIN_ROWS if seed < row.seeds
     ]  # fmt: skip
-    return jobs
 
 
 def _dida_job(sweep: str, value: Any, setting: str, preset: str) -> Job:
@@ -112,7 +110,6 @@ def _dida_job(sweep: str, value: Any, setting: str, preset: str) -> Job:
 def ablation_jobs(preset: str = "quick") -> list[Job]:
     """DIDA at seed 0 for every tp, lambda and K (the shared default point runs once) and the
     DAFormer-style reference at the same preset."""
-    defaults = {"tp": 0.1, "lambda": 1.0, "K": 300}
     sweeps = {
         "tp": ("method.tp", TP_VALUES),
         "lambda": ("method.ins_lambda", LAMBDA_VALUES),
@@ -131,7 +128,9 @@ def ablation_jobs(preset: str = "quick") -> list[Job]:
     ]
     jobs.append(_dida_job("default", None, "", preset))
     for sweep, (setting, values) in sweeps.items():
-        jobs += [_dida_job(sweep, v, setting, preset) for v in values if v != defaults[sweep]]
+        jobs += [
+            _dida_job(sweep, v, setting, preset) for v in values if v != ABLATION_DEFAULTS[sweep]
+        ]
     return jobs
 
 
@@ -251,5 +250,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     sys.exit(main())

@@ -15,9 +15,13 @@ import numpy as np
 from dida import runs
 from dida.bench_scores import BENCH_EVAL, present_miou
 from dida.data.classes import CLASSES
+from dida.methods.registry import trained_domains
 
 if TYPE_CHECKING:
     from dida.bench import Job
+
+ABLATION_DEFAULTS = {"tp": 0.1, "lambda": 1.0, "K": 300}
+"""DIDA's default point (tp, λ, K): the ablation run every sweep shares."""
 
 SHORT = [c.replace("traffic ", "t.")[:6] for c in CLASSES]
 
@@ -89,11 +93,8 @@ def main_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
 
 def images_per_iteration(run_dir: Path) -> int:
     """Training crops one iteration reads: the batch of each domain the method trains on."""
-    from dida.methods.registry import METHODS
-
     config = runs.read_json(run_dir / runs.CONFIG)
-    single = getattr(METHODS[config["method"]["name"]][0], "domain", None) is not None
-    return config["data"]["batch_size"] * (1 if single else 2)
+    return config["data"]["batch_size"] * len(trained_domains(config["method"]["name"]))
 
 
 def cost_table(found: list[tuple[Job, dict]], runs_root: Path) -> str:
@@ -185,14 +186,13 @@ def _axes(n: int, title: str):
 def plot_sweeps(data: dict[str, list], path: Path) -> None:
     """mIoU (all / overlap / rare) against tp, lambda and K, DIDA's default point included."""
     default = data.get("default", [])
-    defaults = {"tp": 0.1, "lambda": 1.0, "K": 300}
     sweeps = [s for s in ("tp", "lambda", "K") if s in data]
     if not sweeps:
         return
     fig, axes = _axes(len(sweeps), "DIDA ablations on SynthCity (seed 0)")
     reference = data.get("reference", [])
     for ax, sweep in zip(axes, sweeps, strict=True):
-        points = sorted(data[sweep] + [(defaults[sweep], *p[1:]) for p in default])
+        points = sorted(data[sweep] + [(ABLATION_DEFAULTS[sweep], *p[1:]) for p in default])
         x = [p[0] for p in points]
         for i, name in ((1, "mIoU"), (2, "overlap mIoU"), (3, "rare mIoU")):
             ax.plot(x, [100 * (p[i] or np.nan) for p in points], marker="o", label=name)

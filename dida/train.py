@@ -35,7 +35,7 @@ from dida.distributed import (
     shutdown_distributed,
 )
 from dida.methods.base import Method, MethodContext, unwrap
-from dida.methods.registry import METHODS, build_method, method_config
+from dida.methods.registry import METHODS, build_method, method_config, trained_domains
 from dida.model import ModelConfig, SegModel
 from dida.optim import OptimConfig, build_optimizer, set_lr
 from dida.records import Recorder
@@ -168,7 +168,7 @@ def _build(cfg: TrainConfig, run_dir: Path, dist: DistInfo, argv: list[str] | No
         runs.create_run(run_dir.parent, run_dir.name, run_config(cfg, argv))
         domain_roots(cfg.data)  # generates SynthCity once, before other ranks read it
     barrier(dist)
-    target_labels = getattr(METHODS[cfg.method][0], "domain", "source") == "target"
+    target_labels = trained_domains(cfg.method) == ("target",)
     data = build_uda_data(cfg.data, cfg.seed, dist.rank, dist.world_size, target_labels)
     model = SegModel(cfg.model).to(dist.device)
     ctx = MethodContext(

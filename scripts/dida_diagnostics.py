@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -107,7 +106,6 @@ def main() -> None:
         for name, c in confusions.items():
             acc, macc = summary(c)
             print(f"  tp {tp:<5g} {name:<22s} pixel acc {acc:5.1f}   mean class acc {macc:5.1f}")
-    np.set_printoptions(precision=2)
 
 
 if __name__ == "__main__":

@@ -116,3 +116,12 @@ def test_dida_bank_waits_for_bank_start() -> None:
     assert method.bank.filled.any() and method.records(2)["bank"].iteration == 2
     with pytest.raises(ValueError, match="bank_start"):
         method_config("dida", {"bank_start": -1})
+
+
+def test_trained_domains_of_every_method() -> None:
+    from dida.methods.registry import trained_domains
+
+    assert trained_domains("source_only") == ("source",) and trained_domains("oracle") == (
+        "target",
+    )
+    assert {trained_domains(m) for m in ("proda", "daformer", "dida")} == {("source", "target")}

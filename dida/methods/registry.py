@@ -37,6 +37,13 @@ def method_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     return cfg_cls(**(overrides or {}))
 
 
+def trained_domains(name: str) -> tuple[str, ...]:
+    """The labelled/unlabelled domains method ``name`` reads each iteration: a supervised method's
+    ``domain`` (``("source",)`` or ``("target",)``), else both."""
+    domain = getattr(METHODS[name][0], "domain", None)
+    return ("source", "target") if domain is None else (domain,)
+
+
 def build_method(
     name: str, model: nn.Module, ctx: MethodContext, overrides: dict[str, Any] | None = None
 ) -> Method:

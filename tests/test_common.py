@@ -351,6 +351,9 @@ def test_symmetric_ce_golden() -> None:
     loss = C.symmetric_ce(logits, labels)
     assert loss.item() == pytest.approx(0.1 * ce + 1.0 * rce, rel=1e-5)
     assert C.symmetric_ce(logits, labels, alpha=1.0, beta=0.0).item() == pytest.approx(ce, rel=1e-6)
+    half = C.symmetric_ce(logits, labels, weight=torch.tensor([[[0.5, 0.5]]]))
+    assert half.item() == pytest.approx(0.5 * loss.item(), rel=1e-6)
+    assert C.symmetric_ce(logits, labels, weight=torch.zeros(1, 1, 2)).item() == 0.0
 
 
 def test_proto_kl_golden_and_empty() -> None:

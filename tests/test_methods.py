@@ -32,13 +32,18 @@ def _method(name: str, **options):
     return build_method(name, model, ctx, options)
 
 
-CASES = [(name, {}) for name in METHODS] + [("dida", {"mode": "released"})]
+CASES = [(name, {}) for name in METHODS] + [
+    ("dida", {"mode": "released"}),
+    ("proda", {"source_init_iters": 1}),
+    ("proda", {"source_init_iters": 1, "soft_labels": "teacher", "confidence_weight": True}),
+]
 
 
 @pytest.mark.parametrize(("name", "options"), CASES, ids=lambda v: str(v) if v else "")
 def test_step_returns_finite_losses_and_only_the_student_learns(name: str, options: dict) -> None:
     method = _method(name, **options)
     method.step(_batch(0), 0)  # DIDA: the first step fills the bank
+    method.after_step(0)
     losses = method.step(_batch(1), 1)
     assert losses and all(k.startswith("loss_") for k in losses)
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
@@ -125,3 +130,43 @@ def test_trained_domains_of_every_method() -> None:
         "target",
     )
     assert {trained_domains(m) for m in ("proda", "daformer", "dida")} == {("source", "target")}
+
+
+def test_proda_target_losses_start_after_the_source_phase_with_a_frozen_warmup_model() -> None:
+    method = _method("proda", source_init_iters=2)
+    for it in (0, 1):
+        assert set(method.step(_batch(it), it)) == {"loss_source"}
+        method.after_step(it)
+    assert method.warmup is not None and not any(
+        p.requires_grad for p in method.warmup.parameters()
+    )
+    frozen = [p.clone() for p in method.warmup.parameters()]
+    losses = method.step(_batch(2), 2)
+    assert set(losses) == {"loss_source", "loss_sce", "loss_kl"}
+    sum(losses.values()).backward()
+    with torch.no_grad():
+        for p in method.model.parameters():
+            p.add_(1.0)
+    method.after_step(2)
+    assert all(torch.equal(a, b) for a, b in zip(method.warmup.parameters(), frozen, strict=True))
+    state = method.state_dict()
+    resumed = _method("proda", source_init_iters=2)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.warmup.parameters(), frozen, strict=True))
+    with pytest.raises(ValueError, match="soft_labels"):
+        method_config("proda", {"soft_labels": "oracle"})
+
+
+def test_proda_confidence_weight_zeroes_the_ignored_rows() -> None:
+    method = _method("proda", source_init_iters=0, confidence_weight=True)
+    out = method.teacher_outputs(_batch(0)["target"]["image"])
+    weight = out["weight"]
+    assert weight.shape == (2, *CROP) and out["pseudo_label"].shape == (2, *CROP)
+    top, bottom = 2, 15  # 15 and 120 rows of a 512 crop, scaled to 64
+    assert (weight[:, :top] == 0).all() and (weight[:, -bottom:] == 0).all()
+    middle = weight[:, top:-bottom]
+    assert ((middle >= 0) & (middle <= 1)).all() and middle.unique().numel() == 1
+    plain = _method("proda", soft_labels="teacher")
+    assert plain.teacher_outputs(_batch(0)["target"]["image"])["weight"] is None
+    with pytest.raises(RuntimeError, match="warm-up model exists after source_init_iters=100"):
+        _method("proda").teacher_outputs(_batch(0)["target"]["image"])

@@ -446,21 +446,26 @@ def symmetric_ce(
     alpha: float = 0.1,
     beta: float = 1.0,
     ignore_index: int = IGNORE_INDEX,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """ProDA symmetric CE: α·CE + β·RCE, each a mean over valid (non-ignored) pixels; scalar.
 
     RCE = −Σ_c clamp(softmax(z), 1e-7, 1)_c · log clamp(onehot(ŷ)_c, 1e-4, 1)
         = −log(1e-4) · Σ_{c ≠ ŷ} p_c. logits (B, C, h, w) are upsampled to labels (B, H, W).
+    ``weight`` (B, H, W), optional: per-pixel loss weight (e.g. DAFormer's confidence weight);
+    the denominator stays the number of valid pixels.
     """
     logits = resize_to(logits, labels.shape[-2:])
     valid = (labels != ignore_index).float()
     count = valid.sum().clamp_min(1.0)
+    if weight is not None:
+        valid = valid * weight
     ce = F.cross_entropy(logits, labels, reduction="none", ignore_index=ignore_index)
     probs = torch.softmax(logits, dim=1).clamp(1e-7, 1.0)
     safe = torch.where(labels == ignore_index, 0, labels)[:, None]
     off_label = probs.sum(dim=1) - probs.gather(1, safe)[:, 0]  # (B, H, W)
     rce = -math.log(1e-4) * off_label
-    return alpha * ce.sum() / count + beta * (rce * valid).sum() / count
+    return alpha * (ce * valid).sum() / count + beta * (rce * valid).sum() / count
 
 
 def proto_kl(

@@ -8,9 +8,16 @@ KL "structure learning" term; plus source CE. Prototypes start as running means 
 class features (the student's source features), then follow the teacher's target features and argmax
 with momentum.
 
-Dropped from the official multi-stage pipeline (and why): the adversarial warm-up (no warm-up model;
-the EMA teacher starts from the student), the offline soft pseudo-label files (the online teacher's p
-replaces them), stages 2–3 (SimCLR-initialised self-distillation, worth ≈ +3.8 mIoU on GTA in ProDA),
+Soft labels p come from one of two models (``soft_labels``): ``"warmup"`` — a frozen copy of the
+student taken when the source-only phase ends, ProDA's fixed warm-up soft pseudo-labels computed online
+instead of read from files — or ``"teacher"``, the EMA teacher (a mean-teacher variant). Features for
+the prototypes and their distances always come from the EMA teacher, as in ProDA. ``confidence_weight``
+optionally weights the symmetric CE like DAFormer's pseudo-labels (fraction of rectified probabilities
+≥ 0.968, ignored top/bottom rows).
+
+Dropped from the official multi-stage pipeline (and why): the adversarial warm-up (the source-only
+phase of ``source_init_iters`` iterations stands in for it), the offline soft pseudo-label files,
+stages 2–3 (SimCLR-initialised self-distillation, worth ≈ +3.8 mIoU on GTA in ProDA),
 RandAugment's geometric ops and Cutout (strong view = DAFormer's colour jitter + blur, so no warping
 is needed between views), and the MRKLD regulariser.
 """
@@ -33,7 +40,10 @@ from dida.methods.common import (
     prototype_distances,
     prototype_logits,
     prototype_weights,
+    pseudo_label,
     rectified_pseudo_label,
+    resize_to,
+    scale_ignore_rows,
     seg_ce,
     strong_augment,
     symmetric_ce,
@@ -41,6 +51,8 @@ from dida.methods.common import (
 )
 from dida.methods.daformer import frozen_copy, teacher_mode
 from dida.methods.dida import downsample_labels
+
+SOFT_LABELS = ("warmup", "teacher")
 
 
 @dataclass
@@ -62,6 +74,17 @@ class ProDAConfig:
     """Weight of reverse CE in the symmetric CE."""
     kl_weight: float = 10.0
     """Weight of the structure-learning KL term."""
+    soft_labels: str = "warmup"
+    """Model giving the soft labels p: ``"warmup"`` (frozen at ``source_init_iters``, ProDA) or
+    ``"teacher"`` (the EMA teacher)."""
+    confidence_weight: bool = False
+    """Weight the symmetric CE by DAFormer's pseudo-label confidence weight (not in ProDA)."""
+    threshold: float = 0.968
+    """Confidence threshold of that weight."""
+    ignore_top: int = 15
+    """Rows ignored at the top of a 512 crop by that weight (scaled to the crop)."""
+    ignore_bottom: int = 120
+    """Rows ignored at the bottom of a 512 crop by that weight (scaled to the crop)."""
     jitter_p: float = 0.2
     """Strong view: colour jitter iff U > jitter_p."""
     blur_p: float = 0.5
@@ -74,6 +97,8 @@ class ProDAConfig:
             raise ValueError("proto_temperature, sce_alpha, sce_beta and kl_weight must be >= 0")
         if self.source_init_iters < 0:
             raise ValueError("source_init_iters must be >= 0")
+        if self.soft_labels not in SOFT_LABELS:
+            raise ValueError(f"soft_labels must be one of {SOFT_LABELS}, got {self.soft_labels!r}")
 
 
 class ProDA(Method):
@@ -88,6 +113,11 @@ class ProDA(Method):
         dim = unwrap(model).config.embed_dim
         self.prototypes = torch.zeros(ctx.num_classes, dim, device=ctx.device)
         self.counts = torch.zeros(ctx.num_classes, dtype=torch.long, device=ctx.device)
+        self.warmup: nn.Module | None = None
+        """Frozen copy of the student at the end of the source-only phase (soft_labels warmup);
+        with no source-only phase, the initial model (e.g. an ``init_checkpoint``)."""
+        if self.cfg.source_init_iters == 0 and self.cfg.soft_labels == "warmup":
+            self.warmup = frozen_copy(model)
 
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
         src, tgt = batch["source"], batch["target"]
@@ -104,8 +134,9 @@ class ProDA(Method):
         )  # fmt: skip
         out_t = self.model(strong)
         losses["loss_sce"] = symmetric_ce(
-            out_t.logits, teacher["pseudo_label"], self.cfg.sce_alpha, self.cfg.sce_beta
-        )
+            out_t.logits, teacher["pseudo_label"], self.cfg.sce_alpha, self.cfg.sce_beta,
+            weight=teacher["weight"],
+        )  # fmt: skip
         d_student = prototype_distances(out_t.features, self.prototypes)
         log_assign = F.log_softmax(prototype_logits(d_student, self.cfg.proto_temperature), dim=1)
         losses["loss_kl"] = self.cfg.kl_weight * proto_kl(teacher["assign"], log_assign)
@@ -114,18 +145,40 @@ class ProDA(Method):
 
     @torch.no_grad()
     def teacher_outputs(self, target_image: Tensor) -> dict[str, Tensor]:
-        """Teacher p, E', prototype assignment and rectified pseudo-labels (feature resolution)."""
+        """EMA-teacher features E' and prototype assignment, soft labels p (warm-up model or
+        teacher), rectified pseudo-labels and their loss weight (None unless confidence_weight)."""
         out = teacher_mode(self.teacher)(target_image)
-        p = out.logits.softmax(dim=1)
-        d = prototype_distances(out.features, self.prototypes)
-        assign = prototype_weights(d, self.cfg.proto_temperature)
-        rectified = rectified_pseudo_label(assign, p)
+        p = self.soft_labels(target_image, out.logits).softmax(dim=1)
+        assign = prototype_weights(
+            prototype_distances(out.features, self.prototypes), self.cfg.proto_temperature
+        )
+        rectified = resize_to(rectified_pseudo_label(assign, p).probs, target_image.shape[-2:])
         return {
             "features": out.features,
-            "argmax": p.argmax(dim=1),
+            "argmax": out.logits.argmax(dim=1),
             "assign": assign,
-            "pseudo_label": rectified.labels,
+            "pseudo_label": rectified.argmax(dim=1),
+            "weight": self.label_weight(rectified),
         }
+
+    def soft_labels(self, target_image: Tensor, teacher_logits: Tensor) -> Tensor:
+        """Logits giving p: the frozen warm-up model's, else the EMA teacher's."""
+        if self.cfg.soft_labels == "teacher":
+            return teacher_logits
+        if self.warmup is None:
+            raise RuntimeError(
+                f"the warm-up model exists after source_init_iters={self.cfg.source_init_iters}"
+            )
+        return teacher_mode(self.warmup)(target_image).logits
+
+    def label_weight(self, probs: Tensor) -> Tensor | None:
+        """DAFormer's confidence weight (B, H, W) of rectified probabilities at the crop size."""
+        if not self.cfg.confidence_weight:
+            return None
+        top, bottom = scale_ignore_rows(
+            self.cfg.ignore_top, self.cfg.ignore_bottom, probs.shape[-2]
+        )
+        return pseudo_label(probs, self.cfg.threshold, top, bottom).weight
 
     def _update_prototypes(self, features: Tensor, labels: Tensor, momentum: float) -> None:
         start_mean = momentum >= 1.0
@@ -137,6 +190,8 @@ class ProDA(Method):
 
     def after_step(self, it: int) -> None:
         ema_update_(self.teacher, unwrap(self.model), ema_alpha(it + 1, self.cfg.alpha))
+        if it + 1 == self.cfg.source_init_iters and self.cfg.soft_labels == "warmup":
+            self.warmup = frozen_copy(self.model)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +199,7 @@ class ProDA(Method):
             "teacher": self.teacher.state_dict(),
             "prototypes": self.prototypes,
             "counts": self.counts,
+            **({"warmup": self.warmup.state_dict()} if self.warmup is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -151,3 +207,6 @@ class ProDA(Method):
         self.teacher.load_state_dict(state["teacher"])
         self.prototypes = state["prototypes"].to(self.prototypes.device)
         self.counts = state["counts"].to(self.counts.device)
+        if "warmup" in state:
+            self.warmup = frozen_copy(self.model)
+            self.warmup.load_state_dict(state["warmup"])

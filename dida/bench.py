@@ -1,7 +1,9 @@
 """The SynthCity benchmark in one command: the main table, the supplement's ablations, the shift sweep.
 
     python -m dida.bench                          # main table (default preset; 3 seeds DAFormer/DIDA)
-    python -m dida.bench --suite ablations        # tp, lambda and K sweeps of DIDA (quick preset)
+    python -m dida.bench --suite quick            # every method once at the quick preset
+    python -m dida.bench --suite ablations        # tp, lambda and K sweeps of DIDA (quick preset;
+                                                  # default point and DAFormer = the quick suite's)
     python -m dida.bench --suite shift            # shift in {0, .25, .5, .75, 1} (quick preset)
     python -m dida.bench --suite all --workers 2  # everything; 2 runs side by side, 1 thread each
     python -m dida.bench --report                 # only rewrite tables and plots from finished runs
@@ -29,14 +31,16 @@ import torch
 from dida import runs
 from dida.bench_report import ABLATION_DEFAULTS, write_reports
 from dida.bench_scores import BENCH_EVAL, score_run
+from dida.data.synthcity import SynthCityConfig
 
-SUITES = ("main", "ablations", "shift")
+SUITES = ("main", "quick", "ablations", "shift")
 SEEDS = (0, 1, 2)
 TP_VALUES = (0.05, 0.1, 0.2, 0.5, 1.0)
 LAMBDA_VALUES = (0.05, 0.1, 0.5, 1.0, 2.0)
 K_VALUES = (100, 150, 200, 250, 300)
 SHIFT_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFT_METHODS = ("source_only", "daformer", "dida", "oracle")
+DEFAULT_SHIFT = SynthCityConfig.shift
 
 
 @dataclass(frozen=True)
@@ -101,32 +105,39 @@ def main_jobs(preset: str = "default") -> list[Job]:
     ]  # fmt: skip
 
 
+def quick_jobs(preset: str = "quick") -> list[Job]:
+    """Every row of the main table once (seed 0) at the quick preset: the methods issue's table.
+    The ablation and shift suites reuse these runs for their default points."""
+    return [
+        Job("quick", f"{row.key}_s0", row.method, preset, 0, row.settings,
+            {"row": row.key, "label": row.label})
+        for row in MAIN_ROWS
+    ]  # fmt: skip
+
+
+def shared_quick_job(row: str, preset: str, **tags: Any) -> Job:
+    """The quick suite's run of ``row`` with another suite's tags (trained once, reported twice)."""
+    job = next(j for j in quick_jobs(preset) if j.tags["row"] == row)
+    return Job(job.suite, job.name, job.method, job.preset, job.seed, job.settings, tags)
+
+
 def _dida_job(sweep: str, value: Any, setting: str, preset: str) -> Job:
-    name = "dida_default" if value is None else f"dida_{sweep}{value}"
-    settings = () if value is None else (f"{setting}={value}",)
+    name, settings = f"dida_{sweep}{value}", (f"{setting}={value}",)
     return Job("ablations", name, "dida", preset, 0, settings, {"sweep": sweep, "value": value})
 
 
 def ablation_jobs(preset: str = "quick") -> list[Job]:
-    """DIDA at seed 0 for every tp, lambda and K (the shared default point runs once) and the
-    DAFormer-style reference at the same preset."""
+    """DIDA at seed 0 for every tp, lambda and K; the default point (DIDA) and the reference
+    (DAFormer-style) are the quick suite's runs."""
     sweeps = {
         "tp": ("method.tp", TP_VALUES),
         "lambda": ("method.ins_lambda", LAMBDA_VALUES),
         "K": ("method.bank_size", K_VALUES),
     }
     jobs = [
-        Job(
-            "ablations",
-            "daformer",
-            "daformer",
-            preset,
-            0,
-            (),
-            {"sweep": "reference", "value": None},
-        )
+        shared_quick_job("daformer", preset, sweep="reference", value=None),
+        shared_quick_job("dida", preset, sweep="default", value=None),
     ]
-    jobs.append(_dida_job("default", None, "", preset))
     for sweep, (setting, values) in sweeps.items():
         jobs += [
             _dida_job(sweep, v, setting, preset) for v in values if v != ABLATION_DEFAULTS[sweep]
@@ -139,18 +150,26 @@ def shift_root(shift: float) -> str:
     return f"data/synthcity-shift{shift:g}"
 
 
+def _shift_job(method: str, shift: float, preset: str) -> Job:
+    if shift == DEFAULT_SHIFT:
+        return shared_quick_job(method, preset, method=method, shift=shift)
+    settings = (f"data.target_root={shift_root(shift)}", f"data.synthcity_shift={shift}")
+    tags = {"method": method, "shift": shift}
+    return Job("shift", f"{method}_shift{shift:g}", method, preset, 0, settings, tags)
+
+
 def shift_jobs(preset: str = "quick") -> list[Job]:
     """Source-only, DAFormer-style, DIDA and the oracle at every shift; the source split is the
-    default tree's, the target is generated per shift."""
-    return [
-        Job("shift", f"{method}_shift{s:g}", method, preset, 0,
-            (f"data.target_root={shift_root(s)}", f"data.synthcity_shift={s}"),
-            {"method": method, "shift": s})
-        for s in SHIFT_VALUES for method in SHIFT_METHODS
-    ]  # fmt: skip
+    default tree's, the target is generated per shift; the default shift is the quick suite's."""
+    return [_shift_job(m, s, preset) for s in SHIFT_VALUES for m in SHIFT_METHODS]
 
 
-SUITE_JOBS = {"main": main_jobs, "ablations": ablation_jobs, "shift": shift_jobs}
+SUITE_JOBS = {
+    "main": main_jobs,
+    "quick": quick_jobs,
+    "ablations": ablation_jobs,
+    "shift": shift_jobs,
+}
 
 
 # -------------------------------------------------------------------------------------------------

@@ -266,11 +266,11 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
     """Write ``out/bench/<suite>.md`` and ``.json`` and the suite's plots; returns the markdown."""
     found, missing = load_scores(jobs, runs_root)
     lines, figures = _header(suite, jobs, missing), Path(out) / "figures"
-    if suite == "main":
+    if suite in ("main", "quick"):
         table, data = main_table(found)
         labels = {j.tags["row"]: j.tags["label"] for j in jobs}
-        plot_main(data, labels, figures / "bench_main.png")
-        lines += [table, "", compare(data), "", "![main](../figures/bench_main.png)", ""]
+        plot_main(data, labels, figures / f"bench_{suite}.png")
+        lines += [table, "", compare(data), "", f"![{suite}](../figures/bench_{suite}.png)", ""]
         lines += ["Cost of each run as the benchmark trained it:", "", cost_table(found, runs_root)]
     elif suite == "ablations":
         table, data = sweep_table(found)

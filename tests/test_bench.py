@@ -26,17 +26,31 @@ def test_main_jobs_run_seed_zero_of_every_row_first() -> None:
     assert released.method == "dida" and released.settings == ("method.mode=released",)
 
 
-def test_ablation_jobs_share_the_default_point() -> None:
+def test_ablation_jobs_share_the_default_point_with_the_quick_suite(tmp_path: Path) -> None:
     jobs = bench.ablation_jobs()
     names = [j.name for j in jobs]
     assert len(names) == len(set(names)) == 2 + 3 * 4  # reference + default + 4 others per sweep
     assert "dida_tp0.1" not in names and "dida_K300" not in names and "dida_lambda1.0" not in names
     assert next(j for j in jobs if j.name == "dida_K150").settings == ("method.bank_size=150",)
+    quick = {j.run_dir(tmp_path): j for j in bench.quick_jobs()}
+    default = next(j for j in jobs if j.tags["sweep"] == "default")
+    reference = next(j for j in jobs if j.tags["sweep"] == "reference")
+    assert default.run_dir(tmp_path) == tmp_path / "quick" / "dida_s0"
+    assert quick[default.run_dir(tmp_path)].argv(tmp_path, 1) == default.argv(tmp_path, 1)
+    assert quick[reference.run_dir(tmp_path)].method == "daformer"
+
+
+def test_quick_jobs_are_every_main_row_once() -> None:
+    jobs = bench.quick_jobs()
+    assert [j.tags["row"] for j in jobs] == [row.key for row in bench.MAIN_ROWS]
+    assert {j.preset for j in jobs} == {"quick"} and {j.seed for j in jobs} == {0}
 
 
 def test_shift_jobs_give_each_shift_its_own_target_root() -> None:
     jobs = bench.shift_jobs()
     assert len(jobs) == len(bench.SHIFT_VALUES) * len(bench.SHIFT_METHODS)
+    default = [j for j in jobs if j.tags["shift"] == bench.DEFAULT_SHIFT == 1.0]
+    assert {j.suite for j in default} == {"quick"} and not any(j.settings for j in default)
     job = next(j for j in jobs if j.name == "dida_shift0.25")
     assert job.settings == (
         "data.target_root=data/synthcity-shift0.25",
@@ -166,7 +180,7 @@ def test_ablation_and_shift_reports_write_tables_and_plots(tmp_path: Path) -> No
     jobs = bench.ablation_jobs() + bench.shift_jobs()
     for i, job in enumerate(jobs):
         folder = job.run_dir(tmp_path)
-        folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)  # shared quick runs
         runs.atomic_write_json(folder / BENCH_EVAL, _record(0.2 + 0.01 * i, 0.1, 0.05))
     md = write_reports("ablations", bench.ablation_jobs(), tmp_path, tmp_path / "docs")
     assert "| K | 150 |" in md.read_text() and "Not finished" not in md.read_text()

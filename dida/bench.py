@@ -240,12 +240,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="train nothing: score finished runs that lack scores, then write tables and plots",
     )  # fmt: skip
     p.add_argument("--list", action="store_true", help="print the runs and their state, then exit")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="train only these runs")
     return p.parse_args(argv)
 
 
 def suite_jobs(suite: str, preset: str | None) -> list[Job]:
     default = "default" if suite == "main" else "quick"
     return SUITE_JOBS[suite](preset or default)
+
+
+def select(jobs: Sequence[Job], names: Sequence[str] | None) -> list[Job]:
+    """The jobs named in ``names`` (all when None); an unknown name is an error listing the valid."""
+    if names is None:
+        return list(jobs)
+    unknown = sorted(set(names) - {j.name for j in jobs})
+    if unknown:
+        raise SystemExit(f"unknown run(s) {unknown}; this suite has {[j.name for j in jobs]}")
+    return [j for j in jobs if j.name in names]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -261,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.report:
             score_finished(jobs, args.runs, args.threads)
         else:
-            failures += run_jobs(jobs, args.runs, args.workers, args.threads)
+            todo = select(jobs, args.only)
+            failures += run_jobs(todo, args.runs, args.workers, args.threads)
         write_reports(suite, jobs, args.runs, args.out)
     for failure in failures:
         print("FAILED", failure)

@@ -40,6 +40,14 @@ def test_ablation_jobs_share_the_default_point_with_the_quick_suite(tmp_path: Pa
     assert quick[reference.run_dir(tmp_path)].method == "daformer"
 
 
+def test_select_keeps_named_runs_and_rejects_unknown_names() -> None:
+    jobs = bench.quick_jobs()
+    assert [j.name for j in bench.select(jobs, ["dida_s0", "proda_s0"])] == ["proda_s0", "dida_s0"]
+    assert bench.select(jobs, None) == jobs
+    with pytest.raises(SystemExit, match=r"unknown run\(s\) \['dida_s9'\]"):
+        bench.select(jobs, ["dida_s9"])
+
+
 def test_quick_jobs_are_every_main_row_once() -> None:
     jobs = bench.quick_jobs()
     assert [j.tags["row"] for j in jobs] == [row.key for row in bench.MAIN_ROWS]

@@ -53,10 +53,17 @@ def present_miou(metrics: dict) -> float | None:
     return mean_over(metrics["IoU"], names)
 
 
+def last_segment(train: list[dict]) -> list[dict]:
+    """The train records since the run last (re)started: a resumed or restarted run logs its
+    iterations again, so an iteration not above the previous one starts a new segment."""
+    starts = [i for i in range(1, len(train)) if train[i]["it"] <= train[i - 1]["it"]]
+    return train[starts[-1] :] if starts else train
+
+
 def training_cost(run_dir: Path) -> dict[str, Any]:
-    """Wall time of the training iterations (from the logged timestamps, scaled to all
-    iterations), iterations per second and the peak memory the run logged."""
-    train = runs.read_metrics(run_dir, "train")
+    """Wall time of the training iterations (from the logged timestamps of the last uninterrupted
+    segment, scaled to all iterations), iterations per second and the peak memory logged."""
+    train = last_segment(runs.read_metrics(run_dir, "train"))
     if len(train) < 2:
         return {"train_s": None, "it_per_s": None, "peak_mem_mb": None}
     span, its = train[-1]["time"] - train[0]["time"], train[-1]["it"] - train[0]["it"]

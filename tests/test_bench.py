@@ -10,7 +10,14 @@ import pytest
 
 from dida import bench, runs
 from dida.bench_report import compare, fmt, main_table, stat, sweep_table, write_reports
-from dida.bench_scores import BENCH_EVAL, mean_over, overlap_pixels, present_miou
+from dida.bench_scores import (
+    BENCH_EVAL,
+    last_segment,
+    mean_over,
+    overlap_pixels,
+    present_miou,
+    training_cost,
+)
 from dida.data.classes import CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,3 +203,15 @@ def test_ablation_and_shift_reports_write_tables_and_plots(tmp_path: Path) -> No
     assert md.read_text().count("| dida |") == 1 and "shift 0.25" in md.read_text()
     for name in ("bench_ablations.png", "bench_shift.png"):
         assert (tmp_path / "docs" / "figures" / name).stat().st_size > 1000
+
+
+def test_training_cost_uses_the_segment_since_the_last_restart(tmp_path: Path) -> None:
+    records = [(20, 0.0), (40, 10.0), (60, 20.0)]  # interrupted at 60 after 2 s / iteration
+    records += [(20, 1000.0), (40, 1005.0), (60, 1010.0), (80, 1015.0), (100, 1020.0)]
+    with open(tmp_path / "metrics.jsonl", "w") as f:
+        for it, t in records:
+            f.write(json.dumps({"kind": "train", "it": it, "time": t, "peak_mem_mb": it}) + "\n")
+    cost = training_cost(tmp_path)
+    assert cost["it_per_s"] == pytest.approx(4.0)  # 80 iterations in 20 s
+    assert cost["train_s"] == pytest.approx(25.0) and cost["peak_mem_mb"] == 100
+    assert [r["it"] for r in last_segment([{"it": 5}, {"it": 6}])] == [5, 6]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,12 +58,18 @@ class Row:
     """Number of seeds (0, 1, ...)."""
     settings: tuple[str, ...] = ()
     """``--set KEY=VALUE`` overrides."""
+    init_from: str | None = None
+    """Row whose seed-0 run (same suite) initialises this one (``model.init_weights``)."""
 
+
+PRODA_SETTINGS = ("method.source_init_iters=50",)
+"""ProDA-style starts from the source-only run (its warm-up stage); 50 source iterations then
+build the class prototypes and freeze the warm-up model."""
 
 MAIN_ROWS = (
     Row("oracle", "oracle", "oracle (target labels)"),
     Row("source_only", "source_only", "source-only"),
-    Row("proda", "proda", "ProDA-style"),
+    Row("proda", "proda", "ProDA-style", settings=PRODA_SETTINGS, init_from="source_only"),
     Row("daformer", "daformer", "DAFormer-style", seeds=3),
     Row("dida", "dida", "DIDA (paper mode)", seeds=3),
     Row("dida_released", "dida", "DIDA (released mode)", settings=("method.mode=released",)),
@@ -82,6 +89,8 @@ class Job:
     """``--set KEY=VALUE`` overrides given to ``python -m dida.train``."""
     tags: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     """What the report groups by (row, sweep, value)."""
+    init_from: str | None = None
+    """Run (same suite) whose final weights initialise this one; it trains first."""
 
     def run_dir(self, runs_root: Path) -> Path:
         return Path(runs_root) / self.suite / self.name
@@ -93,32 +102,38 @@ class Job:
         cmd += ["--runs", str(Path(runs_root) / self.suite)]
         for pair in self.settings:
             cmd += ["--set", pair]
+        if self.init_from is not None:
+            init = Path(runs_root) / self.suite / self.init_from / runs.MODEL
+            cmd += ["--set", f"model.init_weights={init}"]
         return cmd
 
 
 def main_jobs(preset: str = "default") -> list[Job]:
     """Seed 0 of every row first (a usable table early), then the extra seeds."""
     return [
-        Job("main", f"{row.key}_s{seed}", row.method, preset, seed, row.settings,
-            {"row": row.key, "label": row.label})
+        _row_job("main", row, preset, seed)
         for seed in SEEDS for row in MAIN_ROWS if seed < row.seeds
     ]  # fmt: skip
+
+
+def _row_job(suite: str, row: Row, preset: str, seed: int) -> Job:
+    init = None if row.init_from is None else f"{row.init_from}_s0"
+    tags = {"row": row.key, "label": row.label}
+    return Job(suite, f"{row.key}_s{seed}", row.method, preset, seed, row.settings, tags, init)
 
 
 def quick_jobs(preset: str = "quick") -> list[Job]:
     """Every row of the main table once (seed 0) at the quick preset: the methods issue's table.
     The ablation and shift suites reuse these runs for their default points."""
-    return [
-        Job("quick", f"{row.key}_s0", row.method, preset, 0, row.settings,
-            {"row": row.key, "label": row.label})
-        for row in MAIN_ROWS
-    ]  # fmt: skip
+    return [_row_job("quick", row, preset, 0) for row in MAIN_ROWS]
 
 
 def shared_quick_job(row: str, preset: str, **tags: Any) -> Job:
     """The quick suite's run of ``row`` with another suite's tags (trained once, reported twice)."""
     job = next(j for j in quick_jobs(preset) if j.tags["row"] == row)
-    return Job(job.suite, job.name, job.method, job.preset, job.seed, job.settings, tags)
+    return Job(
+        job.suite, job.name, job.method, job.preset, job.seed, job.settings, tags, job.init_from
+    )
 
 
 def _dida_job(sweep: str, value: Any, setting: str, preset: str) -> Job:
@@ -181,8 +196,31 @@ def is_finished(run_dir: Path) -> bool:
     return runs.read_status(run_dir).get("state") == "finished" and (run_dir / BENCH_EVAL).exists()
 
 
-def run_job(job: Job, runs_root: Path, threads: int, log_dir: Path) -> Path:
-    """Train (or resume) one run in a subprocess, then score it; a failure raises with the log."""
+def wait_for(run_dir: Path, waiting: str, events: dict[Path, threading.Event]) -> None:
+    """Block until ``run_dir`` is done when this invocation trains it (``events``); then it must be
+    finished, else an error names what to train first."""
+    if run_dir in events:
+        events[run_dir].wait()
+    if runs.read_status(run_dir).get("state") != "finished":
+        raise RuntimeError(f"{waiting} starts from {run_dir}, which is not trained; train it first")
+
+
+def run_job(
+    job: Job, runs_root: Path, threads: int, log_dir: Path, events: dict[Path, threading.Event]
+) -> Path:
+    """Train (or resume) one run in a subprocess, then score it; a failure raises with the log.
+    ``events`` (run dir -> done) of the runs this invocation trains: a job waits for its
+    ``init_from`` run there."""
+    run_dir = job.run_dir(runs_root)
+    try:
+        if job.init_from is not None:
+            wait_for(Path(runs_root) / job.suite / job.init_from, job.name, events)
+        return _train_and_score(job, runs_root, threads, log_dir)
+    finally:
+        events.setdefault(run_dir, threading.Event()).set()
+
+
+def _train_and_score(job: Job, runs_root: Path, threads: int, log_dir: Path) -> Path:
     run_dir = job.run_dir(runs_root)
     if runs.read_status(run_dir).get("state") != "finished":
         log = log_dir / f"{job.suite}_{job.name}.log"
@@ -202,8 +240,9 @@ def run_jobs(jobs: Sequence[Job], runs_root: Path, workers: int, threads: int) -
     todo = [j for j in jobs if not is_finished(j.run_dir(runs_root))]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already finished; {len(todo)} to run")
     log_dir, failures = Path(runs_root) / "logs", []
+    events = {j.run_dir(runs_root): threading.Event() for j in todo}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(run_job, j, runs_root, threads, log_dir): j for j in todo}
+        futures = {pool.submit(run_job, j, runs_root, threads, log_dir, events): j for j in todo}
         for future, job in futures.items():
             try:
                 print(f"finished {future.result()}")

@@ -72,6 +72,10 @@ class ModelConfig:
     """Dilations of the depthwise-separable fusion branches (a 1x1 branch is always added)."""
     backbone_weights: str | None = None
     """Local encoder weights (SegFormer ImageNet ``mit_bN.pth``, safetensors, or a segmentor file)."""
+    init_weights: str | None = None
+    """Whole-segmentor weights (encoder + head) to start from: a run's ``model.safetensors``, a
+    shipped checkpoint or an official DAFormer/DIDA file (its student). ProDA-style starts from the
+    source-only run this way (ProDA's warm-up stage). Applied after ``backbone_weights``."""
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -92,6 +96,8 @@ class ModelConfig:
             raise ValueError(f"dilations must be positive integers, got {self.dilations}")
         if self.backbone_weights is not None:
             self.backbone_weights = str(self.backbone_weights)
+        if self.init_weights is not None:
+            self.init_weights = str(self.init_weights)
 
     def to_dict(self) -> dict:
         """JSON-ready dict of every field."""
@@ -236,7 +242,8 @@ class SegModel(nn.Module):
 
     def __init__(self, config: ModelConfig | None = None, load_backbone_weights: bool = True):
         """Build from ``config``; ``load_backbone_weights=False`` skips ``config.backbone_weights``
-        (use it when a full checkpoint is loaded right after, or the file is no longer around)."""
+        and ``config.init_weights`` (use it when a full checkpoint is loaded right after, or the
+        files are no longer around)."""
         super().__init__()
         self.config = config or ModelConfig()
         cfg = self.config
@@ -250,6 +257,8 @@ class SegModel(nn.Module):
         )
         if load_backbone_weights and cfg.backbone_weights:
             load_backbone_file(self.backbone, cfg.backbone_weights)
+        if load_backbone_weights and cfg.init_weights:
+            load_segmentor_file(self, cfg.init_weights)
 
     def forward(self, x: Tensor) -> SegOutput:
         return self.decode(self.encode(x))
@@ -465,6 +474,14 @@ def load_backbone_file(backbone: nn.Module, path: str | Path) -> None:
     if not encoder:
         raise ValueError(f"{path} holds no backbone weights ({describe_state(state)})")
     load_state_strict(backbone, encoder, f"backbone weights {path} ({describe_state(encoder)})")
+
+
+def load_segmentor_file(model: nn.Module, path: str | Path) -> None:
+    """Load a whole segmentor (encoder + head; a UDA checkpoint's student) into ``model``,
+    strictly: every key and shape must match ``model``'s configuration."""
+    raw = load_checkpoint_state(path)
+    state = convert_official_state_dict(raw)
+    load_state_strict(model, state, f"init weights {path} ({describe_state(raw)})")
 
 
 def _load_file(

@@ -215,3 +215,28 @@ def test_training_cost_uses_the_segment_since_the_last_restart(tmp_path: Path) -
     assert cost["it_per_s"] == pytest.approx(4.0)  # 80 iterations in 20 s
     assert cost["train_s"] == pytest.approx(25.0) and cost["peak_mem_mb"] == 100
     assert [r["it"] for r in last_segment([{"it": 5}, {"it": 6}])] == [5, 6]
+
+
+def test_proda_starts_from_the_source_only_run_of_its_suite(tmp_path: Path) -> None:
+    for jobs in (bench.main_jobs(), bench.quick_jobs()):
+        proda = next(j for j in jobs if j.tags["row"] == "proda")
+        names = [j.name for j in jobs]
+        assert proda.init_from == "source_only_s0" and names.index("source_only_s0") < names.index(
+            proda.name
+        )
+        argv = proda.argv(tmp_path, 1)
+        expected = f"model.init_weights={tmp_path / proda.suite / 'source_only_s0' / runs.MODEL}"
+        assert expected in argv and "method.source_init_iters=50" in argv
+
+
+def test_wait_for_needs_a_finished_init_run(tmp_path: Path) -> None:
+    import threading
+
+    run_dir = tmp_path / "quick" / "source_only_s0"
+    with pytest.raises(RuntimeError, match="proda_s0 starts from .*source_only_s0, which is not"):
+        bench.wait_for(run_dir, "proda_s0", {})
+    done = threading.Event()
+    done.set()
+    run_dir.mkdir(parents=True)
+    runs.write_status(run_dir, "finished")
+    bench.wait_for(run_dir, "proda_s0", {run_dir: done})  # returns: finished

@@ -394,3 +394,21 @@ def test_infer_config_recognises_every_backbone(name: str) -> None:
     kw = BACKBONES[name]
     cfg = infer_config_from_state(fake_state(kw["depths"], kw["embed_dims"]))
     assert (cfg.backbone, cfg.embed_dim, cfg.num_classes) == (name, 48, 7)
+
+
+def test_init_weights_start_the_whole_segmentor_from_a_file(tmp_path) -> None:
+
+    torch.manual_seed(3)
+    cfg = {"backbone": "mit_b0", "embed_dim": 16, "drop_path_rate": 0.0}
+    source = SegModel(ModelConfig(**cfg))
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, path)
+    torch.manual_seed(4)
+    started = SegModel(ModelConfig(**cfg, init_weights=path))
+    for (k, a), b in zip(started.state_dict().items(), source.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert isinstance(started.config.init_weights, str)
+    skipped = SegModel(ModelConfig(**cfg, init_weights=path), load_backbone_weights=False)
+    assert not torch.equal(skipped.decode_head.conv_seg.weight, source.decode_head.conv_seg.weight)
+    with pytest.raises(ValueError, match=r"init weights .* does not match the model"):
+        SegModel(ModelConfig(backbone="mit_b0", embed_dim=32, init_weights=path))

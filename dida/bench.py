@@ -70,6 +70,12 @@ MAIN_ROWS = (
     Row("oracle", "oracle", "oracle (target labels)"),
     Row("source_only", "source_only", "source-only"),
     Row("proda", "proda", "ProDA-style", settings=PRODA_SETTINGS, init_from="source_only"),
+    Row(
+        "source_only_more",
+        "source_only",
+        "source-only, + ProDA's iterations",
+        init_from="source_only",
+    ),
     Row("daformer", "daformer", "DAFormer-style", seeds=3),
     Row("dida", "dida", "DIDA (paper mode)", seeds=3),
     Row("dida_released", "dida", "DIDA (released mode)", settings=("method.mode=released",)),

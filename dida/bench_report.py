@@ -218,11 +218,11 @@ def plot_shift(data: dict[str, dict[float, float]], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_main(rows: dict, labels: dict[str, str], path: Path) -> None:
+def plot_main(rows: dict, labels: dict[str, str], path: Path, title: str) -> None:
     """Bars of mIoU, overlap mIoU and rare mIoU per method (error bars = seed std)."""
     if not rows:
         return
-    fig, axes = _axes(1, "SynthCity main table")
+    fig, axes = _axes(1, title)
     keys, width = list(rows), 0.27
     for i, metric in enumerate(("mIoU", "overlap_mIoU", "rare_mIoU")):
         means = [rows[k][metric][0] for k in keys]
@@ -269,7 +269,8 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
     if suite in ("main", "quick"):
         table, data = main_table(found)
         labels = {j.tags["row"]: j.tags["label"] for j in jobs}
-        plot_main(data, labels, figures / f"bench_{suite}.png")
+        title = f"SynthCity, {'default' if suite == 'main' else 'quick'} preset"
+        plot_main(data, labels, figures / f"bench_{suite}.png", title)
         lines += [table, "", compare(data), "", f"![{suite}](../figures/bench_{suite}.png)", ""]
         lines += ["Cost of each run as the benchmark trained it:", "", cost_table(found, runs_root)]
     elif suite == "ablations":

@@ -27,7 +27,7 @@ def test_main_jobs_run_seed_zero_of_every_row_first() -> None:
     jobs = bench.main_jobs()
     first = [j.name for j in jobs[: len(bench.MAIN_ROWS)]]
     assert first == [f"{row.key}_s0" for row in bench.MAIN_ROWS]
-    assert len(jobs) == sum(row.seeds for row in bench.MAIN_ROWS) == 10
+    assert len(jobs) == sum(row.seeds for row in bench.MAIN_ROWS) == 11
     assert sorted(j.seed for j in jobs if j.tags["row"] == "dida") == [0, 1, 2]
     released = next(j for j in jobs if j.name == "dida_released_s0")
     assert released.method == "dida" and released.settings == ("method.mode=released",)
@@ -227,6 +227,8 @@ def test_proda_starts_from_the_source_only_run_of_its_suite(tmp_path: Path) -> N
         argv = proda.argv(tmp_path, 1)
         expected = f"model.init_weights={tmp_path / proda.suite / 'source_only_s0' / runs.MODEL}"
         assert expected in argv and "method.source_init_iters=50" in argv
+        more = next(j for j in jobs if j.tags["row"] == "source_only_more")
+        assert (more.method, more.init_from, more.settings) == ("source_only", "source_only_s0", ())
 
 
 def test_wait_for_needs_a_finished_init_run(tmp_path: Path) -> None:

@@ -276,6 +276,19 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
+def load_checkpoint_model(folder: Path, prefix: str = "method.teacher.") -> SegModel:
+    """A network stored inside a run's training checkpoint, e.g. the EMA teacher
+    (``method.teacher.``) or ProDA's warm-up model (``method.warmup.``); eval mode, CPU."""
+    folder = Path(folder)
+    model = SegModel(ModelConfig.from_dict(read_json(folder / CONFIG)["model"]), False)
+    with safe_open(str(folder / CHECKPOINT), "pt") as f:
+        state = {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}  # noqa: SIM118
+    if not state:
+        raise RunError(f"{folder / CHECKPOINT} holds no {prefix}* tensors")
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def load_run_model(folder: Path, device: torch.device | str = "cpu") -> SegModel:
     """The SegModel of a run folder: architecture from ``config.json``, weights from
     ``model.safetensors`` (strict)."""

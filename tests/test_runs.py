@@ -83,3 +83,22 @@ def test_create_run_refuses_a_different_config(tmp_path: Path) -> None:
         5,
         None,
     )
+
+
+def test_load_checkpoint_model_reads_a_network_stored_in_the_checkpoint(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from dida.model import ModelConfig, SegModel
+
+    cfg = ModelConfig(backbone="mit_b0", embed_dim=16, drop_path_rate=0.0)
+    torch.manual_seed(7)
+    teacher = SegModel(cfg)
+    runs.atomic_write_json(tmp_path / runs.CONFIG, {"model": cfg.to_dict()})
+    stored = {f"method.teacher.{k}": v.contiguous() for k, v in teacher.state_dict().items()}
+    save_file({**stored, "method.prototypes": torch.zeros(19, 16)}, tmp_path / runs.CHECKPOINT)
+    loaded = runs.load_checkpoint_model(tmp_path, "method.teacher.")
+    assert not loaded.training
+    for a, b in zip(loaded.state_dict().values(), teacher.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(runs.RunError, match=r"holds no method\.warmup\.\* tensors"):
+        runs.load_checkpoint_model(tmp_path, "method.warmup.")

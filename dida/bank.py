@@ -101,6 +101,19 @@ def boundary_mask(labels: Tensor) -> Tensor:
     return (high != low)[:, 0]
 
 
+def interior_labels(labels: Tensor, num_classes: int = NUM_CLASSES) -> Tensor:
+    """Labels (B, h, w) with the boundary pixels (``boundary_mask``) of a class set to ignore, in
+    the images where that class keeps at least one interior pixel (thin classes keep their region).
+    """
+    boundary = boundary_mask(labels)
+    valid = labels != IGNORE_INDEX
+    safe = torch.where(valid, labels, 0)
+    inner = torch.zeros(labels.shape[0], num_classes, dtype=torch.long, device=labels.device)
+    inner.scatter_add_(1, safe.flatten(1), (valid & ~boundary).long().flatten(1))
+    keeps_interior = torch.gather(inner, 1, safe.flatten(1)).view_as(labels) > 0
+    return labels.masked_fill(boundary & valid & keeps_interior, IGNORE_INDEX)
+
+
 def allocate_slot_labels(num_slots: int, classes: Sequence[int] = CLASSES_19) -> Tensor:
     """Class-balanced slot labels (K,): K // C slots per class, the remainder one each to the rarest.
 

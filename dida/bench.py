@@ -148,8 +148,8 @@ def _dida_job(sweep: str, value: Any, setting: str, preset: str) -> Job:
 
 
 def ablation_jobs(preset: str = "quick") -> list[Job]:
-    """DIDA at seed 0 for every tp, lambda and K; the default point (DIDA) and the reference
-    (DAFormer-style) are the quick suite's runs."""
+    """DIDA at seed 0 for every tp, lambda and K, and with interior-pixel slots; the default point
+    (DIDA) and the reference (DAFormer-style) are the quick suite's runs."""
     sweeps = {
         "tp": ("method.tp", TP_VALUES),
         "lambda": ("method.ins_lambda", LAMBDA_VALUES),
@@ -163,7 +163,7 @@ def ablation_jobs(preset: str = "quick") -> list[Job]:
         jobs += [
             _dida_job(sweep, v, setting, preset) for v in values if v != ABLATION_DEFAULTS[sweep]
         ]
-    return jobs
+    return jobs + [_dida_job("slots", "interior", "method.slot_pixels", preset)]
 
 
 def shift_root(shift: float) -> str:

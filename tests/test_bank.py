@@ -406,3 +406,18 @@ def test_state_dict_round_trip() -> None:
         assert torch.equal(value, restored.state_dict()[key]), key
     with pytest.raises(KeyError, match="lacks"):
         restored.load_state_dict({"features": state["features"]})
+
+
+def test_interior_labels_drop_boundaries_but_keep_thin_classes() -> None:
+    labels = torch.zeros(1, 6, 6, dtype=torch.long)
+    labels[0, :, 3:] = 2  # two 6x3 halves: each keeps an interior column
+    labels[0, 0, 0] = 255
+    labels[0, 4, :] = 5  # a one-pixel-high class: no interior pixel, keeps its whole row
+    out = B.interior_labels(labels, num_classes=19)
+    assert (out[0, 4] == 5).all()
+    assert out[0, 0, 0] == 255 and out[0, 0, 1] == 255  # next to an ignored pixel
+    assert out[0, 2, 1] == 0 and out[0, 2, 4] == 2  # interior pixels keep their class
+    assert out[0, 2, 2] == 255 and out[0, 2, 3] == 255  # the 0 | 2 boundary
+    assert out[0, 3, 1] == 255  # next to the thin class
+    kept = out != 255
+    assert torch.equal(out[kept], labels[kept])

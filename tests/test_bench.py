@@ -36,7 +36,10 @@ def test_main_jobs_run_seed_zero_of_every_row_first() -> None:
 def test_ablation_jobs_share_the_default_point_with_the_quick_suite(tmp_path: Path) -> None:
     jobs = bench.ablation_jobs()
     names = [j.name for j in jobs]
-    assert len(names) == len(set(names)) == 2 + 3 * 4  # reference + default + 4 others per sweep
+    assert len(names) == len(set(names)) == 2 + 3 * 4 + 1  # reference, default, 4 per sweep, slots
+    assert next(j for j in jobs if j.name == "dida_slotsinterior").settings == (
+        "method.slot_pixels=interior",
+    )
     assert "dida_tp0.1" not in names and "dida_K300" not in names and "dida_lambda1.0" not in names
     assert next(j for j in jobs if j.name == "dida_K150").settings == ("method.bank_size=150",)
     quick = {j.run_dir(tmp_path): j for j in bench.quick_jobs()}

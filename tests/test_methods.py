@@ -34,6 +34,7 @@ def _method(name: str, **options):
 
 CASES = [(name, {}) for name in METHODS] + [
     ("dida", {"mode": "released"}),
+    ("dida", {"slot_pixels": "interior"}),
     ("proda", {"source_init_iters": 1}),
     ("proda", {"source_init_iters": 1, "soft_labels": "teacher", "confidence_weight": True}),
 ]

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dida.bank import BankUpdateConfig, InstanceBank
+from dida.bank import BankUpdateConfig, InstanceBank, interior_labels
 from dida.methods.base import Batch, MethodContext
 from dida.methods.common import (
     calibrate,
@@ -50,6 +50,7 @@ from dida.methods.daformer import DAFormer, DAFormerConfig, TeacherView
 
 MODES = ("paper", "released")
 ALIGNMENTS = ("target", "labels", "none")
+SLOT_PIXELS = ("region", "interior")
 
 
 @dataclass
@@ -84,6 +85,10 @@ class DIDAConfig(DAFormerConfig):
     """Paper mode: boundary-pixel selection (BPS) for the new instance features."""
     kmeans_iters: int = 0
     """Paper mode: Lloyd iterations of per-class k-means centres (0 = class means)."""
+    slot_pixels: str = "region"
+    """Pixels a slot feature averages: the whole class region (DIDA) or, with ``"interior"``, the
+    region without its boundary pixels where the class has interior ones (at 1/4 resolution the
+    boundary of a thin class averages in its surroundings; ``scripts/bank_purity.py``)."""
     ins_warmup: int = 0
     """Iterations before L_ins is switched on."""
     bank_start: int = 0
@@ -105,6 +110,8 @@ class DIDAConfig(DAFormerConfig):
         self.alignment = (
             ("target" if paper else "none") if self.alignment is None else self.alignment
         )
+        if self.slot_pixels not in SLOT_PIXELS:
+            raise ValueError(f"slot_pixels must be one of {SLOT_PIXELS} (got {self.slot_pixels!r})")
         if self.alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {ALIGNMENTS} (got {self.alignment!r})")
         if self.bank_start < 0 or self.ins_warmup < 0:
@@ -173,6 +180,8 @@ class DIDA(DAFormer):
         if it < self.cfg.bank_start:
             return
         labels = downsample_labels(src["label"], features.shape[-2:])
+        if self.cfg.slot_pixels == "interior":
+            labels = interior_labels(labels, self.bank.num_classes)
         if not self.bank.is_full():
             ids = src.get("index", torch.full((len(labels),), -1, dtype=torch.long))
             changed = self.bank.fill(features, labels, it, ids.to(features.device))

@@ -54,6 +54,14 @@ def _shift(data: dict) -> float:
     return PRESETS[data["synthcity_preset"]].shift if shift is None else shift
 
 
+def _init_line(init_weights: str | None) -> list[str]:
+    if init_weights is None:
+        return []
+    return [
+        f"- Starts from `{init_weights}` (whole segmentor; its iterations come on top of these)"
+    ]
+
+
 def card(name: str, config: dict, run_name: str, metrics: dict, slice_value: float) -> str:
     """The MODEL_CARD.md text."""
     data, options = config["data"], config["method"]["options"]
@@ -66,6 +74,7 @@ def card(name: str, config: dict, run_name: str, metrics: dict, slice_value: flo
         f" (shift {_shift(data)}), crop {data['crop']}, batch {data['batch_size']}",
         f"- Model: {config['model']['backbone']}, decoder embed_dim {config['model']['embed_dim']}; "
         f"method options {options or 'defaults'}",
+        *_init_line(config["model"].get("init_weights")),
         f"- Environment: {config.get('environment', {})}",
         "- Weights: the student, stored in float16 (`python -m dida.ship`).",
         f"- Target mIoU measured after saving (float16 weights, whole val split): **{100 * metrics['mIoU']['19']:.1f}**",

@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +137,7 @@ def quick_jobs(preset: str = "quick") -> list[Job]:
 def shared_quick_job(row: str, preset: str, **tags: Any) -> Job:
     """The quick suite's run of ``row`` with another suite's tags (trained once, reported twice)."""
     job = next(j for j in quick_jobs(preset) if j.tags["row"] == row)
-    return Job(
-        job.suite, job.name, job.method, job.preset, job.seed, job.settings, tags, job.init_from
-    )
+    return replace(job, tags=tags)
 
 
 def _dida_job(sweep: str, value: Any, setting: str, preset: str) -> Job:

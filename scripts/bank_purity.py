@@ -22,6 +22,7 @@ from dida.data.classes import IGNORE_INDEX, NUM_CLASSES
 from dida.data.uda import build_uda_data
 from dida.methods.dida import downsample_labels
 from dida.model import SegModel
+from dida.studio import classify_features
 from dida.train import TrainConfig
 
 
@@ -29,12 +30,11 @@ def own_class_hits(
     model: SegModel, features: torch.Tensor, labels: torch.Tensor
 ) -> tuple[int, int]:
     """(class-region means classified as their class, means) over a batch; >= 4 pixels a region."""
-    means, pixels = class_means(features, labels, NUM_CLASSES)
-    head = model.decode_head.conv_seg
-    scores = means @ head.weight[:, :, 0, 0].T + head.bias  # (B, C, C)
+    means, pixels = class_means(features, labels, NUM_CLASSES)  # (B, C, D), (B, C)
     present = pixels >= 4
-    hits = scores.argmax(-1) == torch.arange(NUM_CLASSES)
-    return int((hits & present).sum()), int(present.sum())
+    classes = torch.arange(NUM_CLASSES).expand_as(present)[present]
+    predicted = torch.from_numpy(classify_features(model, means[present]))
+    return int((predicted == classes).sum()), int(present.sum())
 
 
 def main() -> None:

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from dida import runs
-from dida.data.classes import IGNORE_INDEX, NUM_CLASSES
+from dida.data.classes import NUM_CLASSES
 from dida.data.uda import target_val_images
 from dida.methods.common import prototype_distances, prototype_weights, rectified_pseudo_label
 from dida.methods.registry import method_config
 from dida.train import TrainConfig
+from scripts.dida_diagnostics import accumulate
 
 RULES = ("warm-up p", "teacher p", "student p", "rectified (warm-up p)", "nearest prototype")
 
@@ -72,12 +73,7 @@ def main() -> None:
             size = next(iter(maps.values())).shape
             gt = F.interpolate(item["label"][None, None].float(), size=size, mode="nearest")
             gt = gt[0, 0].long()
-            valid = gt != IGNORE_INDEX
-            for rule, pred in maps.items():
-                idx = gt[valid] * NUM_CLASSES + pred[valid]
-                confusions[rule] += torch.bincount(idx, minlength=NUM_CLASSES**2).view(
-                    NUM_CLASSES, -1
-                )
+            accumulate(confusions, maps, gt)
     for rule, c in confusions.items():
         acc, miou = scores(c)
         print(f"{rule:24s} pixel acc {acc:5.1f}   mIoU {miou:5.1f}")

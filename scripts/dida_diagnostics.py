@@ -18,7 +18,6 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from dida import runs
 from dida.bank import BankHistory
@@ -32,6 +31,7 @@ from dida.methods.common import (
     scatter_to_classes,
     temperature_softmax,
 )
+from dida.methods.dida import downsample_labels
 from dida.studio import classify_features
 from dida.train import TrainConfig
 
@@ -98,10 +98,7 @@ def main() -> None:
                 maps = rule_maps(
                     out.logits, out.features, bank, labels, tp, mcfg.scatter_alpha, mcfg.normalize
                 )
-            size = out.features.shape[-2:]
-            gt = F.interpolate(item["label"][None, None].float(), size=size, mode="nearest")[
-                0, 0
-            ].long()
+            gt = downsample_labels(item["label"][None], out.features.shape[-2:])[0]
             accumulate(confusions, maps, gt)
         for name, c in confusions.items():
             acc, macc = summary(c)

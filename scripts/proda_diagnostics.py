@@ -15,13 +15,13 @@ import argparse
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 
 from dida import runs
 from dida.data.classes import NUM_CLASSES
 from dida.data.uda import target_val_images
 from dida.methods.common import prototype_distances, prototype_weights, rectified_pseudo_label
+from dida.methods.dida import downsample_labels
 from dida.methods.registry import method_config
 from dida.train import TrainConfig
 from scripts.dida_diagnostics import accumulate
@@ -71,9 +71,7 @@ def main() -> None:
             item = val[i]
             maps = rule_maps(nets, item["image"], prototypes, tau)
             size = next(iter(maps.values())).shape
-            gt = F.interpolate(item["label"][None, None].float(), size=size, mode="nearest")
-            gt = gt[0, 0].long()
-            accumulate(confusions, maps, gt)
+            accumulate(confusions, maps, downsample_labels(item["label"][None], size)[0])
     for rule, c in confusions.items():
         acc, miou = scores(c)
         print(f"{rule:24s} pixel acc {acc:5.1f}   mIoU {miou:5.1f}")

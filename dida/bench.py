@@ -33,6 +33,8 @@ from dida import runs
 from dida.bench_report import ABLATION_DEFAULTS, write_reports
 from dida.bench_scores import BENCH_EVAL, score_run
 from dida.data.synthcity import SynthCityConfig
+from dida.data.uda import DataConfig, domain_roots
+from dida.train import build_parser, config_from_args
 
 SUITES = ("main", "quick", "ablations", "shift")
 SEEDS = (0, 1, 2)
@@ -229,6 +231,7 @@ def _train_and_score(job: Job, runs_root: Path, threads: int, log_dir: Path) -> 
     if runs.read_status(run_dir).get("state") != "finished":
         log = log_dir / f"{job.suite}_{job.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
+        prepare_data(job, runs_root)
         with open(log, "a") as f:
             done = subprocess.run(job.argv(runs_root, threads), stdout=f, stderr=subprocess.STDOUT)
         if done.returncode != 0:
@@ -236,6 +239,21 @@ def _train_and_score(job: Job, runs_root: Path, threads: int, log_dir: Path) -> 
     torch.set_num_threads(threads)
     score_run(run_dir)
     return run_dir
+
+
+def data_config(job: Job, runs_root: Path) -> DataConfig:
+    """The data config the job's training command reads (parsed by the train CLI itself)."""
+    return config_from_args(build_parser().parse_args(job.argv(runs_root, 1)[3:])).data
+
+
+_GENERATING = threading.Lock()
+
+
+def prepare_data(job: Job, runs_root: Path) -> None:
+    """Generate the missing SynthCity trees the job reads, one job at a time: two runs side by
+    side generating the same folder (a shift's target) would race."""
+    with _GENERATING:
+        domain_roots(data_config(job, runs_root))
 
 
 def run_jobs(jobs: Sequence[Job], runs_root: Path, workers: int, threads: int) -> list[str]:

@@ -76,6 +76,26 @@ def test_shift_jobs_give_each_shift_its_own_target_root() -> None:
     )
 
 
+def test_data_config_is_what_the_training_command_reads(tmp_path: Path) -> None:
+    configs = [bench.data_config(job, tmp_path) for job in bench.shift_jobs()]
+    assert sorted({c.synthcity_shift for c in configs}, key=str) == [0.0, 0.25, 0.5, 0.75, None]
+    job = next(j for j in bench.shift_jobs() if j.name == "oracle_shift0.25")
+    assert bench.data_config(job, tmp_path).target_root == "data/synthcity-shift0.25"
+    assert {c.source_root for c in configs} == {"data/synthcity"}
+
+
+def test_prepare_data_generates_a_shift_target_before_training(
+    synthcity_tiny: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "shift0.5"
+    settings = (f"data.source_root={synthcity_tiny}", f"data.target_root={target}",
+                "data.synthcity_shift=0.5")  # fmt: skip
+    bench.prepare_data(bench.Job("shift", "dida_shift0.5", "dida", "tiny", 0, settings), tmp_path)
+    manifest = runs.read_json(target / "synthcity.json")
+    assert manifest["config"]["shift"] == 0.5 and set(manifest["splits"]) == {"train", "val"}
+    assert len(list((target / "target").rglob("*.png"))) > 0
+
+
 def test_job_argv_is_the_train_cli(tmp_path: Path) -> None:
     job = bench.Job("main", "dida_s1", "dida", "default", 1, ("method.tp=0.2",))
     argv = job.argv(tmp_path, threads=1)
@@ -188,10 +208,22 @@ def test_a_failing_run_is_reported_not_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(REPO)
-    job = bench.Job("main", "bad", "source_only", "tiny", 0, ("data.source_root=/no/such/folder",
-                    "data.source=gta5"), {"row": "bad", "label": "bad"})  # fmt: skip
+    missing = ("data.source=gta5", "data.source_root=/no/such/folder", "data.target=cityscapes",
+               "data.target_root=/no/such/folder")  # fmt: skip
+    job = bench.Job("main", "bad", "source_only", "tiny", 0, missing, {"row": "bad", "label": "bad"})
     failures = bench.run_jobs([job], tmp_path, workers=1, threads=1)
     assert len(failures) == 1 and "bad" in failures[0] and "exit" in failures[0]
+
+
+def test_a_target_tree_of_another_shift_fails_that_run_with_the_fix(
+    synthcity_tiny: Path, tmp_path: Path
+) -> None:
+    settings = (f"data.source_root={synthcity_tiny}", f"data.target_root={synthcity_tiny}",
+                "data.synthcity_shift=0.3")  # fmt: skip
+    job = bench.Job("shift", "dida_shift0.3", "dida", "tiny", 0, settings)
+    [failure] = bench.run_jobs([job], tmp_path, workers=1, threads=1)
+    assert failure.startswith("dida_shift0.3: ") and "'shift': (1.0, 0.3)" in failure
+    assert "delete" in failure and not job.run_dir(tmp_path).exists()
 
 
 def test_ablation_and_shift_reports_write_tables_and_plots(tmp_path: Path) -> None:

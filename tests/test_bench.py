@@ -210,7 +210,9 @@ def test_a_failing_run_is_reported_not_skipped(
     monkeypatch.chdir(REPO)
     missing = ("data.source=gta5", "data.source_root=/no/such/folder", "data.target=cityscapes",
                "data.target_root=/no/such/folder")  # fmt: skip
-    job = bench.Job("main", "bad", "source_only", "tiny", 0, missing, {"row": "bad", "label": "bad"})
+    job = bench.Job(
+        "main", "bad", "source_only", "tiny", 0, missing, {"row": "bad", "label": "bad"}
+    )
     failures = bench.run_jobs([job], tmp_path, workers=1, threads=1)
     assert len(failures) == 1 and "bad" in failures[0] and "exit" in failures[0]
 

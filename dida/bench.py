@@ -6,6 +6,7 @@
                                                   # default point and DAFormer = the quick suite's)
     python -m dida.bench --suite shift            # shift in {0, .25, .5, .75, 1} (quick preset)
     python -m dida.bench --suite all --workers 2  # everything; 2 runs side by side, 1 thread each
+    python -m dida.bench --suite ablations shift  # one queue of runs for both suites
     python -m dida.bench --report                 # only rewrite tables and plots from finished runs
 
 Runs go to ``runs/bench/<suite>/<name>``: a finished run is not retrained and an interrupted one
@@ -288,7 +289,10 @@ def score_finished(jobs: Sequence[Job], runs_root: Path, threads: int) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dida.bench", description=__doc__)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--suite", choices=(*SUITES, "all"), default="main")
+    p.add_argument(
+        "--suite", nargs="+", choices=(*SUITES, "all"), default=["main"],
+        help="one queue of runs for all the suites named (init runs train first)",
+    )  # fmt: skip
     p.add_argument("--preset", default=None, help="training preset (main: default, else quick)")
     p.add_argument("--runs", type=Path, default=Path("runs/bench"), help="runs folder")
     p.add_argument(
@@ -301,7 +305,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="train nothing: score finished runs that lack scores, then write tables and plots",
     )  # fmt: skip
     p.add_argument("--list", action="store_true", help="print the runs and their state, then exit")
-    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="train only these runs")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="train only these runs, in this order",
+    )
     return p.parse_args(argv)
 
 
@@ -311,31 +321,45 @@ def suite_jobs(suite: str, preset: str | None) -> list[Job]:
 
 
 def select(jobs: Sequence[Job], names: Sequence[str] | None) -> list[Job]:
-    """The jobs named in ``names`` (all when None); an unknown name is an error listing the valid."""
+    """The jobs named in ``names`` (``NAME`` or ``SUITE/NAME``), in that order (all when None);
+    an unknown or ambiguous name is an error listing the valid ones."""
     if names is None:
         return list(jobs)
-    unknown = sorted(set(names) - {j.name for j in jobs})
-    if unknown:
-        raise SystemExit(f"unknown run(s) {unknown}; this suite has {[j.name for j in jobs]}")
-    return [j for j in jobs if j.name in names]
+    chosen = []
+    for name in dict.fromkeys(names):
+        found = [j for j in jobs if name in (j.name, f"{j.suite}/{j.name}")]
+        if len(found) != 1:
+            problem = "ambiguous run (write SUITE/NAME)" if found else "unknown run"
+            valid = [f"{j.suite}/{j.name}" for j in jobs]
+            raise SystemExit(f"{problem} {name!r}; the runs are {valid}")
+        chosen += found
+    return chosen
+
+
+def distinct_runs(jobs: Sequence[Job], runs_root: Path) -> list[Job]:
+    """The first job of each run folder (the ablation and shift suites reuse quick-suite runs)."""
+    first: dict[Path, Job] = {}
+    for job in jobs:
+        first.setdefault(job.run_dir(runs_root), job)
+    return list(first.values())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    suites = SUITES if args.suite == "all" else (args.suite,)
+    suites = SUITES if "all" in args.suite else tuple(dict.fromkeys(args.suite))
+    jobs = {suite: suite_jobs(suite, args.preset) for suite in suites}
+    every = distinct_runs([j for suite in suites for j in jobs[suite]], args.runs)
+    if args.list:
+        for job in every:
+            print(job.suite, job.name, runs.read_status(job.run_dir(args.runs)).get("state"))
+        return 0
     failures: list[str] = []
+    if args.report:
+        score_finished(every, args.runs, args.threads)
+    else:
+        failures = run_jobs(select(every, args.only), args.runs, args.workers, args.threads)
     for suite in suites:
-        jobs = suite_jobs(suite, args.preset)
-        if args.list:
-            for job in jobs:
-                print(suite, job.name, runs.read_status(job.run_dir(args.runs)).get("state"))
-            continue
-        if args.report:
-            score_finished(jobs, args.runs, args.threads)
-        else:
-            todo = select(jobs, args.only)
-            failures += run_jobs(todo, args.runs, args.workers, args.threads)
-        write_reports(suite, jobs, args.runs, args.out)
+        write_reports(suite, jobs[suite], args.runs, args.out)
     for failure in failures:
         print("FAILED", failure)
     return 1 if failures else 0

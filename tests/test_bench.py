@@ -52,10 +52,26 @@ def test_ablation_jobs_share_the_default_point_with_the_quick_suite(tmp_path: Pa
 
 def test_select_keeps_named_runs_and_rejects_unknown_names() -> None:
     jobs = bench.quick_jobs()
-    assert [j.name for j in bench.select(jobs, ["dida_s0", "proda_s0"])] == ["proda_s0", "dida_s0"]
+    assert [j.name for j in bench.select(jobs, ["dida_s0", "proda_s0"])] == ["dida_s0", "proda_s0"]
     assert bench.select(jobs, None) == jobs
-    with pytest.raises(SystemExit, match=r"unknown run\(s\) \['dida_s9'\]"):
+    with pytest.raises(
+        SystemExit, match=r"unknown run 'dida_s9'; the runs are \['quick/oracle_s0'"
+    ):
         bench.select(jobs, ["dida_s9"])
+    both = bench.main_jobs() + jobs
+    with pytest.raises(SystemExit, match=r"ambiguous run \(write SUITE/NAME\) 'dida_s0'"):
+        bench.select(both, ["dida_s0"])
+    [job] = bench.select(both, ["quick/dida_s0"])
+    assert job.suite == "quick" and job.name == "dida_s0"
+
+
+def test_suites_share_one_queue_without_training_a_run_twice(tmp_path: Path) -> None:
+    every = bench.distinct_runs(bench.quick_jobs() + bench.ablation_jobs(), tmp_path)
+    folders = [j.run_dir(tmp_path) for j in every]
+    assert len(folders) == len(set(folders)) == len(bench.MAIN_ROWS) + 3 * 4 + 1
+    assert folders[: len(bench.MAIN_ROWS)] == [j.run_dir(tmp_path) for j in bench.quick_jobs()]
+    args = bench.parse_args(["--suite", "ablations", "shift", "--only", "dida_K100", "dida_shift0"])
+    assert args.suite == ["ablations", "shift"] and args.only == ["dida_K100", "dida_shift0"]
 
 
 def test_quick_jobs_are_every_main_row_once() -> None:

@@ -5,6 +5,8 @@
     python -m dida.bench --suite ablations        # tp, lambda and K sweeps of DIDA (quick preset;
                                                   # default point and DAFormer = the quick suite's)
     python -m dida.bench --suite shift            # shift in {0, .25, .5, .75, 1} (quick preset)
+    python -m dida.bench --suite warm             # DAFormer-style and DIDA started from the main
+                                                  # suite's source-only run, against its control
     python -m dida.bench --suite all --workers 2  # everything; 2 runs side by side, 1 thread each
     python -m dida.bench --suite ablations shift  # one queue of runs for both suites
     python -m dida.bench --report                 # only rewrite tables and plots from finished runs
@@ -37,7 +39,7 @@ from dida.data.synthcity import SynthCityConfig
 from dida.data.uda import DataConfig, domain_roots
 from dida.train import build_parser, config_from_args
 
-SUITES = ("main", "quick", "ablations", "shift")
+SUITES = ("main", "quick", "ablations", "shift", "warm")
 SEEDS = (0, 1, 2)
 TP_VALUES = (0.05, 0.1, 0.2, 0.5, 1.0)
 LAMBDA_VALUES = (0.05, 0.1, 0.5, 1.0, 2.0)
@@ -62,7 +64,8 @@ class Row:
     settings: tuple[str, ...] = ()
     """``--set KEY=VALUE`` overrides."""
     init_from: str | None = None
-    """Row whose seed-0 run (same suite) initialises this one (``model.init_weights``)."""
+    """Row whose seed-0 run initialises this one (``model.init_weights``): ``row`` of the same
+    suite or ``suite/row``."""
 
 
 PRODA_SETTINGS = ("method.source_init_iters=50",)
@@ -84,6 +87,17 @@ MAIN_ROWS = (
     Row("dida_released", "dida", "DIDA (released mode)", settings=("method.mode=released",)),
 )
 
+WARM_ROWS = (
+    Row("daformer_warm", "daformer", "DAFormer-style, from source-only", 3, (), "main/source_only"),
+    Row("dida_warm", "dida", "DIDA (paper), from source-only", 3, (), "main/source_only"),
+    Row("dida_released_warm", "dida", "DIDA (released), from source-only", 1,
+        ("method.mode=released",), "main/source_only"),
+)  # fmt: skip
+"""The adaptation rows again, started from the main suite's trained source-only model (the start
+the published methods assume: a trained, not a random, encoder); judged against the control row."""
+WARM_SHARED = ("oracle", "source_only", "source_only_more", "proda")
+"""Main-suite rows the warm table reprints (ProDA-style and the control already start there)."""
+
 
 @dataclass(frozen=True)
 class Job:
@@ -99,7 +113,8 @@ class Job:
     tags: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     """What the report groups by (row, sweep, value)."""
     init_from: str | None = None
-    """Run (same suite) whose final weights initialise this one; it trains first."""
+    """Run (``name`` of the same suite or ``suite/name``) whose final weights initialise this one;
+    it trains first."""
 
     def run_dir(self, runs_root: Path) -> Path:
         return Path(runs_root) / self.suite / self.name
@@ -112,9 +127,14 @@ class Job:
         for pair in self.settings:
             cmd += ["--set", pair]
         if self.init_from is not None:
-            init = Path(runs_root) / self.suite / self.init_from / runs.MODEL
-            cmd += ["--set", f"model.init_weights={init}"]
+            cmd += ["--set", f"model.init_weights={self.init_dir(runs_root) / runs.MODEL}"]
         return cmd
+
+    def init_dir(self, runs_root: Path) -> Path:
+        """The folder of the run this one starts from."""
+        assert self.init_from is not None
+        suite, _, name = self.init_from.rpartition("/")
+        return Path(runs_root) / (suite or self.suite) / name
 
 
 def main_jobs(preset: str = "default") -> list[Job]:
@@ -135,6 +155,16 @@ def quick_jobs(preset: str = "quick") -> list[Job]:
     """Every row of the main table once (seed 0) at the quick preset: the methods issue's table.
     The ablation and shift suites reuse these runs for their default points."""
     return [_row_job("quick", row, preset, 0) for row in MAIN_ROWS]
+
+
+def warm_jobs(preset: str = "default") -> list[Job]:
+    """The main suite's oracle, source-only, control and ProDA-style runs, then DAFormer-style and
+    DIDA started from its source-only run (seed 0 of each row first)."""
+    shared = [j for j in main_jobs(preset) if j.tags["row"] in WARM_SHARED]
+    return shared + [
+        _row_job("warm", row, preset, seed)
+        for seed in SEEDS for row in WARM_ROWS if seed < row.seeds
+    ]  # fmt: skip
 
 
 def shared_quick_job(row: str, preset: str, **tags: Any) -> Job:
@@ -191,6 +221,7 @@ SUITE_JOBS = {
     "quick": quick_jobs,
     "ablations": ablation_jobs,
     "shift": shift_jobs,
+    "warm": warm_jobs,
 }
 
 
@@ -221,7 +252,7 @@ def run_job(
     run_dir = job.run_dir(runs_root)
     try:
         if job.init_from is not None:
-            wait_for(Path(runs_root) / job.suite / job.init_from, job.name, events)
+            wait_for(job.init_dir(runs_root), job.name, events)
         return _train_and_score(job, runs_root, threads, log_dir)
     finally:
         events.setdefault(run_dir, threading.Event()).set()
@@ -316,7 +347,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def suite_jobs(suite: str, preset: str | None) -> list[Job]:
-    default = "default" if suite == "main" else "quick"
+    default = "default" if suite in ("main", "warm") else "quick"
     return SUITE_JOBS[suite](preset or default)
 
 

@@ -262,17 +262,40 @@ def _header(suite: str, jobs: Sequence[Job], missing: list[str]) -> list[str]:
     return lines
 
 
+MAIN_TITLES = {
+    "main": "SynthCity, default preset",
+    "quick": "SynthCity, quick preset",
+    "warm": "SynthCity, default preset, adaptation from the source-only run",
+}
+WARM_PAIRS = (
+    ("daformer_warm", "dida_warm"),
+    ("source_only_more", "daformer_warm"),
+    ("source_only_more", "dida_warm"),
+)
+"""The warm table's comparisons: DIDA against DAFormer-style, each against the control row."""
+
+
+def comparisons(suite: str, rows: dict) -> list[str]:
+    """The comparison sentences under a main-style table, one paragraph each."""
+    pairs = WARM_PAIRS if suite == "warm" else (("daformer", "dida"),)
+    return [line for a, b in pairs for line in (compare(rows, a, b), "")]
+
+
 def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -> Path:
     """Write ``out/bench/<suite>.md`` and ``.json`` and the suite's plots; returns the markdown."""
     found, missing = load_scores(jobs, runs_root)
     lines, figures = _header(suite, jobs, missing), Path(out) / "figures"
-    if suite in ("main", "quick"):
+    if suite in MAIN_TITLES:
         table, data = main_table(found)
         labels = {j.tags["row"]: j.tags["label"] for j in jobs}
-        title = f"SynthCity, {'default' if suite == 'main' else 'quick'} preset"
-        plot_main(data, labels, figures / f"bench_{suite}.png", title)
-        lines += [table, "", compare(data), "", f"![{suite}](../figures/bench_{suite}.png)", ""]
-        lines += ["Cost of each run as the benchmark trained it:", "", cost_table(found, runs_root)]
+        plot_main(data, labels, figures / f"bench_{suite}.png", MAIN_TITLES[suite])
+        lines += [table, "", *comparisons(suite, data), f"![{suite}](../figures/bench_{suite}.png)"]
+        lines += [
+            "",
+            "Cost of each run as the benchmark trained it:",
+            "",
+            cost_table(found, runs_root),
+        ]
     elif suite == "ablations":
         table, data = sweep_table(found)
         plot_sweeps(data, figures / "bench_ablations.png")

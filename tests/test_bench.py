@@ -295,3 +295,37 @@ def test_wait_for_needs_a_finished_init_run(tmp_path: Path) -> None:
     run_dir.mkdir(parents=True)
     runs.write_status(run_dir, "finished")
     bench.wait_for(run_dir, "proda_s0", {run_dir: done})  # returns: finished
+
+
+def test_warm_rows_start_from_the_main_source_only_run(tmp_path: Path) -> None:
+    jobs = bench.warm_jobs()
+    shared = [j for j in jobs if j.suite == "main"]
+    assert sorted(j.tags["row"] for j in shared) == sorted(bench.WARM_SHARED)
+    warm = [j for j in jobs if j.suite == "warm"]
+    assert [j.name for j in warm[:3]] == [
+        "daformer_warm_s0",
+        "dida_warm_s0",
+        "dida_released_warm_s0",
+    ]
+    assert len(warm) == 7 and {j.preset for j in jobs} == {"default"}
+    init = tmp_path / "main" / "source_only_s0"
+    assert all(j.init_dir(tmp_path) == init for j in warm)
+    assert f"model.init_weights={init / runs.MODEL}" in warm[4].argv(tmp_path, 1)
+    proda = next(j for j in shared if j.tags["row"] == "proda")
+    assert proda.init_dir(tmp_path) == init
+
+
+def test_warm_report_compares_dida_daformer_and_the_control(tmp_path: Path) -> None:
+    scores = {"source_only_more": 0.33, "daformer_warm": 0.35, "dida_warm": 0.32}
+    for job in bench.warm_jobs():
+        folder = job.run_dir(tmp_path)
+        folder.mkdir(parents=True)
+        config = {"data": {"batch_size": 2}, "method": {"name": job.method}}
+        runs.atomic_write_json(folder / runs.CONFIG, config)
+        miou = scores.get(job.tags["row"], 0.3) + 0.01 * job.seed
+        runs.atomic_write_json(folder / BENCH_EVAL, _record(miou, 0.1, 0.05))
+    text = write_reports("warm", bench.warm_jobs(), tmp_path, tmp_path / "docs").read_text()
+    assert "| DAFormer-style, from source-only | 3 |" in text and "Not finished" not in text
+    assert "mIoU: dida_warm − daformer_warm = -3.0 (larger than the seed spread" in text
+    assert "mIoU: daformer_warm − source_only_more = +3.0 (one seed" in text
+    assert (tmp_path / "docs" / "figures" / "bench_warm.png").stat().st_size > 1000

@@ -170,7 +170,8 @@ def _build(cfg: TrainConfig, run_dir: Path, dist: DistInfo, argv: list[str] | No
     barrier(dist)
     target_labels = trained_domains(cfg.method) == ("target",)
     data = build_uda_data(cfg.data, cfg.seed, dist.rank, dist.world_size, target_labels)
-    model = SegModel(cfg.model).to(dist.device)
+    resuming = (run_dir / runs.CHECKPOINT).exists()  # the checkpoint replaces any start weights
+    model = SegModel(cfg.model, load_backbone_weights=not resuming).to(dist.device)
     ctx = MethodContext(
         num_classes=cfg.model.num_classes,
         crop=tuple(cfg.data.crop),

@@ -76,6 +76,22 @@ def test_resume_continues_the_schedule(synthcity_tiny: Path, tmp_path: Path) -> 
     assert [r["it"] for r in runs.read_metrics(tmp_path / "b", "train")] == [1, 2, 3, 4]
 
 
+def test_a_run_started_from_weights_resumes_without_the_weights_file(
+    synthcity_tiny: Path, tmp_path: Path
+) -> None:
+    base = _cfg(synthcity_tiny, "source_only", iters=2, checkpoint_interval=0)
+    list(train(base, tmp_path / "init"))
+    init = tmp_path / "init.safetensors"
+    (tmp_path / "init" / runs.MODEL).rename(init)
+    cfg = replace(base, iters=4, checkpoint_interval=2)
+    cfg = replace(cfg, model=replace(cfg.model, init_weights=str(init)))
+    calls = iter(range(100))
+    list(train(cfg, tmp_path / "b", stop=lambda: next(calls) >= 2))
+    init.unlink()  # the start weights are gone: the checkpoint is all a resume needs
+    resumed = [e.it for e in train(cfg, tmp_path / "b") if e.kind == "train"]
+    assert resumed == [3, 4] and runs.read_status(tmp_path / "b")["state"] == "finished"
+
+
 def test_dida_run_writes_a_bank_history_that_round_trips(
     synthcity_tiny: Path, tmp_path: Path
 ) -> None:

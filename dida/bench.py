@@ -121,14 +121,18 @@ class Job:
 
     def argv(self, runs_root: Path, threads: int) -> list[str]:
         """The ``python -m dida.train`` command of this run."""
-        cmd = [sys.executable, "-m", "dida.train", "--method", self.method, "--preset", self.preset]
-        cmd += ["--seed", str(self.seed), "--name", self.name, "--threads", str(threads)]
-        cmd += ["--runs", str(Path(runs_root) / self.suite)]
+        return [sys.executable, "-m", "dida.train", *self.train_args(runs_root, threads)]
+
+    def train_args(self, runs_root: Path, threads: int) -> list[str]:
+        """The arguments of ``python -m dida.train`` for this run."""
+        args = ["--method", self.method, "--preset", self.preset, "--seed", str(self.seed)]
+        args += ["--name", self.name, "--threads", str(threads)]
+        args += ["--runs", str(Path(runs_root) / self.suite)]
         for pair in self.settings:
-            cmd += ["--set", pair]
+            args += ["--set", pair]
         if self.init_from is not None:
-            cmd += ["--set", f"model.init_weights={self.init_dir(runs_root) / runs.MODEL}"]
-        return cmd
+            args += ["--set", f"model.init_weights={self.init_dir(runs_root) / runs.MODEL}"]
+        return args
 
     def init_dir(self, runs_root: Path) -> Path:
         """The folder of the run this one starts from."""
@@ -275,7 +279,7 @@ def _train_and_score(job: Job, runs_root: Path, threads: int, log_dir: Path) -> 
 
 def data_config(job: Job, runs_root: Path) -> DataConfig:
     """The data config the job's training command reads (parsed by the train CLI itself)."""
-    return config_from_args(build_parser().parse_args(job.argv(runs_root, 1)[3:])).data
+    return config_from_args(build_parser().parse_args(job.train_args(runs_root, 1))).data
 
 
 _GENERATING = threading.Lock()

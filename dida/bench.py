@@ -21,6 +21,7 @@ overlapping-entity pixels and the rare classes. Tables go to ``docs/bench/<suite
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import threading
@@ -37,7 +38,7 @@ from dida.bench_report import ABLATION_DEFAULTS, write_reports
 from dida.bench_scores import BENCH_EVAL, score_run
 from dida.data.synthcity import SynthCityConfig
 from dida.data.uda import DataConfig, domain_roots
-from dida.train import build_parser, config_from_args
+from dida.train import TrainConfig, build_parser, config_from_args
 
 SUITES = ("main", "quick", "ablations", "shift", "warm")
 SEEDS = (0, 1, 2)
@@ -277,9 +278,48 @@ def _train_and_score(job: Job, runs_root: Path, threads: int, log_dir: Path) -> 
     return run_dir
 
 
+def job_config(job: Job, runs_root: Path) -> TrainConfig:
+    """The config the job's training command builds (parsed by the train CLI itself)."""
+    return config_from_args(build_parser().parse_args(job.train_args(runs_root, 1)))
+
+
 def data_config(job: Job, runs_root: Path) -> DataConfig:
-    """The data config the job's training command reads (parsed by the train CLI itself)."""
-    return config_from_args(build_parser().parse_args(job.train_args(runs_root, 1))).data
+    """The data config the job's training command reads."""
+    return job_config(job, runs_root).data
+
+
+def config_mismatch(job: Job, runs_root: Path) -> list[str]:
+    """The config fields (dotted) in which the job's run folder holds another run than the job
+    would train, e.g. one of another preset; empty when they agree or the folder has no run."""
+    path = job.run_dir(runs_root) / runs.CONFIG
+    if not path.exists():
+        return []
+    stored = _flat(TrainConfig.from_dict(runs.read_json(path)).to_dict())
+    wanted = _flat(job_config(job, runs_root).to_dict())
+    return sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys → JSON-normalised leaves; a start-weights path compared as an absolute path."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        elif key == "init_weights" and value is not None:
+            flat[prefix + key] = str(Path(value).resolve())
+        else:
+            flat[prefix + key] = json.loads(json.dumps(value))
+    return flat
+
+
+def mismatched_runs(jobs: Sequence[Job], runs_root: Path) -> list[str]:
+    """One message per job whose folder holds a run of another config (nothing mixed silently)."""
+    return [
+        f"{job.run_dir(runs_root)} holds a run of another config (differs in {', '.join(diff)}); "
+        "delete that folder or pass another --runs"
+        for job in jobs
+        if (diff := config_mismatch(job, runs_root))
+    ]
 
 
 _GENERATING = threading.Lock()
@@ -379,6 +419,19 @@ def distinct_runs(jobs: Sequence[Job], runs_root: Path) -> list[Job]:
     return list(first.values())
 
 
+def describe_run(job: Job, runs_root: Path) -> str:
+    """The run's state for ``--list``: not started, finished (scored or not), or the iteration an
+    unfinished run reached (``running`` also when its process was killed: the next call resumes)."""
+    status = runs.read_status(job.run_dir(runs_root))
+    state = {"unknown": "not started"}.get(status["state"], status["state"])
+    if "it" in status and state != "finished":
+        state += f" at {status['it']}/{status.get('max_iters', '?')}"
+    elif state == "finished" and not is_finished(job.run_dir(runs_root)):
+        state += " (not scored: --report scores it)"
+    diff = config_mismatch(job, runs_root)
+    return state + (f"; ANOTHER CONFIG ({', '.join(diff)})" if diff else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     suites = SUITES if "all" in args.suite else tuple(dict.fromkeys(args.suite))
@@ -386,8 +439,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     every = distinct_runs([j for suite in suites for j in jobs[suite]], args.runs)
     if args.list:
         for job in every:
-            print(job.suite, job.name, runs.read_status(job.run_dir(args.runs)).get("state"))
+            print(job.suite, job.name, describe_run(job, args.runs))
         return 0
+    mismatched = mismatched_runs(every, args.runs)
+    if mismatched:
+        print("\n".join(mismatched), file=sys.stderr)
+        return 1
     failures: list[str] = []
     if args.report:
         score_finished(every, args.runs, args.threads)

@@ -19,6 +19,7 @@ from dida.bench_scores import (
     training_cost,
 )
 from dida.data.classes import CLASSES
+from dida.train import run_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,6 +111,33 @@ def test_prepare_data_generates_a_shift_target_before_training(
     manifest = runs.read_json(target / "synthcity.json")
     assert manifest["config"]["shift"] == 0.5 and set(manifest["splits"]) == {"train", "val"}
     assert len(list((target / "target").rglob("*.png"))) > 0
+
+
+def test_a_run_folder_of_another_preset_is_refused_not_mixed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    oracle, job = (
+        next(j for j in bench.main_jobs() if j.name == n) for n in ("oracle_s0", "proda_s0")
+    )
+    for each in (oracle, job):  # stored with a relative start-weights path (proda)
+        config = run_config(bench.job_config(each, Path("runs")))
+        runs.create_run(each.run_dir(Path("runs")).parent, each.name, config)
+    config = runs.read_json(oracle.run_dir(tmp_path / "runs") / runs.CONFIG)
+    del config["model"]["init_weights"]  # as written before that field existed: its default
+    runs.atomic_write_json(oracle.run_dir(tmp_path / "runs") / runs.CONFIG, config)
+    assert bench.mismatched_runs([oracle, job], tmp_path / "runs") == []
+    quick = next(j for j in bench.main_jobs("quick") if j.name == "proda_s0")
+    assert {"iters", "data.val_images"} <= set(bench.config_mismatch(quick, tmp_path / "runs"))
+    assert bench.describe_run(job, tmp_path / "runs") == "created"
+    assert bench.describe_run(quick, tmp_path / "runs").startswith("created; ANOTHER CONFIG (")
+    runs.write_status(job.run_dir(tmp_path / "runs"), "running", it=550, max_iters=1000)
+    assert bench.describe_run(job, tmp_path / "runs") == "running at 550/1000"
+    assert bench.describe_run(bench.main_jobs()[-1], tmp_path / "runs") == "not started"
+    args = ["--suite", "main", "--preset", "quick", "--runs", "runs", "--out", "docs", "--report"]
+    assert bench.main(args) == 1
+    assert "runs/main/proda_s0 holds a run of another config" in capsys.readouterr().err
+    assert not (tmp_path / "docs").exists()
 
 
 def test_job_argv_is_the_train_cli(tmp_path: Path) -> None:

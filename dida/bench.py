@@ -45,6 +45,8 @@ SEEDS = (0, 1, 2)
 TP_VALUES = (0.05, 0.1, 0.2, 0.5, 1.0)
 LAMBDA_VALUES = (0.05, 0.1, 0.5, 1.0, 2.0)
 K_VALUES = (100, 150, 200, 250, 300)
+ALIGNMENT_VALUES = ("none", "labels")
+"""View alignments under ClassMix besides the paper mode's ``target`` (``DIDAConfig.alignment``)."""
 SHIFT_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFT_METHODS = ("source_only", "daformer", "dida", "oracle")
 DEFAULT_SHIFT = SynthCityConfig.shift
@@ -184,8 +186,9 @@ def _dida_job(sweep: str, value: Any, setting: str, preset: str) -> Job:
 
 
 def ablation_jobs(preset: str = "quick") -> list[Job]:
-    """DIDA at seed 0 for every tp, lambda and K, and with interior-pixel slots; the default point
-    (DIDA) and the reference (DAFormer-style) are the quick suite's runs."""
+    """DIDA at seed 0 for every tp, lambda and K, for the other view alignments, and with
+    interior-pixel slots; the default point (DIDA) and the reference (DAFormer-style) are the quick
+    suite's runs."""
     sweeps = {
         "tp": ("method.tp", TP_VALUES),
         "lambda": ("method.ins_lambda", LAMBDA_VALUES),
@@ -199,6 +202,7 @@ def ablation_jobs(preset: str = "quick") -> list[Job]:
         jobs += [
             _dida_job(sweep, v, setting, preset) for v in values if v != ABLATION_DEFAULTS[sweep]
         ]
+    jobs += [_dida_job("alignment", v, "method.alignment", preset) for v in ALIGNMENT_VALUES]
     return jobs + [_dida_job("slots", "interior", "method.slot_pixels", preset)]
 
 

@@ -37,7 +37,10 @@ def test_main_jobs_run_seed_zero_of_every_row_first() -> None:
 def test_ablation_jobs_share_the_default_point_with_the_quick_suite(tmp_path: Path) -> None:
     jobs = bench.ablation_jobs()
     names = [j.name for j in jobs]
-    assert len(names) == len(set(names)) == 2 + 3 * 4 + 1  # reference, default, 4 per sweep, slots
+    assert len(names) == len(set(names)) == 2 + 3 * 4 + 2 + 1  # ref, default, sweeps, slots
+    assert next(j for j in jobs if j.name == "dida_alignmentnone").settings == (
+        "method.alignment=none",
+    )
     assert next(j for j in jobs if j.name == "dida_slotsinterior").settings == (
         "method.slot_pixels=interior",
     )
@@ -69,7 +72,7 @@ def test_select_keeps_named_runs_and_rejects_unknown_names() -> None:
 def test_suites_share_one_queue_without_training_a_run_twice(tmp_path: Path) -> None:
     every = bench.distinct_runs(bench.quick_jobs() + bench.ablation_jobs(), tmp_path)
     folders = [j.run_dir(tmp_path) for j in every]
-    assert len(folders) == len(set(folders)) == len(bench.MAIN_ROWS) + 3 * 4 + 1
+    assert len(folders) == len(set(folders)) == len(bench.MAIN_ROWS) + 3 * 4 + 2 + 1
     assert folders[: len(bench.MAIN_ROWS)] == [j.run_dir(tmp_path) for j in bench.quick_jobs()]
     args = bench.parse_args(["--suite", "ablations", "shift", "--only", "dida_K100", "dida_shift0"])
     assert args.suite == ["ablations", "shift"] and args.only == ["dida_K100", "dida_shift0"]

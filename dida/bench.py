@@ -304,13 +304,14 @@ def config_mismatch(job: Job, runs_root: Path) -> list[str]:
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys → JSON-normalised leaves; a start-weights path compared as an absolute path."""
+    """Dotted keys → JSON-normalised leaves; a start-weights path is compared by the run it names
+    (``suite/name/file``: bench runs are launched from any folder, absolute or relative)."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
             flat.update(_flat(value, f"{prefix}{key}."))
         elif key == "init_weights" and value is not None:
-            flat[prefix + key] = str(Path(value).resolve())
+            flat[prefix + key] = Path(value).parts[-3:]
         else:
             flat[prefix + key] = json.loads(json.dumps(value))
     return flat

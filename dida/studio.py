@@ -63,7 +63,7 @@ from dida.explain import (
 from dida.inference import predict_image
 from dida.model import SegModel
 from dida.presets import PRESETS, preset_config
-from dida.train import TrainConfig, TrainEvent, train
+from dida.train import TrainConfig, TrainEvent, cli_args, train
 
 log = logging.getLogger(__name__)
 
@@ -530,6 +530,8 @@ class TrainJob:
     stop_flag: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
     submitted: float = field(default_factory=time.time)
+    command: list[str] = field(default_factory=list)
+    """The ``python -m dida.train`` command that trains the same run (recorded in its config)."""
 
     @property
     def last(self) -> TrainEvent | None:
@@ -553,13 +555,15 @@ class TrainQueue:
         self._thread = threading.Thread(target=self._loop, name="studio-train", daemon=True)
         self._thread.start()
 
-    def submit(self, config: TrainConfig, name: str) -> TrainJob:
-        """Queue a job training ``config`` into ``runs_dir/name``."""
+    def submit(self, config: TrainConfig, name: str, command: list[str] | None = None) -> TrainJob:
+        """Queue a job training ``config`` into ``runs_dir/name``; ``command`` is the equivalent
+        command line recorded in the run's config."""
         if (self.runs_dir / name / runs.CONFIG).exists() or self._name_taken(name):
             raise ValueError(
                 f"a run named {name!r} already exists in {self.runs_dir}; pick another name"
             )
         job = TrainJob(f"job{next(self._ids)}", name, config, self.runs_dir / name)
+        job.command = command or ["studio"]
         with self._lock:
             self.jobs[job.job_id] = job
             self._pending.append(job.job_id)
@@ -619,7 +623,9 @@ class TrainQueue:
 
     def _run(self, job: TrainJob) -> None:
         try:
-            for event in train(job.config, job.run_dir, stop=job.stop_flag.is_set, argv=["studio"]):
+            for event in train(
+                job.config, job.run_dir, stop=job.stop_flag.is_set, argv=job.command
+            ):
                 job.events.append(event)
             job.state = "stopped" if job.last and job.last.kind == "stopped" else "finished"
         except Exception as err:  # reported in the Train tab; the queue goes on
@@ -1165,7 +1171,8 @@ class Studio:
             preset, method, self.data_root, self.data_preset, iters, seed, method_options
         )
         name = name or f"{method}_{preset}_s{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
-        return self.trainer.submit(cfg, name)
+        command = ["python -m dida.train", *cli_args(cfg, preset, name, self.trainer.runs_dir)]
+        return self.trainer.submit(cfg, name, command)
 
     def job_snapshot(self, job_id: str) -> BankSnapshot | None:
         """The last bank snapshot a training job has saved (at its checkpoints), if any."""

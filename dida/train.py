@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import resource
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -140,13 +141,18 @@ def run_config(cfg: TrainConfig, argv: list[str] | None = None) -> dict[str, Any
     """The config written to ``config.json``: the train config + command + environment."""
     return {
         **cfg.to_dict(),
-        "command": " ".join(argv if argv is not None else sys.argv),
+        "command": command_line(argv if argv is not None else sys.argv),
         "environment": {
             "python": platform.python_version(),
             "torch": torch.__version__,
             "platform": platform.platform(),
         },
     }
+
+
+def command_line(argv: list[str]) -> str:
+    """The program (first item, as given) and its shell-quoted arguments."""
+    return " ".join([argv[0], shlex.join(argv[1:])]) if argv else ""
 
 
 def train(
@@ -377,6 +383,40 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         device=args.device,
         **overrides,
     )
+
+
+def cli_args(cfg: TrainConfig, preset: str, name: str, runs_dir: str | Path) -> list[str]:
+    """The ``python -m dida.train`` arguments that rebuild ``cfg`` (the inverse of
+    ``config_from_args``): the preset, then ``--set`` for every field the config changes."""
+    from dida.presets import preset_config
+
+    base = _flat_config(preset_config(preset, cfg.method))
+    args = ["--method", cfg.method, "--preset", preset, "--seed", str(cfg.seed)]
+    args += ["--iters", str(cfg.iters), "--device", cfg.device, "--name", name]
+    args += ["--runs", str(runs_dir)]
+    changed = {k: v for k, v in _flat_config(cfg).items() if base.get(k, ...) != v}
+    for key in sorted(changed.keys() - {"seed", "iters", "device"}):
+        args += ["--set", f"{key}={_cli_value(changed[key])}"]
+    return args
+
+
+def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
+    """Dotted ``--set`` keys of a config → values (method options under ``method.``)."""
+    d = cfg.to_dict()
+    flat = {f"method.{k}": v for k, v in d.pop("method")["options"].items()}
+    for section in ("model", "optim", "data"):
+        flat.update({f"{section}.{k}": v for k, v in d.pop(section).items()})
+    return {**flat, **d}
+
+
+def _cli_value(value: Any) -> str:
+    """A ``--set`` value that ``parse_overrides`` reads back as ``value``."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
 
 
 def build_parser() -> argparse.ArgumentParser:

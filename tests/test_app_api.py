@@ -88,6 +88,8 @@ def test_training_over_the_api_reports_progress_and_stops(served, client: Client
     )
     job = next(j for j in studio.trainer.jobs.values() if j.name == "api_run")
     assert f"**{job.job_id}**" in status and timer["active"] is True
+    assert "`python -m dida.train --method source_only --preset tiny --seed 0 --iters 400" in status
+    assert "--name api_run" in status and "--set method.tp=0.1" not in status  # source-only: no tp
     deadline = time.monotonic() + 120
     while not any(e.kind == "train" for e in job.events) and time.monotonic() < deadline:
         time.sleep(0.1)

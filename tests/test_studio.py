@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import time
 from dataclasses import replace
@@ -40,7 +41,7 @@ from dida.studio import (
     slot_rows,
     train_config,
 )
-from dida.train import train
+from dida.train import build_parser, config_from_args, train
 
 FIXTURE_RUNS = (("source_only", 2, {}), ("daformer", 2, {}), ("dida", 3, {"bank_size": 38}))
 
@@ -412,6 +413,10 @@ def test_one_job_at_a_time_with_queue_positions_stop_and_refresh(
     _wait(lambda: "run:short" in {r.run_id for r in local.runs()})
     assert local.run("run:long").state == "stopped"
     assert local.job_snapshot(second.job_id).labels.shape == (38,)
+    command = shlex.split(runs.read_json(own_runs / "short" / runs.CONFIG)["command"])
+    assert command[:3] == ["python", "-m", "dida.train"]  # the same run from the shell
+    rebuilt = config_from_args(build_parser().parse_args(command[3:]))
+    assert rebuilt.to_dict() == second.config.to_dict()
     with pytest.raises(ValueError, match="already exists"):
         local.train("dida", "tiny", name="short")
 

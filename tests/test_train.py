@@ -18,7 +18,14 @@ from dida.methods.registry import METHODS, build_method
 from dida.model import SegModel
 from dida.optim import build_optimizer
 from dida.presets import preset_config
-from dida.train import TrainConfig, build_parser, config_from_args, parse_overrides, train
+from dida.train import (
+    TrainConfig,
+    build_parser,
+    cli_args,
+    config_from_args,
+    parse_overrides,
+    train,
+)
 
 
 def _cfg(root: Path, method: str, **kw) -> TrainConfig:
@@ -136,6 +143,21 @@ def test_cli_overrides_reach_the_config(tmp_path: Path) -> None:
     assert parse_overrides(["a.b=1", "a.c=x"]) == {"a": {"b": 1, "c": "x"}}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_overrides(["oops"])
+
+
+def test_cli_args_rebuild_the_config_they_describe(tmp_path: Path) -> None:
+    base = preset_config("tiny", "dida")
+    data = replace(
+        base.data, source_root=str(tmp_path / "my data"), target_root="123", crop=(64, 96)
+    )
+    options = {"tp": 0.2, "alignment": "labels", "ins_lambda": None}
+    cfg = replace(base, data=data, iters=7, seed=3, method_options=options, eval_interval=0)
+    args = cli_args(cfg, "tiny", "name", tmp_path)
+    assert args[args.index("--runs") + 1] == str(tmp_path) and "--iters" in args
+    assert 'data.target_root="123"' in args and "method.ins_lambda=null" in args
+    assert config_from_args(build_parser().parse_args(args)).to_dict() == cfg.to_dict()
+    unchanged = cli_args(base, "tiny", "name", tmp_path)
+    assert "--set" not in unchanged
 
 
 def test_ranks_draw_different_batches(synthcity_tiny: Path) -> None:

@@ -19,6 +19,7 @@ from app.views.common import RunPickers, Shared, bind, message_figure, style, us
 from dida.methods.registry import METHODS
 from dida.presets import PRESETS
 from dida.studio import METHOD_TITLES, Studio, TrainJob
+from dida.train import command_line
 
 JOB_HEADERS = ["job", "run", "method", "state", "iteration"]
 PRESET_NOTES = {
@@ -59,8 +60,14 @@ def start(
     return job.job_id, status_text(studio, job), gr.Timer(active=True)
 
 
-def status_text(studio: Studio, job: TrainJob) -> str:
-    """One line on the job: queued with position, running, or how it ended."""
+def status_text(studio: Studio, job: TrainJob, note: str = "") -> str:
+    """The job's state (queued with position, running, or how it ended), ``note``, and the shell
+    command that trains the same run."""
+    state = _state_line(studio, job) + note
+    return f"{state}\n\nSame run from a shell: `{command_line(job.command)}`"
+
+
+def _state_line(studio: Studio, job: TrainJob) -> str:
     position = studio.trainer.position(job.job_id)
     head = f"**{job.job_id}** · run `{job.name}` · {METHOD_TITLES.get(job.config.method, job.config.method)}"
     if job.state == "queued":
@@ -153,7 +160,7 @@ def stop(studio: Studio, job_id: str | None) -> str:
     if not job_id:
         raise gr.Error("no job to stop: start one first")
     job = studio.trainer.stop(job_id)
-    return status_text(studio, job) + " — stop requested"
+    return status_text(studio, job, " — stop requested")
 
 
 def preset_changed(preset: str) -> tuple[dict, str]:

@@ -7,6 +7,8 @@
     python -m dida.bench --suite shift            # shift in {0, .25, .5, .75, 1} (quick preset)
     python -m dida.bench --suite warm             # DAFormer-style and DIDA started from the main
                                                   # suite's source-only run, against its control
+    python -m dida.bench --suite shiftwarm        # the shift sweep, adaptation started from each
+                                                  # shift's source-only run, against its control
     python -m dida.bench --suite all --workers 2  # everything; 2 runs side by side, 1 thread each
     python -m dida.bench --suite ablations shift  # one queue of runs for both suites
     python -m dida.bench --report                 # only rewrite tables and plots from finished runs
@@ -40,7 +42,7 @@ from dida.data.synthcity import SynthCityConfig
 from dida.data.uda import DataConfig, domain_roots
 from dida.train import TrainConfig, build_parser, config_from_args
 
-SUITES = ("main", "quick", "ablations", "shift", "warm")
+SUITES = ("main", "quick", "ablations", "shift", "warm", "shiftwarm")
 SEEDS = (0, 1, 2)
 TP_VALUES = (0.05, 0.1, 0.2, 0.5, 1.0)
 LAMBDA_VALUES = (0.05, 0.1, 0.5, 1.0, 2.0)
@@ -225,12 +227,44 @@ def shift_jobs(preset: str = "quick") -> list[Job]:
     return [_shift_job(m, s, preset) for s in SHIFT_VALUES for m in SHIFT_METHODS]
 
 
+SHIFT_WARM_ROWS = (
+    ("source_only_more", "source_only"),
+    ("daformer_warm", "daformer"),
+    ("dida_warm", "dida"),
+)
+"""The shift sweep's rows started from that shift's source-only run: (row key, method); the
+control (source-only trained on) first."""
+SHIFT_WARM_KEYS = tuple(key for key, _ in SHIFT_WARM_ROWS)
+
+
+def _shift_warm_job(key: str, method: str, shift: float, preset: str) -> Job:
+    if shift == DEFAULT_SHIFT and key == "source_only_more":
+        return shared_quick_job(key, preset, method=key, shift=shift)
+    start = _shift_job("source_only", shift, preset)
+    tags = {"method": key, "shift": shift}
+    init = f"{start.suite}/{start.name}"
+    return Job("shiftwarm", f"{key}_shift{shift:g}", method, preset, 0, start.settings, tags, init)
+
+
+def shift_warm_jobs(preset: str = "quick") -> list[Job]:
+    """The shift sweep again with DAFormer-style and DIDA started from each shift's source-only
+    run, beside the control (source-only trained on as long) and the shift suite's source-only
+    and oracle runs (re-used)."""
+    shared = [j for j in shift_jobs(preset) if j.tags["method"] in ("source_only", "oracle")]
+    return shared + [
+        _shift_warm_job(key, method, s, preset)
+        for s in SHIFT_VALUES
+        for key, method in SHIFT_WARM_ROWS
+    ]
+
+
 SUITE_JOBS = {
     "main": main_jobs,
     "quick": quick_jobs,
     "ablations": ablation_jobs,
     "shift": shift_jobs,
     "warm": warm_jobs,
+    "shiftwarm": shift_warm_jobs,
 }
 
 

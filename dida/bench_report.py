@@ -147,17 +147,40 @@ def sweep_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
     return "\n".join(lines), dict(data)
 
 
-def shift_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
-    """Shift sweep: one row per method, one column per shift (mIoU)."""
+SHIFT_DIFFERENCES = {
+    "shiftwarm": (("daformer_warm", "source_only_more"), ("dida_warm", "source_only_more"),
+                  ("dida_warm", "daformer_warm")),
+}  # fmt: skip
+"""Rows ``a − b`` (mIoU points) under a shift table, per suite."""
+
+
+def shift_table(
+    found: list[tuple[Job, dict]], differences: Sequence[tuple[str, str]] = ()
+) -> tuple[str, dict]:
+    """Shift sweep: one row per method, one column per shift (mIoU), then the ``a − b`` rows
+    (points; at the shifts where both ran)."""
     data: dict[str, dict[float, float]] = defaultdict(dict)
     for job, r in found:
         data[job.tags["method"]][job.tags["shift"]] = r["all"]["mIoU"]["19"]
+    data = {m: dict(sorted(d.items())) for m, d in data.items()}
     shifts = sorted({s for d in data.values() for s in d})
     lines = ["| method | " + " | ".join(f"shift {s:g}" for s in shifts) + " |"]
     lines.append("|---|" + "---|" * len(shifts))
-    for method, by_shift in data.items():
-        lines.append(f"| {method} | " + " | ".join(_pct(by_shift.get(s)) for s in shifts) + " |")
-    return "\n".join(lines), {m: dict(sorted(d.items())) for m, d in data.items()}
+    rows = {**data, **{f"{a} − {b}": shift_difference(data, a, b) for a, b in differences}}
+    for method, by_shift in rows.items():
+        cells = (_signed(v) if "−" in method else _pct(v) for v in map(by_shift.get, shifts))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), data
+
+
+def shift_difference(data: dict[str, dict[float, float]], a: str, b: str) -> dict[float, float]:
+    """``a − b`` at every shift where both have a score (fractions, like the scores)."""
+    both = data.get(a, {}).keys() & data.get(b, {}).keys()
+    return {s: data[a][s] - data[b][s] for s in sorted(both)}
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.1f}"
 
 
 def _pct(value: float | None) -> str:
@@ -301,9 +324,9 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
         plot_sweeps(data, figures / "bench_ablations.png")
         lines += [table, "", "![ablations](../figures/bench_ablations.png)"]
     else:
-        table, data = shift_table(found)
-        plot_shift(data, figures / "bench_shift.png")
-        lines += [table, "", "![shift](../figures/bench_shift.png)"]
+        table, data = shift_table(found, SHIFT_DIFFERENCES.get(suite, ()))
+        plot_shift(data, figures / f"bench_{suite}.png")
+        lines += [table, "", f"![{suite}](../figures/bench_{suite}.png)"]
     md = Path(out) / "bench" / f"{suite}.md"
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text("\n".join(lines) + "\n")

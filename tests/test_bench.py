@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from dida import bench, runs
-from dida.bench_report import compare, fmt, main_table, stat, sweep_table, write_reports
+from dida.bench_report import (
+    compare,
+    fmt,
+    main_table,
+    shift_difference,
+    shift_table,
+    stat,
+    sweep_table,
+    write_reports,
+)
 from dida.bench_scores import (
     BENCH_EVAL,
     last_segment,
@@ -360,3 +369,34 @@ def test_warm_report_compares_dida_daformer_and_the_control(tmp_path: Path) -> N
     assert "mIoU: dida_warm − daformer_warm = -3.0 (larger than the seed spread" in text
     assert "mIoU: daformer_warm − source_only_more = +3.0 (one seed" in text
     assert (tmp_path / "docs" / "figures" / "bench_warm.png").stat().st_size > 1000
+
+
+def test_shiftwarm_starts_each_shift_from_its_source_only_run(tmp_path: Path) -> None:
+    jobs = bench.shift_warm_jobs()
+    warm = [j for j in jobs if j.suite == "shiftwarm"]
+    assert len(warm) == 3 * 5 - 1  # the default shift's control is the quick suite's
+    control = next(j for j in jobs if j.tags == {"method": "source_only_more", "shift": 1.0})
+    assert control.run_dir(tmp_path) == tmp_path / "quick" / "source_only_more_s0"
+    dida = next(j for j in warm if j.name == "dida_warm_shift0.5")
+    start = next(j for j in jobs if j.name == "source_only_shift0.5")
+    assert dida.init_dir(tmp_path) == start.run_dir(tmp_path) == tmp_path / "shift" / start.name
+    assert bench.data_config(dida, tmp_path) == bench.data_config(start, tmp_path)
+    assert (
+        next(j for j in warm if j.name == "daformer_warm_shift1").init_from
+        == "quick/source_only_s0"
+    )
+    assert {j.tags["method"] for j in jobs} == {"source_only", "oracle", *bench.SHIFT_WARM_KEYS}
+
+
+def test_shift_table_adds_difference_rows() -> None:
+    def job(method: str, shift: float) -> bench.Job:
+        return bench.Job(
+            "shiftwarm", f"{method}{shift}", "x", "q", tags={"method": method, "shift": shift}
+        )
+
+    found = [(job("ctrl", 0.0), _record(0.30, 0, 0)), (job("da", 0.0), _record(0.325, 0, 0)),
+             (job("da", 0.5), _record(0.2, 0, 0)), (job("ctrl", 1.0), _record(0.25, 0, 0))]  # fmt: skip
+    table, data = shift_table(found, [("da", "ctrl")])
+    assert data == {"ctrl": {0.0: 0.30, 1.0: 0.25}, "da": {0.0: 0.325, 0.5: 0.2}}
+    assert "| da | 32.5 | 20.0 | - |" in table and "| da − ctrl | +2.5 | - | - |" in table
+    assert shift_difference(data, "da", "ctrl") == pytest.approx({0.0: 0.025})

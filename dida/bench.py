@@ -374,7 +374,7 @@ def prepare_data(job: Job, runs_root: Path) -> None:
 def run_jobs(jobs: Sequence[Job], runs_root: Path, workers: int, threads: int) -> list[str]:
     """Run every unfinished job, ``workers`` at a time; returns the failures (nothing is skipped
     silently: a failed run is reported and the others go on)."""
-    todo = [j for j in jobs if not is_finished(j.run_dir(runs_root))]
+    todo = init_first([j for j in jobs if not is_finished(j.run_dir(runs_root))], runs_root)
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already finished; {len(todo)} to run")
     log_dir, failures = Path(runs_root) / "logs", []
     events = {j.run_dir(runs_root): threading.Event() for j in todo}
@@ -387,6 +387,24 @@ def run_jobs(jobs: Sequence[Job], runs_root: Path, workers: int, threads: int) -
                 failures.append(f"{job.name}: {err}")
                 print(f"FAILED {job.name}: {err}")
     return failures
+
+
+def init_first(jobs: Sequence[Job], runs_root: Path) -> list[Job]:
+    """The jobs in their order, except that a run another one starts from moves just before it
+    (a worker waiting for a run queued behind it would wait forever)."""
+    by_dir = {j.run_dir(runs_root): j for j in jobs}
+    ordered: list[Job] = []
+
+    def place(job: Job) -> None:
+        if job in ordered:
+            return
+        if job.init_from is not None and job.init_dir(runs_root) in by_dir:
+            place(by_dir[job.init_dir(runs_root)])
+        ordered.append(job)
+
+    for job in jobs:
+        place(job)
+    return ordered
 
 
 def score_finished(jobs: Sequence[Job], runs_root: Path, threads: int) -> None:

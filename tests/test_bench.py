@@ -400,3 +400,13 @@ def test_shift_table_adds_difference_rows() -> None:
     assert data == {"ctrl": {0.0: 0.30, 1.0: 0.25}, "da": {0.0: 0.325, 0.5: 0.2}}
     assert "| da | 32.5 | 20.0 | - |" in table and "| da − ctrl | +2.5 | - | - |" in table
     assert shift_difference(data, "da", "ctrl") == pytest.approx({0.0: 0.025})
+
+
+def test_a_run_started_from_another_queues_after_it(tmp_path: Path) -> None:
+    jobs = bench.select(
+        bench.shift_warm_jobs(), ["dida_warm_shift0.5", "oracle_shift0", "source_only_shift0.5"]
+    )
+    names = [j.name for j in bench.init_first(jobs, tmp_path)]
+    assert names == ["source_only_shift0.5", "dida_warm_shift0.5", "oracle_shift0"]
+    main = bench.main_jobs()
+    assert bench.init_first(main, tmp_path) == main  # already in order: unchanged

@@ -61,7 +61,7 @@ from dida.explain import (
     explain_pixel,
 )
 from dida.inference import predict_image
-from dida.model import SegModel
+from dida.model import ModelConfig, SegModel
 from dida.presets import PRESETS, preset_config
 from dida.train import TrainConfig, TrainEvent, cli_args, train
 
@@ -421,6 +421,17 @@ def train_config(
     data = replace(cfg.data, source_root=str(root), target_root=str(root))
     options = {**cfg.method_options, **(method_options or {})}
     return replace(cfg, data=data, iters=iters or cfg.iters, seed=seed, method_options=options)
+
+
+def warm_start(cfg: TrainConfig, start: Path) -> TrainConfig:
+    """``cfg`` started from the weights of the run (or shipped checkpoint) in ``start``: its
+    ``model.safetensors`` and the model config they were trained with (the architecture must be
+    the start's; data, method and schedule stay ``cfg``'s)."""
+    weights = Path(start) / runs.MODEL
+    if not weights.is_file():
+        raise runs.RunError(f"{start} has no {runs.MODEL} to start from; pick a run that has one")
+    model = runs.read_json(Path(start) / runs.CONFIG)["model"]
+    return replace(cfg, model=ModelConfig.from_dict({**model, "init_weights": str(weights)}))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1163,13 +1174,17 @@ class Studio:
         seed: int = 0,
         method_options: dict[str, Any] | None = None,
         name: str | None = None,
+        init_from: str | None = None,
     ) -> TrainJob:
-        """Queue a training run of ``method`` with a preset; returns the job (see ``trainer``)."""
+        """Queue a training run of ``method`` with a preset, from random weights or from those of
+        the run ``init_from`` (a run id); returns the job (see ``trainer``)."""
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
         cfg = train_config(
             preset, method, self.data_root, self.data_preset, iters, seed, method_options
         )
+        if init_from:
+            cfg = warm_start(cfg, self.run(init_from).path)
         name = name or f"{method}_{preset}_s{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
         command = ["python -m dida.train", *cli_args(cfg, preset, name, self.trainer.runs_dir)]
         return self.trainer.submit(cfg, name, command)

@@ -84,7 +84,7 @@ def test_an_upload_becomes_the_session_image(client: Client, tmp_path: Path) -> 
 def test_training_over_the_api_reports_progress_and_stops(served, client: Client) -> None:
     studio, _ = served
     status, timer = client.predict(
-        "source_only", "tiny", 400, 0, "api_run", 300, 0.1, 1.0, api_name="/train_start"
+        "source_only", "tiny", 400, 0, "api_run", 300, 0.1, 1.0, "scratch", api_name="/train_start"
     )
     job = next(j for j in studio.trainer.jobs.values() if j.name == "api_run")
     assert f"**{job.job_id}**" in status and timer["active"] is True

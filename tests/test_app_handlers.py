@@ -269,6 +269,18 @@ def test_train_tab_starts_polls_and_stops_a_job(studio: Studio) -> None:
     assert "run:ui_run" in {r.run_id for r in studio.runs()}
     with pytest.raises(gr.Error, match="already exists"):
         train.start(studio, "dida", "tiny", 2, 0, "ui_run", 38, 0.1, 1.0)
+    assert train.start_choices(studio)[0] == ("random weights (from scratch)", train.SCRATCH)
+    assert "run:ui_run" in {v for _, v in train.refresh_start(studio, train.SCRATCH)[0]["choices"]}
+    job_id, status, _ = train.start(studio, "daformer", "tiny", 1, 0, "warm_ui", None, 0.1, None,
+                                    "run:ui_run")  # fmt: skip
+    warm = studio.trainer.get(job_id)
+    weights = studio.run("run:ui_run").path / "model.safetensors"
+    assert (
+        warm.config.model.init_weights == str(weights) and f"model.init_weights={weights}" in status
+    )
+    while not warm.done and time.monotonic() < deadline + 120:
+        time.sleep(0.1)
+    assert warm.state == "finished", warm.error
     with pytest.raises(gr.Error, match="no job to stop"):
         train.stop(studio, None)
 

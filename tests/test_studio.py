@@ -26,6 +26,7 @@ from dida.data.datasets import class_pixel_totals
 from dida.data.synthcity import read_manifest
 from dida.explain import explain_pixel
 from dida.inference import predict_image
+from dida.model import SegModel
 from dida.presets import preset_config
 from dida.studio import (
     LRU,
@@ -40,6 +41,7 @@ from dida.studio import (
     sample_pixel_features,
     slot_rows,
     train_config,
+    warm_start,
 )
 from dida.train import build_parser, config_from_args, train
 
@@ -383,6 +385,21 @@ def test_train_config_points_synthcity_at_the_apps_data() -> None:
     assert (same.iters, same.seed) == (3, 2)
     other = train_config("tiny", "source_only", "data/synthcity", "default", method_options={})
     assert other.data.source_root == "data/synthcity-tiny"
+
+
+def test_warm_start_takes_the_start_runs_weights_and_architecture(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "source_only"
+    cfg = warm_start(preset_config("tiny", "daformer"), shipped)
+    assert cfg.model.embed_dim == 64 != preset_config("tiny", "daformer").model.embed_dim
+    assert cfg.model.init_weights == str(shipped / runs.MODEL) and list(cfg.data.crop) == [64, 64]
+    started, trained = SegModel(cfg.model), runs.load_run_model(shipped)
+    for (name, a), b in zip(
+        started.state_dict().items(), trained.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    (tmp_path / runs.CONFIG).write_text(json.dumps({"model": {}}))
+    with pytest.raises(runs.RunError, match="has no model.safetensors to start from"):
+        warm_start(cfg, tmp_path)
 
 
 def _wait(predicate, timeout: float = 120.0) -> None:

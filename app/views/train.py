@@ -15,13 +15,24 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.views.bank import counts_figure
-from app.views.common import RunPickers, Shared, bind, message_figure, style, user_errors
+from app.views.common import (
+    RunPickers,
+    Shared,
+    bind,
+    dropdown_update,
+    message_figure,
+    run_choices,
+    style,
+    user_errors,
+)
 from dida.methods.registry import METHODS
 from dida.presets import PRESETS
 from dida.studio import METHOD_TITLES, Studio, TrainJob
 from dida.train import command_line
 
 JOB_HEADERS = ["job", "run", "method", "state", "iteration"]
+SCRATCH = "scratch"
+"""The start-from choice for random weights."""
 PRESET_NOTES = {
     "tiny": "tiny: 64×64 crops on the tiny SynthCity (generated beside the data on first use) — seconds.",
     "quick": "quick: ~5 min for source-only on 2 CPU cores; the first run generates SynthCity's training splits.",
@@ -44,6 +55,7 @@ def start(
     bank_size: float | None,
     tp: float,
     ins_lambda: float | None,
+    start_from: str | None = SCRATCH,
 ) -> tuple[str, str, Any]:
     """Queue a run → (job id, status, timer update)."""
     options = {}
@@ -56,6 +68,7 @@ def start(
         int(seed or 0),
         options,
         (name or "").strip() or None,
+        None if start_from in (None, "", SCRATCH) else start_from,
     )
     return job.job_id, status_text(studio, job), gr.Timer(active=True)
 
@@ -163,11 +176,20 @@ def stop(studio: Studio, job_id: str | None) -> str:
     return status_text(studio, job, " — stop requested")
 
 
+def start_choices(studio: Studio) -> list[tuple[str, str]]:
+    """Random weights, or any run or shipped checkpoint with weights."""
+    return [("random weights (from scratch)", SCRATCH), *run_choices(studio)]
+
+
+def refresh_start(studio: Studio, value: str | None) -> list[dict]:
+    return [dropdown_update(start_choices(studio), value, SCRATCH)]
+
+
 def preset_changed(preset: str) -> tuple[dict, str]:
     return gr.update(value=PRESETS[preset]["iters"]), PRESET_NOTES.get(preset, "")
 
 
-def _inputs() -> dict[str, Any]:
+def _inputs(studio: Studio) -> dict[str, Any]:
     ui: dict[str, Any] = {}
     with gr.Row():
         ui["method"] = gr.Dropdown(method_choices(), value="dida", label="method")
@@ -179,6 +201,11 @@ def _inputs() -> dict[str, Any]:
         ui["name"] = gr.Textbox(
             label="run name (optional)", placeholder="<method>_<preset>_s<seed>_<time>"
         )
+    ui["start_from"] = gr.Dropdown(
+        start_choices(studio), value=SCRATCH, label="start from", elem_id="train-start-from",
+        info="the weights (and model config) of a trained run; adaptation from scratch is slow on "
+        "a CPU — from the shipped source-only checkpoint it shows within a few hundred iterations",
+    )  # fmt: skip
     ui["note"] = gr.Markdown(PRESET_NOTES["tiny"])
     with gr.Accordion("DIDA instance level", open=True) as ui["dida_options"], gr.Row():
         ui["bank_size"] = gr.Number(value=300, precision=0, minimum=19, label="K (bank slots)")
@@ -204,7 +231,7 @@ def _outputs() -> list[Any]:
 
 def build(studio: Studio, shared: Shared) -> RunPickers:
     """Lay out and wire the tab (it has no run picker; opening it polls the session's job)."""
-    ui, shown = _inputs(), _outputs()
+    ui, shown = _inputs(studio), _outputs()
     job_id, timer, status, private = (
         gr.State(None),
         gr.Timer(1.0, active=False),
@@ -216,7 +243,8 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     )
     ui["method"].change(lambda m: gr.update(visible=m == "dida"), ui["method"], ui["dida_options"],
                         api_visibility=private)  # fmt: skip
-    names = ("method", "preset", "iters", "seed", "name", "bank_size", "tp", "ins_lambda")
+    names = ("method", "preset", "iters", "seed", "name", "bank_size", "tp", "ins_lambda",
+             "start_from")  # fmt: skip
     ui["start"].click(bind(start, studio), [ui[n] for n in names], [job_id, status, timer],
                       api_name="train_start")  # fmt: skip
     polled = [*shown, timer]
@@ -225,5 +253,7 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     )
     ui["stop"].click(bind(stop, studio), job_id, status, api_name="train_stop", queue=False)
     return RunPickers(
-        [], lambda: [], on_select=(bind(poll, studio), [job_id, shared.palette], polled)
+        [ui["start_from"]],
+        bind(refresh_start, studio),
+        on_select=(bind(poll, studio), [job_id, shared.palette], polled),
     )

@@ -431,7 +431,8 @@ def warm_start(cfg: TrainConfig, start: Path) -> TrainConfig:
     if not weights.is_file():
         raise runs.RunError(f"{start} has no {runs.MODEL} to start from; pick a run that has one")
     model = runs.read_json(Path(start) / runs.CONFIG)["model"]
-    return replace(cfg, model=ModelConfig.from_dict({**model, "init_weights": str(weights)}))
+    model.update(init_weights=str(weights), backbone_weights=None)  # the whole model is replaced
+    return replace(cfg, model=ModelConfig.from_dict(model))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -397,6 +397,7 @@ def test_warm_start_takes_the_start_runs_weights_and_architecture(tmp_path: Path
         started.state_dict().items(), trained.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+    assert cfg.model.backbone_weights is None
     (tmp_path / runs.CONFIG).write_text(json.dumps({"model": {}}))
     with pytest.raises(runs.RunError, match="has no model.safetensors to start from"):
         warm_start(cfg, tmp_path)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from test_studio import private_studio
@@ -283,6 +284,27 @@ def test_train_tab_starts_polls_and_stops_a_job(studio: Studio) -> None:
     assert warm.state == "finished", warm.error
     with pytest.raises(gr.Error, match="no job to stop"):
         train.stop(studio, None)
+
+
+def test_a_job_ending_during_a_poll_gets_one_more_poll(
+    studio: Studio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, _, _ = train.start(studio, "source_only", "tiny", 1, 0, "race_run", None, 0.1, None)
+    job = studio.trainer.get(job_id)
+    deadline = time.monotonic() + 120
+    while not job.done and time.monotonic() < deadline:
+        time.sleep(0.1)
+    job.state, real_table = "running", train.jobs_table  # a poll begins while the job runs ...
+
+    def ends_meanwhile(s: Studio) -> pd.DataFrame:
+        job.state = "stopped"  # ... and the job ends before the poll returns
+        return real_table(s)
+
+    monkeypatch.setattr(train, "jobs_table", ends_meanwhile)
+    first = train.poll(studio, job_id, "cityscapes")
+    assert "— running" in first[0] and first[-1].active is True
+    second = train.poll(studio, job_id, "cityscapes")
+    assert "— stopped" in second[0] and second[-1].active is False
 
 
 # --- the whole app ----------------------------------------------------------------------------

@@ -155,6 +155,7 @@ def poll(studio: Studio, job_id: str | None, palette: str) -> tuple[Any, ...]:
         idle = "No job started in this session."
         return idle, "", empty, empty, empty, jobs_table(studio), gr.Timer(active=False)
     job = studio.trainer.get(job_id)
+    done = job.done  # read first: a job ending during this poll gets one more tick to show it
     snapshot = studio.job_snapshot(job_id)
     bank = (
         message_figure("bank counts appear at checkpoints of DIDA runs")
@@ -163,7 +164,7 @@ def poll(studio: Studio, job_id: str | None, palette: str) -> tuple[Any, ...]:
     )
     return (
         status_text(studio, job), progress_html(job), loss_figure(job), miou_figure(job), bank,
-        jobs_table(studio), gr.Timer(active=not job.done),
+        jobs_table(studio), gr.Timer(active=not done),
     )  # fmt: skip
 
 

@@ -150,9 +150,12 @@ def _temperature(page, expect, shots: Path, tab: str) -> None:
 def _train(page, expect, shots: Path, tab: str) -> None:
     iterations = page.get_by_label("iterations")
     iterations.fill("300")
+    page.locator("#train-start-from input").click()
+    page.get_by_role("option", name="DAFormer-style · daformer", exact=False).click()
     page.locator("#train-start").click()
     status = page.locator("#train-status")
     expect(status.get_by_text("running", exact=False)).to_be_visible()
+    expect(status.get_by_text("model.init_weights=", exact=False)).to_be_visible()
     expect(page.locator("#train-progress").get_by_text("/ 300", exact=False)).to_be_visible()
     page.locator("#train-stop").click()
     expect(status.get_by_text("stopped", exact=False)).to_be_visible()

@@ -204,8 +204,9 @@ def _inputs(studio: Studio) -> dict[str, Any]:
         )
     ui["start_from"] = gr.Dropdown(
         start_choices(studio), value=SCRATCH, label="start from", elem_id="train-start-from",
-        info="the weights (and model config) of a trained run; adaptation from scratch is slow on "
-        "a CPU — from the shipped source-only checkpoint it shows within a few hundred iterations",
+        info="the weights (and model config) of a run or shipped checkpoint; on SynthCity, "
+        "adaptation started from a trained source-only model gains over source-only, from scratch "
+        "it does not at CPU budgets (docs/BENCHMARKS.md)",
     )  # fmt: skip
     ui["note"] = gr.Markdown(PRESET_NOTES["tiny"])
     with gr.Accordion("DIDA instance level", open=True) as ui["dida_options"], gr.Row():

@@ -117,15 +117,20 @@ def compare(rows: dict, a: str = "daformer", b: str = "dida") -> str:
     parts = []
     for metric in ("mIoU", "overlap_mIoU", "rare_mIoU"):
         (ma, sa, na), (mb, sb, nb) = rows[a][metric], rows[b][metric]
-        diff, spread = mb - ma, max(sa, sb)
-        if min(na, nb) < 2:
-            verdict = "one seed: no spread to judge it against"
-        elif abs(diff) <= spread:
-            verdict = f"within the seed spread, largest std {spread:.1f}"
-        else:
-            verdict = f"larger than the seed spread, largest std {spread:.1f}"
-        parts.append(f"{metric}: {b} − {a} = {diff:+.1f} ({verdict})")
+        diff = mb - ma
+        parts.append(f"{metric}: {b} − {a} = {diff:+.1f} ({_verdict(diff, (sa, na), (sb, nb))})")
     return "; ".join(parts)
+
+
+def _verdict(diff: float, *rows: tuple[float, int]) -> str:
+    """``diff`` against the largest std of the rows with several seeds ((std, seeds) each)."""
+    spreads = [std for std, seeds in rows if seeds >= 2]
+    if not spreads:
+        return "one seed: no spread to judge it against"
+    spread = max(spreads)
+    side = "within" if abs(diff) <= spread else "larger than"
+    other = "" if len(spreads) == len(rows) else "; the other row has one seed"
+    return f"{side} the seed spread, largest std {spread:.1f}{other}"
 
 
 def sweep_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:

@@ -208,6 +208,12 @@ def test_main_table_means_over_seeds_and_judges_the_spread() -> None:
     assert compare(rows, "daformer", "proda").startswith("(daformer or proda not finished")
     _, single = main_table(found[:1] + found[2:3])
     assert "one seed: no spread" in compare(single)
+    _, mixed = main_table(found[:3])
+    assert "overlap_mIoU: dida − daformer = +10.0 (larger than the seed spread, largest std 0.0; " \
+        "the other row has one seed)" in compare(mixed)  # fmt: skip
+    assert "mIoU: dida − daformer = -1.0 (within the seed spread, largest std 2.8; the" in compare(
+        mixed
+    )
 
 
 def test_sweep_table_sorts_values() -> None:
@@ -367,7 +373,8 @@ def test_warm_report_compares_dida_daformer_and_the_control(tmp_path: Path) -> N
     text = write_reports("warm", bench.warm_jobs(), tmp_path, tmp_path / "docs").read_text()
     assert "| DAFormer-style, from source-only | 3 |" in text and "Not finished" not in text
     assert "mIoU: dida_warm − daformer_warm = -3.0 (larger than the seed spread" in text
-    assert "mIoU: daformer_warm − source_only_more = +3.0 (one seed" in text
+    assert "mIoU: daformer_warm − source_only_more = +3.0 (larger than the seed spread, largest std " \
+        "1.0; the other row has one seed)" in text  # fmt: skip
     assert (tmp_path / "docs" / "figures" / "bench_warm.png").stat().st_size > 1000
 
 

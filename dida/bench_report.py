@@ -200,13 +200,13 @@ def _num(value: float | None, digits: int) -> str:
 # Plots
 
 
-def _axes(n: int, title: str):
+def _axes(n: int, title: str, width: float = 4.2):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, 3.4), squeeze=False)
     fig.suptitle(title)
     return fig, axes[0]
 
@@ -250,7 +250,7 @@ def plot_main(rows: dict, labels: dict[str, str], path: Path, title: str) -> Non
     """Bars of mIoU, overlap mIoU and rare mIoU per method (error bars = seed std)."""
     if not rows:
         return
-    fig, axes = _axes(1, title)
+    fig, axes = _axes(1, title, width=max(4.2, 0.9 * len(rows)))
     keys, width = list(rows), 0.27
     for i, metric in enumerate(("mIoU", "overlap_mIoU", "rare_mIoU")):
         means = [rows[k][metric][0] for k in keys]
@@ -260,7 +260,7 @@ def plot_main(rows: dict, labels: dict[str, str], path: Path, title: str) -> Non
         np.arange(len(keys)), [labels[k] for k in keys], rotation=25, ha="right", fontsize=7
     )
     axes[0].set_ylabel("%")
-    axes[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
 
 

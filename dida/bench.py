@@ -40,7 +40,7 @@ from dida.bench_report import ABLATION_DEFAULTS, write_reports
 from dida.bench_scores import BENCH_EVAL, score_run
 from dida.data.synthcity import SynthCityConfig
 from dida.data.uda import DataConfig, domain_roots
-from dida.train import TrainConfig, build_parser, config_from_args
+from dida.train import TrainConfig, build_parser, config_from_args, flat_config
 
 SUITES = ("main", "quick", "ablations", "shift", "warm", "shiftwarm")
 SEEDS = (0, 1, 2)
@@ -332,22 +332,17 @@ def config_mismatch(job: Job, runs_root: Path) -> list[str]:
     path = job.run_dir(runs_root) / runs.CONFIG
     if not path.exists():
         return []
-    stored = _flat(TrainConfig.from_dict(runs.read_json(path)).to_dict())
-    wanted = _flat(job_config(job, runs_root).to_dict())
+    stored = _comparable(TrainConfig.from_dict(runs.read_json(path)))
+    wanted = _comparable(job_config(job, runs_root))
     return sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys → JSON-normalised leaves; a start-weights path is compared by the run it names
+def _comparable(cfg: TrainConfig) -> dict[str, Any]:
+    """Dotted keys → JSON-normalised values; a start-weights path is compared by the run it names
     (``suite/name/file``: bench runs are launched from any folder, absolute or relative)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        elif key == "init_weights" and value is not None:
-            flat[prefix + key] = Path(value).parts[-3:]
-        else:
-            flat[prefix + key] = json.loads(json.dumps(value))
+    flat = json.loads(json.dumps(flat_config(cfg)))
+    if flat.get("model.init_weights"):
+        flat["model.init_weights"] = list(Path(flat["model.init_weights"]).parts[-3:])
     return flat
 
 

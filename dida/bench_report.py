@@ -171,11 +171,16 @@ def shift_table(
     shifts = sorted({s for d in data.values() for s in d})
     lines = ["| method | " + " | ".join(f"shift {s:g}" for s in shifts) + " |"]
     lines.append("|---|" + "---|" * len(shifts))
-    rows = {**data, **{f"{a} − {b}": shift_difference(data, a, b) for a, b in differences}}
-    for method, by_shift in rows.items():
-        cells = (_signed(v) if "−" in method else _pct(v) for v in map(by_shift.get, shifts))
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += [_shift_row(method, by_shift, shifts, _pct) for method, by_shift in data.items()]
+    lines += [
+        _shift_row(f"{a} − {b}", shift_difference(data, a, b), shifts, _signed)
+        for a, b in differences
+    ]
     return "\n".join(lines), data
+
+
+def _shift_row(name: str, by_shift: dict[float, float], shifts: list[float], cell) -> str:
+    return f"| {name} | " + " | ".join(cell(by_shift.get(s)) for s in shifts) + " |"
 
 
 def shift_difference(data: dict[str, dict[float, float]], a: str, b: str) -> dict[float, float]:

@@ -574,8 +574,13 @@ class TrainQueue:
             raise ValueError(
                 f"a run named {name!r} already exists in {self.runs_dir}; pick another name"
             )
-        job = TrainJob(f"job{next(self._ids)}", name, config, self.runs_dir / name)
-        job.command = command or ["studio"]
+        job = TrainJob(
+            f"job{next(self._ids)}",
+            name,
+            config,
+            self.runs_dir / name,
+            command=command or ["studio"],
+        )
         with self._lock:
             self.jobs[job.job_id] = job
             self._pending.append(job.job_id)

@@ -390,20 +390,22 @@ def cli_args(cfg: TrainConfig, preset: str, name: str, runs_dir: str | Path) -> 
     ``config_from_args``): the preset, then ``--set`` for every field the config changes."""
     from dida.presets import preset_config
 
-    base = _flat_config(preset_config(preset, cfg.method))
+    base = flat_config(preset_config(preset, cfg.method))
     args = ["--method", cfg.method, "--preset", preset, "--seed", str(cfg.seed)]
     args += ["--iters", str(cfg.iters), "--device", cfg.device, "--name", name]
     args += ["--runs", str(runs_dir)]
-    changed = {k: v for k, v in _flat_config(cfg).items() if base.get(k, ...) != v}
-    for key in sorted(changed.keys() - {"seed", "iters", "device"}):
+    changed = {k: v for k, v in flat_config(cfg).items() if base.get(k, ...) != v}
+    for key in sorted(changed.keys() - {"method", "seed", "iters", "device"}):
         args += ["--set", f"{key}={_cli_value(changed[key])}"]
     return args
 
 
-def _flat_config(cfg: TrainConfig) -> dict[str, Any]:
-    """Dotted ``--set`` keys of a config → values (method options under ``method.``)."""
+def flat_config(cfg: TrainConfig) -> dict[str, Any]:
+    """Dotted ``--set`` keys of a config → values (method options under ``method.``; the method's
+    name under ``method``)."""
     d = cfg.to_dict()
-    flat = {f"method.{k}": v for k, v in d.pop("method")["options"].items()}
+    method = d.pop("method")
+    flat = {"method": method["name"], **{f"method.{k}": v for k, v in method["options"].items()}}
     for section in ("model", "optim", "data"):
         flat.update({f"{section}.{k}": v for k, v in d.pop(section).items()})
     return {**flat, **d}

@@ -3,6 +3,8 @@
 * ``tiny``    — a few iterations on the tiny SynthCity split; for tests and smoke runs (seconds).
 * ``quick``   — a short run: source-only finishes in about 5 minutes on 2 CPU cores.
 * ``default`` — the benchmark preset (docs/BENCHMARKS.md): 1500 iterations.
+* ``long``    — the default recipe for 16,000 iterations, evaluated and snapshotted at √2-spaced
+  iterations (learning curves: ``python -m dida.bench --suite curves``).
 
 Each preset is a plain dict of TrainConfig fields; ``preset_config`` builds the TrainConfig.
 """
@@ -10,6 +12,8 @@ Each preset is a plain dict of TrainConfig fields; ``preset_config`` builds the 
 from __future__ import annotations
 
 from typing import Any
+
+from dida.config import TrainConfig
 
 # Calibrated on SynthCity (docs/BENCHMARKS.md, "Calibrating the CPU presets"): no ImageNet weights
 # offline, so a higher LR than DAFormer's 6e-5 with its head x10, and no stochastic depth or dropout
@@ -23,6 +27,10 @@ _SYNTHCITY_DATA = {
     "crop": [256, 256],
     "batch_size": 2,
 }
+
+LONG_ITERS = 16000
+CURVE_SNAPSHOTS = [round(250 * 2 ** (k / 2)) for k in range(13)]
+"""250, 354, 500, 707, 1000, ..., 11314, 16000: √2-spaced learning-curve points."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -59,6 +67,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optim": {**_FROM_SCRATCH, "warmup_iters": 150},
         "data": {**_SYNTHCITY_DATA, "val_images": None},
     },
+    "long": {
+        "iters": LONG_ITERS,
+        "eval_interval": 0,
+        "log_interval": 50,
+        "checkpoint_interval": 500,
+        "snapshot_iters": CURVE_SNAPSHOTS,
+        "model": _CPU_MODEL,
+        "optim": {**_FROM_SCRATCH, "warmup_iters": 150},
+        "data": {**_SYNTHCITY_DATA, "val_images": None},
+    },
 }
 
 
@@ -88,11 +106,9 @@ METHOD_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
 """Per preset, per method: method options that differ from the method's defaults (why: beside each)."""
 
 
-def preset_config(preset: str, method: str, **overrides: Any):
+def preset_config(preset: str, method: str, **overrides: Any) -> TrainConfig:
     """The TrainConfig of ``preset`` for ``method`` (the preset's method options included);
     unknown presets raise with the valid names."""
-    from dida.train import TrainConfig
-
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
     options = dict(METHOD_OPTIONS.get(preset, {}).get(method, {}))

@@ -8,6 +8,7 @@ Layout of one run::
       checkpoint.safetensors   model + method state + optimizer (+ loop state in the metadata), for resuming
       model.safetensors        student weights only, for inference
       bank_history.safetensors DIDA instance-bank snapshots (DIDA runs only)
+      snapshots/model_<it>.safetensors  eval-model copies at ``snapshot_iters`` (learning curves)
       status.json              {"state": "running" | "finished" | "stopped" | "failed", ...}
       README.md                human-readable summary
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from safetensors.torch import save as st_save
 from dida.model import ModelConfig, SegModel
 
 CONFIG, METRICS, STATUS, SUMMARY = "config.json", "metrics.jsonl", "status.json", "README.md"
+SNAPSHOTS = "snapshots"
 CHECKPOINT, MODEL, BANK_HISTORY = (
     "checkpoint.safetensors",
     "model.safetensors",
@@ -42,6 +45,38 @@ CHECKPOINT, MODEL, BANK_HISTORY = (
 
 class RunError(RuntimeError):
     """A run directory is missing, incomplete or unreadable."""
+
+
+class RunNameError(RunError, ValueError):
+    """A run name breaks the naming rule (:data:`RUN_NAME_RULE`)."""
+
+
+MAX_RUN_NAME = 100
+_RUN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+RUN_NAME_RULE = (
+    f"1-{MAX_RUN_NAME} characters from A-Z a-z 0-9 _ . -, not starting with a dot or a dash "
+    "(one folder directly under the runs folder)"
+)
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it is a safe run-folder name (:data:`RUN_NAME_RULE`), else :class:`RunNameError`."""
+    if not isinstance(name, str) or not name:
+        raise RunNameError(f"a run name is required: {RUN_NAME_RULE}")
+    if len(name) > MAX_RUN_NAME or not _RUN_NAME.fullmatch(name):
+        shown = name if len(name) <= 40 else name[:40] + "…"
+        raise RunNameError(f"run name {shown!r} is not allowed: use {RUN_NAME_RULE}")
+    return name
+
+
+def run_path(runs_dir: str | Path, name: str) -> Path:
+    """``runs_dir / name`` for a checked name, verified to resolve to a folder directly inside
+    ``runs_dir`` (no traversal, no symlink out of it)."""
+    root = Path(runs_dir).resolve()
+    path = (root / check_run_name(name)).resolve()
+    if path.parent != root:
+        raise RunNameError(f"run name {name!r} resolves outside {runs_dir}; use {RUN_NAME_RULE}")
+    return Path(runs_dir) / name
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -162,7 +197,7 @@ class RunInfo:
 
 def create_run(runs_dir: str | Path, name: str, config: dict[str, Any]) -> Path:
     """Create ``runs_dir/name`` with its config; refuses to overwrite a different existing run."""
-    run_dir = Path(runs_dir) / name
+    run_dir = run_path(runs_dir, name)
     if (run_dir / CONFIG).exists():
         old = read_json(run_dir / CONFIG)
         if _comparable(old) != _comparable(config):

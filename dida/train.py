@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dida import runs
+from dida.config import TrainConfig
 from dida.data.uda import DataConfig, UDAData, build_uda_data, domain_roots
 from dida.distributed import (
     DistInfo,
@@ -36,74 +37,12 @@ from dida.distributed import (
     shutdown_distributed,
 )
 from dida.methods.base import Method, MethodContext, unwrap
-from dida.methods.registry import METHODS, build_method, method_config, trained_domains
+from dida.methods.registry import METHODS, build_method, trained_domains
 from dida.model import ModelConfig, SegModel
 from dida.optim import OptimConfig, build_optimizer, set_lr
+from dida.presets import PRESETS, preset_config
 from dida.records import Recorder
 from dida.validate import evaluate_model
-
-
-@dataclass
-class TrainConfig:
-    """Everything needed to rebuild a run: data, model, method, optimizer, schedule, seed."""
-
-    method: str = "source_only"
-    """Method name, a key of ``dida.methods.registry.METHODS``."""
-    method_options: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the method's config dataclass fields."""
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    iters: int = 1000
-    """Total training iterations (the poly schedule decays to 0 at this point)."""
-    seed: int = 0
-    """Seeds weights, data order, augmentation and method randomness."""
-    eval_interval: int = 250
-    """Evaluate on the target validation split every N iterations (and at the end); 0 = only at the end."""
-    log_interval: int = 10
-    """Write a train record every N iterations."""
-    checkpoint_interval: int = 250
-    """Write checkpoint.safetensors every N iterations (and at the end / on stop)."""
-    device: str = "auto"
-    """'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = ModelConfig(**self.model)
-        if isinstance(self.optim, dict):
-            self.optim = OptimConfig(**self.optim)
-        if isinstance(self.data, dict):
-            self.data = DataConfig(**self.data)
-        method_config(self.method, self.method_options)
-        if self.iters < 1:
-            raise ValueError(f"iters must be >= 1 (got {self.iters})")
-        for name in ("eval_interval", "log_interval", "checkpoint_interval"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": {"name": self.method, "options": dict(self.method_options)},
-            "model": self.model.to_dict(),
-            "optim": self.optim.to_dict(),
-            "data": asdict(self.data),
-            **{k: getattr(self, k) for k in _SCALARS},
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        method = d["method"]
-        return cls(
-            method=method["name"],
-            method_options=method.get("options", {}),
-            model=ModelConfig.from_dict(d["model"]),
-            optim=OptimConfig(**d["optim"]),
-            data=DataConfig(**d["data"]),
-            **{k: d[k] for k in _SCALARS if k in d},
-        )
-
-
-_SCALARS = ("iters", "seed", "eval_interval", "log_interval", "checkpoint_interval", "device")
 
 
 @dataclass
@@ -135,6 +74,7 @@ class _Loop:
     optimizer: torch.optim.Optimizer
     recorder: Recorder
     start_it: int = 0
+    timer: _Timer | None = None
 
 
 def run_config(cfg: TrainConfig, argv: list[str] | None = None) -> dict[str, Any]:
@@ -200,19 +140,28 @@ def _wrap(model: nn.Module, dist: DistInfo) -> nn.Module:
 
 
 def _iterate(loop: _Loop, stop: Callable[[], bool]) -> Iterator[TrainEvent]:
-    cfg, timer = loop.cfg, _Timer(loop.start_it, loop.cfg.iters)
+    cfg, timer = loop.cfg, loop.timer
     batches = loop.data.batches(start_it=loop.start_it)
     for it in range(loop.start_it, cfg.iters):
         if broadcast_flag(stop(), loop.dist):
             yield from _finish(loop, it, "stopped")
             return
+        timer.begin()
         losses, lr = _train_step(loop, next(batches), it)
         timer.tick()
         done = it + 1
         if cfg.log_interval and (done % cfg.log_interval == 0 or done == cfg.iters):
             yield _log_train(loop, done, losses, lr, timer)
-        if done < cfg.iters and cfg.eval_interval and done % cfg.eval_interval == 0:
+        if (
+            done < cfg.iters
+            and cfg.eval_interval
+            and done % cfg.eval_interval == 0
+            or done < cfg.iters
+            and done in cfg.snapshot_iters
+        ):
             yield _evaluate(loop, done)
+        if done in cfg.snapshot_iters:
+            _save_snapshot(loop, done)
         if done < cfg.iters and cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0:
             yield _checkpoint(loop, done)
     yield _evaluate(loop, cfg.iters)
@@ -247,6 +196,7 @@ def _log_train(loop: _Loop, it: int, losses: dict, lr: float, timer: _Timer) -> 
     if loop.dist.is_main:
         samples = it * loop.cfg.data.batch_size * loop.dist.world_size  # source images seen so far
         record = {"kind": "train", "it": it, "samples": samples, "lr": lr, "it_per_s": timer.rate}
+        record.update(timer.cost())
         record["eta_s"], record["peak_mem_mb"] = timer.eta, peak_memory_mb(loop.dist.device)
         runs.append_metrics(loop.run_dir, {**record, **losses, "time": time.time()})
         runs.write_status(loop.run_dir, "running", it=it, max_iters=loop.cfg.iters, eta_s=timer.eta)
@@ -274,6 +224,13 @@ def _evaluate(loop: _Loop, it: int) -> TrainEvent:
     return _event(loop, "eval", it, metrics=metrics)
 
 
+def _save_snapshot(loop: _Loop, it: int) -> None:
+    """Keep the eval model of iteration ``it`` for learning curves (``snapshots/``)."""
+    if loop.dist.is_main:
+        path = loop.run_dir / runs.SNAPSHOTS / f"model_{it:06d}.safetensors"
+        runs.save_state(path, loop.method.eval_model.state_dict(), {"it": it, **loop.timer.cost()})
+
+
 def _checkpoint(loop: _Loop, it: int) -> TrainEvent:
     if loop.dist.is_main:
         state = {
@@ -281,7 +238,7 @@ def _checkpoint(loop: _Loop, it: int) -> TrainEvent:
             "method": loop.method.state_dict(),
             "optimizer": loop.optimizer.state_dict(),
         }
-        runs.save_state(loop.run_dir / runs.CHECKPOINT, state, {"it": it})
+        runs.save_state(loop.run_dir / runs.CHECKPOINT, state, {"it": it, **loop.timer.cost()})
         runs.save_state(loop.run_dir / runs.MODEL, loop.method.eval_model.state_dict(), {"it": it})
         loop.recorder.save(loop.run_dir)
     return _event(loop, "checkpoint", it)
@@ -298,9 +255,11 @@ def _finish(loop: _Loop, it: int, state: str) -> Iterator[TrainEvent]:
 def _resume(loop: _Loop) -> None:
     """Continue from ``checkpoint.safetensors`` when the run directory has one."""
     path = loop.run_dir / runs.CHECKPOINT
+    loop.timer = _Timer(0, loop.cfg.iters)
     if not path.exists():
         return
     state, meta = runs.load_state(path, device=str(loop.dist.device))
+    loop.timer = _Timer(int(meta["it"]), loop.cfg.iters, meta)
     unwrap(loop.method.model).load_state_dict(state["model"])
     loop.method.load_state_dict(state["method"])
     loop.optimizer.load_state_dict(state["optimizer"])
@@ -315,21 +274,28 @@ def _event(loop: _Loop, kind: str, it: int, **kw: Any) -> TrainEvent:
 
 
 class _Timer:
-    """Iterations per second (exponential moving average) and the time left."""
+    """Iterations per second (exponential moving average of step time), the time left, and the
+    run's cumulative training cost (CPU and wall seconds of steps, evaluations excluded; carried
+    across resumes by the checkpoint metadata)."""
 
-    def __init__(self, start_it: int, max_iters: int) -> None:
-        self.it, self.max_iters, self.last, self.rate = (
-            start_it,
-            max_iters,
-            time.perf_counter(),
-            0.0,
-        )
+    def __init__(self, start_it: int, max_iters: int, cost: dict[str, float] | None = None) -> None:
+        self.it, self.max_iters, self.rate = start_it, max_iters, 0.0
+        self.cpu_s = float((cost or {}).get("train_cpu_s", 0.0))
+        self.wall_s = float((cost or {}).get("train_wall_s", 0.0))
+        self.begin()
+
+    def begin(self) -> None:
+        self._wall0, self._cpu0 = time.perf_counter(), time.process_time()
 
     def tick(self) -> None:
-        now = time.perf_counter()
-        inst = 1.0 / max(now - self.last, 1e-9)
-        self.rate = inst if self.rate == 0 else 0.9 * self.rate + 0.1 * inst
-        self.it, self.last = self.it + 1, now
+        step = max(time.perf_counter() - self._wall0, 1e-9)
+        self.cpu_s += time.process_time() - self._cpu0
+        self.wall_s += step
+        self.rate = 1 / step if self.rate == 0 else 0.9 * self.rate + 0.1 / step
+        self.it += 1
+
+    def cost(self) -> dict[str, float]:
+        return {"train_cpu_s": round(self.cpu_s, 3), "train_wall_s": round(self.wall_s, 3)}
 
     @property
     def eta(self) -> float:
@@ -362,8 +328,6 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Preset → method → CLI overrides, in that order."""
-    from dida.presets import preset_config
-
     cfg = preset_config(args.preset, args.method)
     overrides = parse_overrides(args.set or [])
     data = {**asdict(cfg.data), **overrides.pop("data", {})}
@@ -388,8 +352,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def cli_args(cfg: TrainConfig, preset: str, name: str, runs_dir: str | Path) -> list[str]:
     """The ``python -m dida.train`` arguments that rebuild ``cfg`` (the inverse of
     ``config_from_args``): the preset, then ``--set`` for every field the config changes."""
-    from dida.presets import preset_config
-
     base = flat_config(preset_config(preset, cfg.method))
     args = ["--method", cfg.method, "--preset", preset, "--seed", str(cfg.seed)]
     args += ["--iters", str(cfg.iters), "--device", cfg.device, "--name", name]
@@ -422,8 +384,6 @@ def _cli_value(value: Any) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dida.presets import PRESETS
-
     p = argparse.ArgumentParser(prog="python -m dida.train", description=__doc__.split("\n")[0])
     p.add_argument("--method", choices=sorted(METHODS), default="source_only")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")

@@ -50,6 +50,7 @@ from dida.data.datasets import (
     class_pixel_totals,
     load_class_stats,
 )
+from dida.data.imageio import ImageSizeError, open_image
 from dida.data.overlap import OverlapIndex, build_overlap_index
 from dida.data.synthcity import ensure_synthcity, read_manifest, synthcity_roots
 from dida.evaluate import confusion_matrix, seg_metrics
@@ -356,13 +357,11 @@ def load_upload(path: str | Path) -> tuple[np.ndarray, list[str]]:
     is not an image, is larger than ``MAX_UPLOAD_PIXELS`` or smaller than 32 x 32.
     """
     path = Path(path)
-    Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS * 4
     try:
-        with Image.open(path) as im:
-            im.load()
+        with open_image(path, MAX_UPLOAD_PIXELS) as im:
             image, notes = _to_rgb(im, path.name)
-    except Image.DecompressionBombError as err:
-        raise UploadError(f"{path.name} is too large ({err}); upload a smaller image") from err
+    except ImageSizeError as err:
+        raise UploadError(str(err)) from None
     except (OSError, SyntaxError, ValueError) as err:
         if isinstance(err, UploadError):
             raise
@@ -374,11 +373,6 @@ def load_upload(path: str | Path) -> tuple[np.ndarray, list[str]]:
 
 def _to_rgb(im: Image.Image, name: str) -> tuple[np.ndarray, list[str]]:
     w, h = im.size
-    if w * h > MAX_UPLOAD_PIXELS:
-        raise UploadError(
-            f"{name} is {w}x{h} = {w * h / 1e6:.1f} MP, above the {MAX_UPLOAD_PIXELS / 1e6:.0f} MP "
-            "limit; resize it (e.g. to 1024 pixels wide) and upload again"
-        )
     if min(w, h) < MIN_UPLOAD_SIDE:
         raise UploadError(f"{name} is {w}x{h}; the model needs at least 32x32 pixels")
     notes = []

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dida.data.imageio import MAX_DATASET_PIXELS, ImageSizeError, open_image
 from dida.data.classes import (
     CITYSCAPES_TO_TRAIN,
     CLASSES,
@@ -63,7 +64,7 @@ def _decode(
 ) -> np.ndarray:
     """Fully decode a PNG whose PIL mode must be one of ``modes``; errors name the file."""
     try:
-        with Image.open(path) as im:
+        with open_image(path, MAX_DATASET_PIXELS) as im:
             if im.mode not in modes:
                 raise DatasetError(
                     f"{path}: {what} has PIL mode {im.mode!r}, expected one of {list(modes)}; "
@@ -76,6 +77,8 @@ def _decode(
         raise
     except FileNotFoundError:
         raise DatasetError(f"{path}: {what} file not found") from None
+    except ImageSizeError as err:
+        raise DatasetError(f"{path}: {what}: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise DatasetError(
             f"{path}: cannot decode {what} ({err}); the file is truncated or corrupt, "
@@ -86,10 +89,12 @@ def _decode(
 def _png_rawmode(path: Path) -> str:
     """The PIL raw mode of a PNG's pixel data, e.g. 'RGB;16B' for 16-bit big-endian RGB."""
     try:
-        with Image.open(path) as im:
+        with open_image(path, MAX_DATASET_PIXELS) as im:
             args = im.tile[0][3] if im.tile else ""
     except FileNotFoundError:
         raise DatasetError(f"{path}: label file not found") from None
+    except ImageSizeError as err:
+        raise DatasetError(f"{path}: label: {err}") from None
     except (OSError, SyntaxError) as err:
         raise DatasetError(f"{path}: cannot decode label ({err}); copy it again") from err
     return args[0] if isinstance(args, tuple) else str(args)

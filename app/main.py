@@ -15,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402  (the analytics switch must be set before the import)
 import numpy as np  # noqa: E402
 
+from app.errors import client_text  # noqa: E402
 from app.views import bank, compare, longtail, temperature, train, umap  # noqa: E402
 from app.views.common import PALETTE_CHOICES, RunPickers, Shared, bind, image_grid  # noqa: E402
 from dida.studio import Studio  # noqa: E402
@@ -46,7 +47,8 @@ def problems_text(studio: Studio) -> str:
     """Runs that could not be listed (shown under the header, never silently skipped)."""
     if not studio.problems:
         return ""
-    return "**Some folders could not be read:**\n" + "\n".join(f"- {p}" for p in studio.problems)
+    lines = "\n".join(f"- {client_text(p)}" for p in studio.problems)
+    return "**Some folders could not be read:**\n" + lines
 
 
 def refresh_all(studio: Studio) -> str:
@@ -114,8 +116,14 @@ def launch_app(
     port: int | None = 7860,
     prevent_thread_lock: bool = False,
     quiet: bool = False,
+    auth: list[tuple[str, str]] | None = None,
 ) -> tuple[gr.Blocks, str]:
-    """Build, queue and serve the app; returns (demo, local URL)."""
+    """Build, queue and serve the app; returns (demo, local URL).
+
+    ``auth``: (user, password) pairs required to log in (``app.auth.credentials_for``). Clients see
+    ``gr.Error`` messages (made path-free by ``app.errors.client_text``) and a generic "Error" for
+    anything else; full tracebacks go to the server's console only (``show_error=False``).
+    """
     threading.Thread(target=warm_up_figures, name="warm-figures", daemon=True).start()
     demo = build_app(studio)
     demo.queue(max_size=64, default_concurrency_limit=2)
@@ -124,9 +132,10 @@ def launch_app(
         server_name=host,
         server_port=port,
         share=False,
+        auth=auth,
         prevent_thread_lock=prevent_thread_lock,
         quiet=quiet,
-        show_error=True,
+        show_error=False,
         max_file_size=MAX_FILE_SIZE,
         allowed_paths=allowed,
         footer_links=["api", "gradio"],

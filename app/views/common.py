@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
+from app.errors import client_text
 from dida import runs
 from dida.studio import Studio, UploadError
 
@@ -82,8 +83,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
-            message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-            raise gr.Error(str(message)) from err
+            raise gr.Error(client_text(err)) from err  # the full text goes to the server log
 
     return wrapper
 

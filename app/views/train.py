@@ -14,6 +14,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+from app.errors import client_text
 from app.views.bank import counts_figure
 from app.views.common import (
     RunPickers,
@@ -88,7 +89,7 @@ def _state_line(studio: Studio, job: TrainJob) -> str:
     if job.state == "running":
         return f"{head} — running"
     if job.state == "failed":
-        return f"{head} — **failed**: {job.error}"
+        return f"{head} — **failed**: {client_text(job.error)}"
     return f"{head} — {job.state}; the run is listed in every tab now"
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import plotly
 import plotly.graph_objects as go
 
+from app.errors import client_text
 from app.views.common import (
     RunPickers,
     Shared,
@@ -157,7 +158,7 @@ def _status(used: str, method: str, state: str | None) -> str:
     if used == "umap":
         return "UMAP (fitted once on the run's last snapshot; other snapshots are placed into it)."
     if state and state.startswith("failed"):
-        return f"UMAP failed ({state}); showing PCA."
+        return f"UMAP failed ({client_text(state)}); showing PCA."
     return "Showing PCA while UMAP computes in the background…"
 
 

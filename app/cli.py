@@ -1,0 +1,153 @@
+"""Start DIDA Studio in the browser (``dida-studio`` or ``python launch.py``).
+
+    dida-studio [--data DIR] [--runs DIR] [--assets DIR] [--host 127.0.0.1] [--port 7860]
+
+Opens SynthCity's target val images under ``--data`` (only the val split is generated on first
+launch, a few seconds), the shipped checkpoints under ``--assets/checkpoints`` and every run directory
+under ``--runs`` (finished or in progress). Nothing is downloaded; the server listens on localhost
+unless ``--host`` says otherwise, and then only with a login (``DIDA_STUDIO_AUTH`` or
+``--auth-file``; see docs/SECURITY.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from app.auth import AuthError, Credentials, credentials_for, is_loopback
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def command_name() -> str:
+    """How the user started the app: ``python launch.py`` or the ``dida-studio`` command."""
+    return "python launch.py" if Path(sys.argv[0]).name == "launch.py" else "dida-studio"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of the app (``argv`` None: ``sys.argv[1:]``)."""
+    p = argparse.ArgumentParser(prog=command_name(), description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--data", default="data/synthcity", help="SynthCity root (val split generated if missing)"
+    )
+    p.add_argument(
+        "--runs", action="append", help="folder of run directories (repeatable; default runs)"
+    )
+    p.add_argument("--assets", default="assets", help="folder holding checkpoints/<name>/")
+    p.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on; any non-loopback address (0.0.0.0 exposes the app) needs "
+        "credentials from DIDA_STUDIO_AUTH=user:password[,...] or --auth-file",
+    )  # fmt: skip
+    p.add_argument(
+        "--auth-file",
+        help="file of user:password lines (mode 600) required to log in to the app",
+    )
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--data-preset", default="default", help="SynthCity preset of --data")
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (1 keeps a shared 2-core machine responsive; a forward pass "
+        "stalls with 2 threads under load, see docs/BENCHMARKS.md)",
+    )  # fmt: skip
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the app until Ctrl+C or SIGTERM; 2 when the arguments or credentials are refused."""
+    args = parse_args(argv)
+    try:
+        auth = credentials_for(args.host, args.port, args.auth_file, command=command_name())
+    except AuthError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    studio = _open_studio(args)
+    if studio is None:
+        return 2
+    from app.main import launch_app
+
+    featured = studio.featured_runs()
+    studio.prefetch(featured)  # after the imports: the GIL they hold would slow the forward passes
+    demo, _ = launch_app(
+        studio, args.host, args.port, prevent_thread_lock=True, quiet=True, auth=auth
+    )
+    seconds = time.perf_counter() - start
+    print(f"{ready_line(args.host, demo.server_port, auth)} ({seconds:.1f} s)", flush=True)
+    threading.Thread(target=_background, args=(studio, featured), daemon=True).start()
+    _block(studio)
+    return 0
+
+
+def _open_studio(args: argparse.Namespace):
+    """The engine façade over ``--data``, ``--runs`` and ``--assets``; None (after saying why)
+    when a folder is refused."""
+    import torch
+
+    from dida.analysis import numba_cache_dir
+    from dida.data.synthcity import read_manifest
+    from dida.studio import Studio
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
+    if read_manifest(args.data) is None:
+        print(f"generating SynthCity's val split under {args.data} (first launch, a few seconds)…")
+    try:
+        return Studio(args.data, args.runs or ["runs"], args.assets, args.device, args.data_preset)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
+def bound_url(host: str, port: int) -> str:
+    """The address the server is bound to, as a URL (IPv6 in brackets)."""
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"http://{host}:{port}"
+    return f"http://[{literal}]:{port}" if literal.version == 6 else f"http://{literal}:{port}"
+
+
+def ready_line(host: str, port: int, auth: Credentials | None) -> str:
+    """What the console says once the server answers: the bound URL, who can reach it, the login."""
+    url = bound_url(host, port)
+    if is_loopback(host):
+        reach = "this machine only"
+    elif host.strip("[]") in ("0.0.0.0", "::"):
+        reach = f"every address of this machine: open http://<this machine's name or IP>:{port}"
+    else:
+        reach = "other machines on the network"
+    users = f"login required ({len(auth)} user(s))" if auth else "no login"
+    return f"DIDA Studio ready at {url} — reachable from {reach}; {users}; Ctrl+C stops it"
+
+
+def _background(studio, featured: list[str]) -> None:
+    """Slow preparations, started once the first page's predictions are ready so they do not
+    compete with it: the overlap index, source class statistics and the UMAP warm-up."""
+    studio.worker.wait(("prefetch", tuple(featured), 0), timeout=300)
+    studio.index_overlaps()
+    studio.source_stats()
+    studio.warm_up()
+
+
+def _block(studio) -> None:
+    """Wait for Ctrl+C or SIGTERM (treated alike), then stop the studio's workers."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        studio.shutdown()
+        print("stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop the way Ctrl+C does."""
+    raise KeyboardInterrupt

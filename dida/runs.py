@@ -9,8 +9,16 @@ Layout of one run::
       model.safetensors        student weights only, for inference
       bank_history.safetensors DIDA instance-bank snapshots (DIDA runs only)
       snapshots/model_<it>.safetensors  eval-model copies at ``snapshot_iters`` (learning curves)
-      status.json              {"state": "running" | "finished" | "stopped" | "failed", ...}
+      status.json              {"state": "running" | "finished" | "stopped" | "failed", "it": progress,
+                               "saved_it": last checkpointed iteration, ...}
       README.md                human-readable summary
+      .lock                    advisory lock (flock) held by the training process, with its pid
+
+Crash consistency: a checkpoint is written in the order bank history → ``checkpoint.safetensors`` →
+``model.safetensors`` → ``status.json`` (``saved_it``), each file atomically, so nothing claims an
+iteration that is not in the checkpoint; train records after ``saved_it`` are marked unsaved by the
+status and dropped on resume. A run whose status says "running" but whose lock no process holds
+was killed: :func:`run_state` reports it as "interrupted" (resumable with the same command).
 
 Every file is written atomically (temporary file + fsync + rename), so a killed run never leaves a
 checkpoint that cannot be read. No pickle is written: tensors go to safetensors, the rest to JSON.
@@ -18,6 +26,8 @@ checkpoint that cannot be read. No pickle is written: tensors go to safetensors,
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -35,6 +45,7 @@ from safetensors.torch import save as st_save
 from dida.model import ModelConfig, SegModel
 
 CONFIG, METRICS, STATUS, SUMMARY = "config.json", "metrics.jsonl", "status.json", "README.md"
+LOCK = ".lock"
 SNAPSHOTS = "snapshots"
 CHECKPOINT, MODEL, BANK_HISTORY = (
     "checkpoint.safetensors",
@@ -195,6 +206,79 @@ class RunInfo:
     miou: float | None
 
 
+class RunLockedError(RunError):
+    """Another live process is writing the run folder."""
+
+
+class RunLock:
+    """An exclusive advisory lock (``flock``) on ``run_dir/.lock`` holding the owner's pid.
+
+    The operating system releases it when the owner dies, so a killed run never leaves a stale lock.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            owner = lock_owner(run_dir)
+            raise RunLockedError(
+                f"{run_dir} is being written by another process (pid {owner}); wait for it to "
+                f"finish, stop it (kill {owner}), or choose another run name"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_owner(run_dir: str | Path) -> int | None:
+    """The pid of the live process holding ``run_dir``'s lock, or None when nobody holds it."""
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_pid(fd)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_pid(fd: int) -> int:
+    with contextlib.suppress(ValueError):
+        return int(os.pread(fd, 32, 0).decode() or "0")
+    return 0
+
+
+def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files that writes interrupted by a kill left (call with the lock held)."""
+    root = Path(run_dir)
+    stale = [p for p in (*root.glob(".*.tmp"), *root.glob(f"{SNAPSHOTS}/.*.tmp")) if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def create_run(runs_dir: str | Path, name: str, config: dict[str, Any]) -> Path:
     """Create ``runs_dir/name`` with its config; refuses to overwrite a different existing run."""
     run_dir = run_path(runs_dir, name)
@@ -225,6 +309,40 @@ def write_status(run_dir: Path, state: str, **info: Any) -> None:
 def read_status(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / STATUS
     return read_json(path) if path.exists() else {"state": "unknown"}
+
+
+LIVE_STATES = ("created", "running")
+"""States only a live process may be in; without the lock's owner they mean "interrupted"."""
+
+
+def run_state(run_dir: Path) -> dict[str, Any]:
+    """``status.json`` as it really is: a live state whose owner died becomes ``"interrupted"`` at
+    the last checkpoint (``it`` = ``saved_it``; ``unsaved_it`` = the progress the status claimed)."""
+    status = read_status(run_dir)
+    if status.get("state") not in LIVE_STATES or lock_owner(run_dir) is not None:
+        return status
+    saved = status.get("saved_it", checkpoint_it(run_dir))
+    return {**status, "state": "interrupted", "it": saved, "saved_it": saved,
+            "unsaved_it": status.get("it", saved)}  # fmt: skip
+
+
+def checkpoint_it(run_dir: Path) -> int:
+    """The iteration ``checkpoint.safetensors`` holds (0 when there is none or it is unreadable)."""
+    try:
+        with safe_open(str(Path(run_dir) / CHECKPOINT), framework="pt") as f:
+            return int(json.loads((f.metadata() or {}).get("metadata", "{}")).get("it", 0))
+    except Exception:
+        return 0
+
+
+def state_text(status: dict[str, Any]) -> str:
+    """One line for listings: "running at 720/1000", "interrupted at 500 (resumable)", …"""
+    state, it = status.get("state", "unknown"), status.get("it", 0)
+    if state == "interrupted":
+        return f"interrupted at {it} (resumable with the same command)"
+    if state == "failed" and status.get("reason"):
+        return f"failed: {status['reason']}"
+    return f"{state} at {it}"
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
@@ -267,8 +385,9 @@ def iter_runs(runs_dir: str | Path) -> Iterator[RunInfo]:
 
 
 def run_info(run_dir: Path) -> RunInfo:
-    config, status = read_json(run_dir / CONFIG), read_status(run_dir)
-    evals = read_metrics(run_dir, "eval")
+    config, status = read_json(run_dir / CONFIG), run_state(run_dir)
+    saved = status["saved_it"] if status.get("state") == "interrupted" else None
+    evals = [r for r in read_metrics(run_dir, "eval") if saved is None or r["it"] <= saved]
     return RunInfo(
         path=run_dir,
         name=run_dir.name,

@@ -15,7 +15,10 @@ import json
 import platform
 import resource
 import shlex
+import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -50,7 +53,7 @@ class TrainEvent:
     """One progress report from the loop."""
 
     kind: str
-    """'start', 'train', 'eval', 'checkpoint', 'done' or 'stopped'."""
+    """'start', 'train', 'eval', 'checkpoint', 'done', 'stopped' or 'failed' (diverged)."""
     it: int
     max_iters: int
     run_dir: Path
@@ -74,6 +77,8 @@ class _Loop:
     optimizer: torch.optim.Optimizer
     recorder: Recorder
     start_it: int = 0
+    saved_it: int = 0
+    """The iteration the checkpoint on disk holds."""
     timer: _Timer | None = None
 
 
@@ -101,17 +106,42 @@ def train(
     stop: Callable[[], bool] | None = None,
     argv: list[str] | None = None,
 ) -> Iterator[TrainEvent]:
-    """Train ``cfg`` into ``run_dir`` (resuming from its checkpoint if any), yielding events."""
+    """Train ``cfg`` into ``run_dir`` (resuming from its checkpoint if any), yielding events.
+
+    The main rank holds the run folder's lock (``runs.RunLock``) until the generator ends, so a
+    second writer is refused; a folder this call created is removed again if building the run fails.
+    """
     dist = init_distributed(cfg.device)
-    loop = _build(cfg, Path(run_dir), dist, argv)
-    yield _event(loop, "start", loop.start_it)
-    yield from _iterate(loop, stop or (lambda: False))
+    run_dir = runs.run_path(Path(run_dir).parent, Path(run_dir).name)
+    fresh = not run_dir.exists()
+    lock = runs.RunLock(run_dir) if dist.is_main else None
+    try:
+        loop = _build_or_clean(cfg, run_dir, dist, argv, fresh and lock)
+        yield _event(loop, "start", loop.start_it)
+        yield from _iterate(loop, stop or (lambda: False))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _build_or_clean(
+    cfg: TrainConfig, run_dir: Path, dist: DistInfo, argv: list[str] | None, lock: Any
+) -> _Loop:
+    """:func:`_build`; on failure a run folder created by this call (``lock`` given) is removed."""
+    try:
+        return _build(cfg, run_dir, dist, argv)
+    except BaseException:
+        if lock:
+            lock.release()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _build(cfg: TrainConfig, run_dir: Path, dist: DistInfo, argv: list[str] | None) -> _Loop:
     torch.manual_seed(cfg.seed)
     if dist.is_main:
         runs.create_run(run_dir.parent, run_dir.name, run_config(cfg, argv))
+        runs.remove_stale_temporaries(run_dir)
         domain_roots(cfg.data)  # generates SynthCity once, before other ranks read it
     barrier(dist)
     target_labels = trained_domains(cfg.method) == ("target",)
@@ -140,6 +170,13 @@ def _wrap(model: nn.Module, dist: DistInfo) -> nn.Module:
 
 
 def _iterate(loop: _Loop, stop: Callable[[], bool]) -> Iterator[TrainEvent]:
+    try:
+        yield from _steps(loop, stop)
+    except DivergedError as err:
+        yield from _fail(loop, err.it, str(err))
+
+
+def _steps(loop: _Loop, stop: Callable[[], bool]) -> Iterator[TrainEvent]:
     cfg, timer = loop.cfg, loop.timer
     batches = loop.data.batches(start_it=loop.start_it)
     for it in range(loop.start_it, cfg.iters):
@@ -149,23 +186,26 @@ def _iterate(loop: _Loop, stop: Callable[[], bool]) -> Iterator[TrainEvent]:
         timer.begin()
         losses, lr = _train_step(loop, next(batches), it)
         timer.tick()
-        done = it + 1
-        if cfg.log_interval and (done % cfg.log_interval == 0 or done == cfg.iters):
-            yield _log_train(loop, done, losses, lr, timer)
-        if (
-            done < cfg.iters
-            and cfg.eval_interval
-            and done % cfg.eval_interval == 0
-            or done < cfg.iters
-            and done in cfg.snapshot_iters
-        ):
-            yield _evaluate(loop, done)
-        if done in cfg.snapshot_iters:
-            _save_snapshot(loop, done)
-        if done < cfg.iters and cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0:
-            yield _checkpoint(loop, done)
+        yield from _after_step(loop, it + 1, losses, lr)
     yield _evaluate(loop, cfg.iters)
     yield from _finish(loop, cfg.iters, "finished")
+
+
+def _after_step(loop: _Loop, done: int, losses: dict, lr: float) -> Iterator[TrainEvent]:
+    """Log, evaluate, snapshot and checkpoint after iteration ``done`` as the config says."""
+    cfg = loop.cfg
+    if cfg.log_interval and (done % cfg.log_interval == 0 or done == cfg.iters):
+        yield _log_train(loop, done, losses, lr, loop.timer)
+    if done < cfg.iters and (_due(done, cfg.eval_interval) or done in cfg.snapshot_iters):
+        yield _evaluate(loop, done)
+    if done in cfg.snapshot_iters:
+        _save_snapshot(loop, done)
+    if done < cfg.iters and _due(done, cfg.checkpoint_interval):
+        yield _checkpoint(loop, done)
+
+
+def _due(it: int, interval: int) -> bool:
+    return bool(interval) and it % interval == 0
 
 
 def _train_step(loop: _Loop, batch: dict, it: int) -> tuple[dict[str, float], float]:
@@ -177,10 +217,48 @@ def _train_step(loop: _Loop, batch: dict, it: int) -> tuple[dict[str, float], fl
     total = sum(losses.values())
     optimizer.zero_grad(set_to_none=True)
     total.backward()
+    _check_finite(loop, it, total, losses)
     optimizer.step()
     method.after_step(it)
     loop.recorder.add(method.records(it))
     return {k: float(v.detach()) for k, v in losses.items()}, lr
+
+
+class DivergedError(RuntimeError):
+    """A loss, gradient or weight became NaN or infinite at iteration ``it``."""
+
+    def __init__(self, it: int, what: str, saved_it: int, lr: float) -> None:
+        kept = (
+            f"the last good checkpoint (iteration {saved_it}) is kept"
+            if saved_it
+            else ("no checkpoint had been written yet")
+        )
+        super().__init__(
+            f"diverged at iteration {it}: {what}; {kept} — lower optim.lr (now {lr:g}) and "
+            "start a new run"
+        )
+        self.it = it
+
+
+def _check_finite(loop: _Loop, it: int, total: Tensor, losses: dict[str, Tensor]) -> None:
+    """Raise :class:`DivergedError` (before the optimizer step) when the summed loss or the
+    student's gradient norm is not finite; every rank decides as rank 0 does."""
+    grads = [p.grad for p in unwrap(loop.method.model).parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else total.new_zeros(())
+    bad = not (bool(torch.isfinite(total.detach())) and bool(torch.isfinite(norm)))
+    if broadcast_flag(bad, loop.dist):
+        values = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+        what = f"losses {values}, gradient norm {float(norm):.4g}"
+        raise DivergedError(it + 1, what, loop.saved_it, loop.cfg.optim.lr)
+
+
+def _check_weights(loop: _Loop, it: int) -> None:
+    """Refuse to checkpoint a student whose weights are no longer finite."""
+    state = unwrap(loop.method.model).state_dict()
+    bad = sum(1 for t in state.values() if t.is_floating_point() and not t.isfinite().all())
+    if broadcast_flag(bad > 0, loop.dist):
+        what = f"{bad} of {len(state)} weight tensors are not finite"
+        raise DivergedError(it, what, loop.saved_it, loop.cfg.optim.lr)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -199,7 +277,10 @@ def _log_train(loop: _Loop, it: int, losses: dict, lr: float, timer: _Timer) -> 
         record.update(timer.cost())
         record["eta_s"], record["peak_mem_mb"] = timer.eta, peak_memory_mb(loop.dist.device)
         runs.append_metrics(loop.run_dir, {**record, **losses, "time": time.time()})
-        runs.write_status(loop.run_dir, "running", it=it, max_iters=loop.cfg.iters, eta_s=timer.eta)
+        runs.write_status(
+            loop.run_dir, "running", it=it, saved_it=loop.saved_it, max_iters=loop.cfg.iters,
+            eta_s=timer.eta,
+        )  # fmt: skip
     return event
 
 
@@ -232,24 +313,43 @@ def _save_snapshot(loop: _Loop, it: int) -> None:
 
 
 def _checkpoint(loop: _Loop, it: int) -> TrainEvent:
+    """Bank history → checkpoint → model → status, each atomic: nothing claims past the checkpoint."""
+    _check_weights(loop, it)
     if loop.dist.is_main:
         state = {
             "model": unwrap(loop.method.model).state_dict(),
             "method": loop.method.state_dict(),
             "optimizer": loop.optimizer.state_dict(),
         }
-        runs.save_state(loop.run_dir / runs.CHECKPOINT, state, {"it": it, **loop.timer.cost()})
-        runs.save_state(loop.run_dir / runs.MODEL, loop.method.eval_model.state_dict(), {"it": it})
         loop.recorder.save(loop.run_dir)
+        runs.save_state(loop.run_dir / runs.CHECKPOINT, state, {"it": it, **loop.timer.cost()})
+        _save_model(loop, it)
+        runs.write_status(loop.run_dir, "running", it=it, saved_it=it, max_iters=loop.cfg.iters)
+    loop.saved_it = it
     return _event(loop, "checkpoint", it)
+
+
+def _save_model(loop: _Loop, it: int) -> None:
+    runs.save_state(loop.run_dir / runs.MODEL, loop.method.eval_model.state_dict(), {"it": it})
 
 
 def _finish(loop: _Loop, it: int, state: str) -> Iterator[TrainEvent]:
     yield _checkpoint(loop, it)
     if loop.dist.is_main:
-        runs.write_status(loop.run_dir, state, it=it, max_iters=loop.cfg.iters)
+        runs.write_status(loop.run_dir, state, it=it, saved_it=it, max_iters=loop.cfg.iters)
         runs.write_summary(loop.run_dir)
     yield _event(loop, "done" if state == "finished" else "stopped", it)
+
+
+def _fail(loop: _Loop, it: int, reason: str) -> Iterator[TrainEvent]:
+    """End a diverged run: no checkpoint is written (the last good one stays), status "failed"."""
+    if loop.dist.is_main:
+        runs.write_status(
+            loop.run_dir, "failed", it=loop.saved_it, saved_it=loop.saved_it,
+            max_iters=loop.cfg.iters, reason=reason, failed_it=it,
+        )  # fmt: skip
+        runs.write_summary(loop.run_dir)
+    yield _event(loop, "failed", it, extra={"reason": reason})
 
 
 def _resume(loop: _Loop) -> None:
@@ -260,6 +360,7 @@ def _resume(loop: _Loop) -> None:
         return
     state, meta = runs.load_state(path, device=str(loop.dist.device))
     loop.timer = _Timer(int(meta["it"]), loop.cfg.iters, meta)
+    loop.saved_it = int(meta["it"])
     unwrap(loop.method.model).load_state_dict(state["model"])
     loop.method.load_state_dict(state["method"])
     loop.optimizer.load_state_dict(state["optimizer"])
@@ -267,6 +368,7 @@ def _resume(loop: _Loop) -> None:
     loop.recorder.load(loop.run_dir, after_it=loop.start_it)
     if loop.dist.is_main:
         runs.truncate_metrics(loop.run_dir, loop.start_it)
+        _save_model(loop, loop.start_it)  # a kill between checkpoint and model left it behind
 
 
 def _event(loop: _Loop, kind: str, it: int, **kw: Any) -> TrainEvent:
@@ -413,15 +515,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     name = args.name or f"{args.method}_{args.preset}_s{args.seed}"
-    run_dir = Path(args.runs) / name
+    stop = stop_on_signals()
     try:
         is_main = init_distributed(cfg.device).is_main
-        for event in train(cfg, run_dir, argv=["python -m dida.train", *argv]):
+        last = None
+        run_dir = runs.run_path(args.runs, name)
+        for last in train(cfg, run_dir, stop.is_set, ["python -m dida.train", *argv]):
             if is_main:
-                print(format_event(event), flush=True)
+                print(format_event(last), flush=True)
+    except (runs.RunError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         shutdown_distributed()
-    return 0
+    return 1 if last is not None and last.kind == "failed" else 0
+
+
+def stop_on_signals() -> threading.Event:
+    """SIGINT (Ctrl+C) and SIGTERM ask the loop to stop at the next iteration (checkpoint, status
+    "stopped"); a second signal ends the process at once."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print(f"\n{signal.Signals(signum).name}: stopping after this iteration (again to abort)")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handle)
+    return stop
 
 
 def format_event(e: TrainEvent) -> str:
@@ -432,6 +555,8 @@ def format_event(e: TrainEvent) -> str:
     if e.kind == "eval":
         miou = e.metrics["mIoU"]["19"]
         return f"[{e.it}/{e.max_iters}] eval mIoU={100 * (miou or 0):.2f}"
+    if e.kind == "failed":
+        return f"[{e.it}/{e.max_iters}] failed: {e.extra['reason']}"
     return f"[{e.it}/{e.max_iters}] {e.kind} {e.run_dir}"
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dida import bench, runs
-from dida.bench_report import (
+from dida import runs
+from dida.bench import suites as bench
+from dida.bench.report import (
     compare,
     fmt,
     main_table,
@@ -19,7 +20,7 @@ from dida.bench_report import (
     sweep_table,
     write_reports,
 )
-from dida.bench_scores import (
+from dida.bench.scores import (
     BENCH_EVAL,
     last_segment,
     mean_over,

@@ -1,4 +1,4 @@
-"""``python -m dida.ship``: a finished run becomes a shipped checkpoint folder the app can open."""
+"""``python -m dida.bench.ship``: a finished run becomes a shipped checkpoint folder the app can open."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dida import runs
+from dida.bench.ship import EXPECTED, half_state, ship_run, slice_miou
 from dida.data.uda import target_val_images
 from dida.presets import preset_config
-from dida.ship import EXPECTED, half_state, ship_run, slice_miou
 from dida.train import TrainConfig, train
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from dida import runs
+from dida.bench.ship import EXPECTED, SHIPPED_ROWS, SLICE_IMAGES, slice_miou
 from dida.data.datasets import build_dataset
 from dida.data.pipeline import EvalImages
 from dida.data.synthcity import ensure_synthcity, synthcity_roots
-from dida.ship import EXPECTED, SHIPPED_ROWS, SLICE_IMAGES, slice_miou
 from dida.studio import Studio
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"

@@ -8,20 +8,15 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from dida import runs
-from dida.bench_scores import BENCH_EVAL, present_miou
+from dida.bench.jobs import ABLATION_DEFAULTS, Job
+from dida.bench.scores import BENCH_EVAL, present_miou
 from dida.data.classes import CLASSES
 from dida.methods.registry import trained_domains
-
-if TYPE_CHECKING:
-    from dida.bench import Job
-
-ABLATION_DEFAULTS = {"tp": 0.1, "lambda": 1.0, "K": 300}
-"""DIDA's default point (tp, λ, K): the ablation run every sweep shares."""
 
 SHORT = [c.replace("traffic ", "t.")[:6] for c in CLASSES]
 

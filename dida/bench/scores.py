@@ -14,11 +14,11 @@ import torch
 
 from dida import runs
 from dida.analysis import RARE_PIXEL_FRACTION, rare_classes
+from dida.config import TrainConfig
 from dida.data.classes import CLASSES
 from dida.data.datasets import class_pixel_totals, load_class_stats
 from dida.data.overlap import overlap_mask
 from dida.data.uda import target_val_images
-from dida.train import TrainConfig
 from dida.validate import evaluate_masks
 
 BENCH_EVAL = "bench_eval.json"

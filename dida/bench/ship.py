@@ -1,7 +1,7 @@
 """Export finished benchmark runs as the app's shipped checkpoints (``assets/checkpoints/<name>/``).
 
-    python -m dida.ship                                     # seed-0 runs of runs/bench/main
-    python -m dida.ship --runs runs/bench/main --names dida_s0 --out assets/checkpoints
+    python -m dida.bench.ship                               # seed-0 runs of runs/bench/main
+    python -m dida.bench.ship --runs runs/bench/main --names dida_s0 --out assets/checkpoints
 
 Each folder gets ``model.safetensors`` (the student's weights in half precision), ``config.json``
 (the run's config: it rebuilds the model), ``bank_history.safetensors`` (DIDA), ``metrics.jsonl``
@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from dida import runs
-from dida.bench import MAIN_ROWS
+from dida.bench.suites import MAIN_ROWS
+from dida.config import TrainConfig
 from dida.data.pipeline import EvalImages
 from dida.data.uda import target_val_images
-from dida.train import TrainConfig
 from dida.validate import evaluate_model
 
 EXPECTED = "expected.json"
@@ -76,7 +76,7 @@ def card(name: str, config: dict, run_name: str, metrics: dict, slice_value: flo
         f"method options {options or 'defaults'}",
         *_init_line(config["model"].get("init_weights")),
         f"- Environment: {config.get('environment', {})}",
-        "- Weights: the student, stored in float16 (`python -m dida.ship`).",
+        "- Weights: the student, stored in float16 (`python -m dida.bench.ship`).",
         f"- Target mIoU measured after saving (float16 weights, whole val split): **{100 * metrics['mIoU']['19']:.1f}**",
         f"- mIoU on the first {SLICE_IMAGES} val images (checked by tests/test_shipped.py): {100 * slice_value:.2f}",
         f"- Per-class IoU: {per_class}",
@@ -107,7 +107,7 @@ def ship_run(run_dir: Path, out: Path, name: str) -> Path:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dida.ship", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m dida.bench.ship", description=__doc__)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--runs", type=Path, default=Path("runs/bench/main"))
     p.add_argument("--out", type=Path, default=Path("assets/checkpoints"))

@@ -29,15 +29,16 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dida import runs
-from dida.bench_report import ABLATION_DEFAULTS, write_reports
-from dida.bench_scores import BENCH_EVAL, score_run
+from dida.bench.jobs import ABLATION_DEFAULTS, Job, Row
+from dida.bench.report import write_reports
+from dida.bench.scores import BENCH_EVAL, score_run
 from dida.data.synthcity import SynthCityConfig
 from dida.data.uda import DataConfig, domain_roots
 from dida.train import TrainConfig, build_parser, config_from_args, flat_config
@@ -52,25 +53,6 @@ ALIGNMENT_VALUES = ("none", "labels")
 SHIFT_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFT_METHODS = ("source_only", "daformer", "dida", "oracle")
 DEFAULT_SHIFT = SynthCityConfig.shift
-
-
-@dataclass(frozen=True)
-class Row:
-    """One row of the main table: a method (with settings) and how many seeds it runs."""
-
-    key: str
-    """Row key and run-name prefix, e.g. ``dida_released``."""
-    method: str
-    """Method name (``dida.methods.registry.METHODS``)."""
-    label: str
-    """Name printed in the table."""
-    seeds: int = 1
-    """Number of seeds (0, 1, ...)."""
-    settings: tuple[str, ...] = ()
-    """``--set KEY=VALUE`` overrides."""
-    init_from: str | None = None
-    """Row whose seed-0 run initialises this one (``model.init_weights``): ``row`` of the same
-    suite or ``suite/row``."""
 
 
 PRODA_SETTINGS = ("method.source_init_iters=50",)
@@ -102,48 +84,6 @@ WARM_ROWS = (
 the published methods assume: a trained, not a random, encoder); judged against the control row."""
 WARM_SHARED = ("oracle", "source_only", "source_only_more", "proda")
 """Main-suite rows the warm table reprints (ProDA-style and the control already start there)."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One training run of the benchmark."""
-
-    suite: str
-    name: str
-    method: str
-    preset: str
-    seed: int = 0
-    settings: tuple[str, ...] = ()
-    """``--set KEY=VALUE`` overrides given to ``python -m dida.train``."""
-    tags: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    """What the report groups by (row, sweep, value)."""
-    init_from: str | None = None
-    """Run (``name`` of the same suite or ``suite/name``) whose final weights initialise this one;
-    it trains first."""
-
-    def run_dir(self, runs_root: Path) -> Path:
-        return Path(runs_root) / self.suite / self.name
-
-    def argv(self, runs_root: Path, threads: int) -> list[str]:
-        """The ``python -m dida.train`` command of this run."""
-        return [sys.executable, "-m", "dida.train", *self.train_args(runs_root, threads)]
-
-    def train_args(self, runs_root: Path, threads: int) -> list[str]:
-        """The arguments of ``python -m dida.train`` for this run."""
-        args = ["--method", self.method, "--preset", self.preset, "--seed", str(self.seed)]
-        args += ["--name", self.name, "--threads", str(threads)]
-        args += ["--runs", str(Path(runs_root) / self.suite)]
-        for pair in self.settings:
-            args += ["--set", pair]
-        if self.init_from is not None:
-            args += ["--set", f"model.init_weights={self.init_dir(runs_root) / runs.MODEL}"]
-        return args
-
-    def init_dir(self, runs_root: Path) -> Path:
-        """The folder of the run this one starts from."""
-        assert self.init_from is not None
-        suite, _, name = self.init_from.rpartition("/")
-        return Path(runs_root) / (suite or self.suite) / name
 
 
 def main_jobs(preset: str = "default") -> list[Job]:

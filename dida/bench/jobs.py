@@ -1,0 +1,76 @@
+"""What a benchmark run is: a main-table ``Row`` (method, settings, seeds) and a ``Job`` (one
+``python -m dida.train`` command with the tags the report groups by). Suites build jobs, reports read
+them; this module imports neither, so the two never import each other."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dida import runs
+
+ABLATION_DEFAULTS = {"tp": 0.1, "lambda": 1.0, "K": 300}
+"""DIDA's default point (tp, λ, K): the ablation run every sweep shares."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the main table: a method (with settings) and how many seeds it runs."""
+
+    key: str
+    """Row key and run-name prefix, e.g. ``dida_released``."""
+    method: str
+    """Method name (``dida.methods.registry.METHODS``)."""
+    label: str
+    """Name printed in the table."""
+    seeds: int = 1
+    """Number of seeds (0, 1, ...)."""
+    settings: tuple[str, ...] = ()
+    """``--set KEY=VALUE`` overrides."""
+    init_from: str | None = None
+    """Row whose seed-0 run initialises this one (``model.init_weights``): ``row`` of the same
+    suite or ``suite/row``."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the benchmark."""
+
+    suite: str
+    name: str
+    method: str
+    preset: str
+    seed: int = 0
+    settings: tuple[str, ...] = ()
+    """``--set KEY=VALUE`` overrides given to ``python -m dida.train``."""
+    tags: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    """What the report groups by (row, sweep, value)."""
+    init_from: str | None = None
+    """Run (``name`` of the same suite or ``suite/name``) whose final weights initialise this one;
+    it trains first."""
+
+    def run_dir(self, runs_root: Path) -> Path:
+        return Path(runs_root) / self.suite / self.name
+
+    def argv(self, runs_root: Path, threads: int) -> list[str]:
+        """The ``python -m dida.train`` command of this run."""
+        return [sys.executable, "-m", "dida.train", *self.train_args(runs_root, threads)]
+
+    def train_args(self, runs_root: Path, threads: int) -> list[str]:
+        """The arguments of ``python -m dida.train`` for this run."""
+        args = ["--method", self.method, "--preset", self.preset, "--seed", str(self.seed)]
+        args += ["--name", self.name, "--threads", str(threads)]
+        args += ["--runs", str(Path(runs_root) / self.suite)]
+        for pair in self.settings:
+            args += ["--set", pair]
+        if self.init_from is not None:
+            args += ["--set", f"model.init_weights={self.init_dir(runs_root) / runs.MODEL}"]
+        return args
+
+    def init_dir(self, runs_root: Path) -> Path:
+        """The folder of the run this one starts from."""
+        assert self.init_from is not None
+        suite, _, name = self.init_from.rpartition("/")
+        return Path(runs_root) / (suite or self.suite) / name

@@ -296,6 +296,29 @@ _MIT_TO_TIMM: tuple[tuple[str, str], ...] = (
 """(MiT pattern, timm template); the first captured group (a 1-based stage) is made 0-based."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, holds non-finite weights, or does not fit the model; the
+    message names the file and what to do."""
+
+
+def nonfinite_tensors(state: Mapping[str, Tensor]) -> list[str]:
+    """Keys of the floating-point tensors of ``state`` holding a NaN or an infinity."""
+    return [
+        k
+        for k, v in state.items()
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())
+    ]
+
+
+def nonfinite_message(path: str | Path, state: Mapping[str, Tensor], bad: Sequence[str]) -> str:
+    """Why a file with non-finite tensors ``bad`` is refused, and what to do instead."""
+    return (
+        f"{path} holds non-finite weights (NaN or inf) in {len(bad)} of {len(state)} tensors, "
+        f"e.g. {list(bad[:3])}: the training that wrote it diverged. Use an earlier checkpoint "
+        "or snapshot, or pass allow_nonfinite=True to inspect it anyway"
+    )
+
+
 def mit_to_timm_key(key: str) -> str:
     """Rename one MiT backbone key (prefix removed) to timm ``pvt_v2``; timm keys pass unchanged."""
     for pattern, template in _MIT_TO_TIMM:
@@ -325,23 +348,26 @@ def _read_raw(path: Path) -> object:
 def _unwrap(raw: object, path: Path) -> dict[str, Tensor]:
     """Take ``state_dict`` (mmcv) or ``model`` out of a checkpoint dict; drop DataParallel's prefix."""
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{path} holds a {type(raw).__name__}, not a dict of tensors")
+        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a dict of tensors")
     for container in ("state_dict", "model"):
         if isinstance(raw.get(container), Mapping):
             raw = raw[container]
             break
-    bad = [k for k, v in raw.items() if not isinstance(v, Tensor)]
+    bad = [k for k, v in raw.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: entries {bad[:5]} are not tensors; expected a state dict or a checkpoint "
             f"with a 'state_dict' entry (keys seen: {list(raw)[:8]})"
         )
     return {k.removeprefix("module."): v for k, v in raw.items()}
 
 
-def load_checkpoint_state(path: str | Path) -> dict[str, Tensor]:
+def load_checkpoint_state(path: str | Path, allow_nonfinite: bool = False) -> dict[str, Tensor]:
     """Read the flat tensor dict of a checkpoint: ``.safetensors``, or a pickle loaded with
-    ``torch.load(weights_only=True)`` (mmcv ``{"state_dict", "meta", "optimizer"}`` is unwrapped)."""
+    ``torch.load(weights_only=True)`` (mmcv ``{"state_dict", "meta", "optimizer"}`` is unwrapped).
+
+    Raises :class:`CheckpointError` for an unreadable file and, unless ``allow_nonfinite``, for
+    one holding NaN or infinite weights."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -350,12 +376,16 @@ def load_checkpoint_state(path: str | Path) -> dict[str, Tensor]:
     try:
         raw = _read_raw(path)
     except Exception as err:  # unpickling / safetensors / zip errors: all mean "not readable"
-        raise ValueError(
+        raise CheckpointError(
             f"cannot read {path} as a checkpoint ({type(err).__name__}: {str(err)[:300]}). "
             "Expected a DAFormer/DIDA/mmseg .pth, a SegFormer mit_bN.pth or a .safetensors file; "
             "pickles are only read with weights_only=True (convert others to .safetensors)"
         ) from err
-    return _unwrap(raw, path)
+    state = _unwrap(raw, path)
+    bad = nonfinite_tensors(state)
+    if bad and not allow_nonfinite:
+        raise CheckpointError(nonfinite_message(path, state, bad))
+    return state
 
 
 def describe_state(state: Mapping[str, Tensor]) -> str:
@@ -371,10 +401,10 @@ def _select_segmentor(state: Mapping[str, Tensor], which: str) -> dict[str, Tens
     if any(k.startswith(tuple(p + "." for p in SEGMENTOR_PREFIXES)) for k in state):
         picked = {k[len(which) + 1 :]: v for k, v in state.items() if k.startswith(which + ".")}
         if not picked:
-            raise ValueError(f"no {which}.* keys in this checkpoint ({describe_state(state)})")
+            raise CheckpointError(f"no {which}.* keys in this checkpoint ({describe_state(state)})")
         return picked
     if which != "model":
-        raise ValueError(
+        raise CheckpointError(
             f"no {which}.* keys: this is a single-segmentor file ({describe_state(state)}); "
             "use which='model'"
         )
@@ -414,32 +444,45 @@ def infer_backbone(state: Mapping[str, Tensor]) -> str:
     """Name of the MiT encoder whose stage depths and widths a converted state dict has."""
     depths = _stage_depths(state)
     if not depths:
-        raise ValueError(
+        raise CheckpointError(
             "no MiT encoder keys found (expected backbone.block1.0.norm1.weight or its timm name "
             "backbone.stages.0.blocks.0.norm1.weight); is this a DAFormer/DIDA/SegFormer file?"
         )
     norms = [state.get(f"backbone.stages.{i}.norm.weight") for i in range(len(depths))]
-    dims = tuple(n.shape[0] for n in norms if n is not None)
+    dims = tuple(n.shape[0] for n in norms if n is not None and n.ndim == 1)
     for name, kw in BACKBONES.items():
         if (kw["depths"], kw["embed_dims"]) == (depths, dims):
             return name
-    raise ValueError(
+    raise CheckpointError(
         f"no MiT encoder has stage depths {depths} and widths {dims}; known: "
         + ", ".join(f"{n} {kw['depths']} {kw['embed_dims']}" for n, kw in BACKBONES.items())
     )
 
 
+HEAD_WIDTH_KEY = "decode_head.embed_layers.0.proj.weight"
+"""The head's first layer, (D, C_1): its output width is the decoder width D."""
+
+
 def infer_config_from_state(state: Mapping[str, Tensor]) -> ModelConfig:
-    """Guess backbone, embed_dim and num_classes of a converted state dict.  Dilations cannot be
+    """Guess backbone, embed_dim and num_classes of a converted state dict: D from the head's
+    first layer (``HEAD_WIDTH_KEY``), C from the classifier ``conv_seg``, so a classifier of the
+    wrong shape is reported as one mismatch, not as every other head layer.  Dilations cannot be
     seen in weights: DAFormer's (6, 12, 18) are assumed; dropouts keep their defaults."""
     name = infer_backbone(state)
     conv_seg = state.get("decode_head.conv_seg.weight")
     if conv_seg is None:
-        raise ValueError(
+        raise CheckpointError(
             "no decode_head.conv_seg.weight: this looks like a backbone-only (ImageNet) file; "
             "use it as ModelConfig(backbone_weights=...) instead"
         )
-    return ModelConfig(backbone=name, embed_dim=conv_seg.shape[1], num_classes=conv_seg.shape[0])
+    if conv_seg.ndim != 4:
+        raise CheckpointError(
+            f"decode_head.conv_seg.weight has shape {tuple(conv_seg.shape)}, expected a 1x1 "
+            "convolution (classes, D, 1, 1); the file is damaged or not a DAFormer-style segmentor"
+        )
+    first = state.get(HEAD_WIDTH_KEY)
+    width = first.shape[0] if first is not None and first.ndim == 2 else conv_seg.shape[1]
+    return ModelConfig(backbone=name, embed_dim=width, num_classes=conv_seg.shape[0])
 
 
 def state_mismatches(expected: Mapping[str, Tensor], got: Mapping[str, Tensor]) -> str:
@@ -451,19 +494,37 @@ def state_mismatches(expected: Mapping[str, Tensor], got: Mapping[str, Tensor]) 
         for k in expected
         if k in got and got[k].shape != expected[k].shape
     ]
+    dtypes = [
+        f"{k}: file {got[k].dtype} vs model {expected[k].dtype}"
+        for k in expected
+        if k in got and _kind(got[k]) != _kind(expected[k])
+    ]
     report = [
         f"{title} ({len(items)}): {items[:8]}{' ...' if len(items) > 8 else ''}"
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
+        for title, items in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape", shapes),
+            ("dtype", dtypes),
+        )
         if items
     ]
     return "\n".join(report)
 
 
+def _kind(tensor: Tensor) -> str:
+    """'float', 'complex', 'bool' or 'int': dtypes of one kind convert without losing meaning."""
+    if tensor.is_floating_point() or tensor.is_complex():
+        return "complex" if tensor.is_complex() else "float"
+    return "bool" if tensor.dtype == torch.bool else "int"
+
+
 def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that lists every kind of mismatch."""
+    """``load_state_dict(strict=True)`` with a :class:`CheckpointError` that lists every kind of
+    mismatch (missing, unexpected, shape, dtype kind)."""
     problems = state_mismatches(module.state_dict(), state)
     if problems:
-        raise ValueError(f"{source} does not match the model:\n{problems}")
+        raise CheckpointError(f"{source} does not match the model:\n{problems}")
     module.load_state_dict(state, strict=True)
 
 
@@ -472,7 +533,7 @@ def load_backbone_file(backbone: nn.Module, path: str | Path) -> None:
     state = convert_official_state_dict(load_checkpoint_state(path))
     encoder = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     if not encoder:
-        raise ValueError(f"{path} holds no backbone weights ({describe_state(state)})")
+        raise CheckpointError(f"{path} holds no backbone weights ({describe_state(state)})")
     load_state_strict(backbone, encoder, f"backbone weights {path} ({describe_state(encoder)})")
 
 
@@ -485,9 +546,13 @@ def load_segmentor_file(model: nn.Module, path: str | Path) -> None:
 
 
 def _load_file(
-    path: str | Path, which: str, config: ModelConfig | None, backbone_only_ok: bool
+    path: str | Path,
+    which: str,
+    config: ModelConfig | None,
+    backbone_only_ok: bool,
+    allow_nonfinite: bool = False,
 ) -> SegModel:
-    raw = load_checkpoint_state(path)
+    raw = load_checkpoint_state(path, allow_nonfinite)
     source = f"{path} ({which}; file: {describe_state(raw)})"
     try:
         state = convert_official_state_dict(raw, which)
@@ -496,7 +561,7 @@ def _load_file(
             config = ModelConfig(backbone=infer_backbone(state))
         config = config or infer_config_from_state(state)
     except ValueError as err:
-        raise ValueError(f"{path}: {err}\nfile: {describe_state(raw)}") from err
+        raise CheckpointError(f"{path}: {err}\nfile: {describe_state(raw)}") from err
     model = SegModel(config, load_backbone_weights=False)
     if backbone_only:
         encoder = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
@@ -507,18 +572,26 @@ def _load_file(
 
 
 def load_official(
-    path: str | Path, which: str = "model", config: ModelConfig | None = None
+    path: str | Path,
+    which: str = "model",
+    config: ModelConfig | None = None,
+    allow_nonfinite: bool = False,
 ) -> SegModel:
     """Build a ``SegModel`` from an official DAFormer/DIDA (or our own) checkpoint and load it
     strictly.  ``which``: ``"model"`` (student, what the papers report) or ``"ema_model"``
-    (teacher); ``config`` defaults to ``infer_config_from_state``."""
-    return _load_file(path, which, config, backbone_only_ok=False)
+    (teacher); ``config`` defaults to ``infer_config_from_state``.  Raises
+    :class:`CheckpointError` naming the file (non-finite weights are refused unless
+    ``allow_nonfinite``)."""
+    return _load_file(path, which, config, False, allow_nonfinite)
 
 
 def load_model_file(
-    path: str | Path, which: str = "model", config: ModelConfig | None = None
+    path: str | Path,
+    which: str = "model",
+    config: ModelConfig | None = None,
+    allow_nonfinite: bool = False,
 ) -> SegModel:
     """Like ``load_official``, but a backbone-only (ImageNet ``mit_bN.pth``) file is accepted too:
     its encoder is loaded strictly and the head stays randomly initialised.  Meant for frozen
     reference networks whose encoder features are all that is read (DAFormer's FD)."""
-    return _load_file(path, which, config, backbone_only_ok=True)
+    return _load_file(path, which, config, True, allow_nonfinite)

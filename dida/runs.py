@@ -42,7 +42,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as st_save
 
-from dida.model import ModelConfig, SegModel
+from dida.model import (
+    ModelConfig,
+    SegModel,
+    nonfinite_message,
+    nonfinite_tensors,
+    state_mismatches,
+)
 
 CONFIG, METRICS, STATUS, SUMMARY = "config.json", "metrics.jsonl", "status.json", "README.md"
 LOCK = ".lock"
@@ -115,7 +121,7 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError as e:
         raise RunError(f"{path} does not exist") from e
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(
             f"{path} is not valid JSON ({e}); delete it or restore it from a copy"
         ) from e
@@ -175,19 +181,54 @@ def save_state(
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
 
 
-def load_state(path: str | Path, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load a file written by :func:`save_state` → (state, metadata)."""
-    try:
-        with safe_open(str(path), framework="pt", device=device) as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except FileNotFoundError as e:
-        raise RunError(f"{path} does not exist") from e
-    except Exception as e:
-        raise RunError(f"{path} is not a readable safetensors file ({e})") from e
+def load_state(
+    path: str | Path, device: str = "cpu", allow_nonfinite: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load a file written by :func:`save_state` → (state, metadata).
+
+    Raises :class:`RunError` naming the file when it is missing, unreadable (truncated, damaged),
+    its header does not describe its tensors, or — unless ``allow_nonfinite`` — any tensor holds
+    a NaN or an infinity (a diverged training wrote it)."""
+    header, tensors = _read_tensors(path, device)
+    _refuse_nonfinite(path, tensors, allow_nonfinite)
     if "skeleton" not in header:
         return tensors, {}
-    return unflatten_state(json.loads(header["skeleton"]), tensors), json.loads(header["metadata"])
+    try:
+        state = unflatten_state(json.loads(header["skeleton"]), tensors)
+        metadata = json.loads(header.get("metadata", "{}"))
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise RunError(
+            f"{path}: its header does not describe its tensors ({type(e).__name__}: {e}); "
+            "it was not written by dida.runs.save_state: restore it or use another checkpoint"
+        ) from e
+    if not isinstance(state, dict) or not isinstance(metadata, dict):
+        raise RunError(f"{path}: its header holds no state dict; it was not written by save_state")
+    return state, metadata
+
+
+def _read_tensors(
+    path: str | Path, device: str = "cpu", prefix: str = ""
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(header metadata, tensors whose key starts with ``prefix``) of a safetensors file."""
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            keys = [k for k in f.keys() if k.startswith(prefix)]  # noqa: SIM118 (no __iter__)
+            return f.metadata() or {}, {k: f.get_tensor(k) for k in keys}
+    except FileNotFoundError as e:
+        raise RunError(f"{path} does not exist") from e
+    except Exception as e:  # SafetensorError, OSError, UnicodeDecodeError...: all mean unreadable
+        raise RunError(
+            f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); it is "
+            "truncated or damaged: restore it, or resume from / load another checkpoint"
+        ) from e
+
+
+def _refuse_nonfinite(
+    path: str | Path, tensors: dict[str, torch.Tensor], allow_nonfinite: bool
+) -> None:
+    bad = nonfinite_tensors(tensors)
+    if bad and not allow_nonfinite:
+        raise RunError(nonfinite_message(path, tensors, bad))
 
 
 # --- the run directory ---------------------------------------------------------------------------
@@ -430,30 +471,57 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def load_checkpoint_model(folder: Path, prefix: str = "method.teacher.") -> SegModel:
+def load_checkpoint_model(
+    folder: Path, prefix: str = "method.teacher.", allow_nonfinite: bool = False
+) -> SegModel:
     """A network stored inside a run's training checkpoint, e.g. the EMA teacher
-    (``method.teacher.``) or ProDA's warm-up model (``method.warmup.``); eval mode, CPU."""
+    (``method.teacher.``) or ProDA's warm-up model (``method.warmup.``); eval mode, CPU.
+    Raises :class:`RunError` naming the file (non-finite weights refused unless allowed)."""
     folder = Path(folder)
-    model = SegModel(ModelConfig.from_dict(read_json(folder / CONFIG)["model"]), False)
-    with safe_open(str(folder / CHECKPOINT), "pt") as f:
-        state = {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}  # noqa: SIM118
-    if not state:
+    config = _model_config(folder)
+    _, tensors = _read_tensors(folder / CHECKPOINT, prefix=prefix)
+    if not tensors:
         raise RunError(f"{folder / CHECKPOINT} holds no {prefix}* tensors")
-    model.load_state_dict(state)
-    return model.eval()
+    _refuse_nonfinite(folder / CHECKPOINT, tensors, allow_nonfinite)
+    state = {k[len(prefix) :]: v for k, v in tensors.items()}
+    return _model_with(config, state, f"{folder / CHECKPOINT} ({prefix}*)", folder).eval()
 
 
-def load_run_model(folder: Path, device: torch.device | str = "cpu") -> SegModel:
+def load_run_model(
+    folder: Path, device: torch.device | str = "cpu", allow_nonfinite: bool = False
+) -> SegModel:
     """The SegModel of a run folder: architecture from ``config.json``, weights from
-    ``model.safetensors`` (strict)."""
+    ``model.safetensors`` (strict). Raises :class:`RunError` naming the file at fault."""
     folder = Path(folder)
+    config = _model_config(folder)
+    state, _ = load_state(folder / MODEL, allow_nonfinite=allow_nonfinite)
+    return _model_with(config, state, str(folder / MODEL), folder).to(device).eval()
+
+
+def _model_config(folder: Path) -> ModelConfig:
+    """The model section of ``folder/config.json``."""
     config = read_json(folder / CONFIG)
-    model = SegModel(ModelConfig.from_dict(config["model"]), load_backbone_weights=False)
-    state, _ = load_state(folder / MODEL)
     try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
+        return ModelConfig.from_dict(config["model"])
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise RunError(
-            f"{folder / MODEL} does not match the model in {folder / CONFIG}: {err}"
+            f"{folder / CONFIG} has no usable model section ({type(err).__name__}: {err}); "
+            "restore the run's config.json"
         ) from err
-    return model.to(device).eval()
+
+
+def _model_with(config: ModelConfig, state: Any, source: str, folder: Path) -> SegModel:
+    """A ``config`` model holding ``state`` (strict), checked first on the meta device so that a
+    file that does not fit allocates nothing."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunError(f"{source} is not a flat dict of tensors; it is not a model file")
+    try:
+        with torch.device("meta"):
+            problems = state_mismatches(SegModel(config, False).state_dict(), state)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise RunError(f"{folder / CONFIG} does not describe a model ({err})") from err
+    if problems:
+        raise RunError(f"{source} does not match the model in {folder / CONFIG}:\n{problems}")
+    model = SegModel(config, load_backbone_weights=False)
+    model.load_state_dict(state)
+    return model

@@ -217,7 +217,7 @@ def test_upload_errors_name_the_file_and_the_reason(tmp_path: Path, monkeypatch)
         load_upload(text)
     with pytest.raises(UploadError, match="at least 32x32"):
         load_upload(_save(tmp_path, "small.png", np.zeros((10, 50, 3), np.uint8)))
-    monkeypatch.setattr("dida.studio.MAX_UPLOAD_PIXELS", 1000)
+    monkeypatch.setattr("dida.studio.uploads.MAX_UPLOAD_PIXELS", 1000)
     with pytest.raises(UploadError, match="MP limit"):
         load_upload(_save(tmp_path, "big.png", np.zeros((40, 40, 3), np.uint8)))
 

@@ -1,0 +1,246 @@
+"""The run catalog: which runs and shipped checkpoints exist, what they are, and their models.
+
+Runs come from shipped checkpoints (``assets/checkpoints/<name>/`` with ``model.safetensors`` and
+``config.json``) and run directories (``runs/<name>/``, finished or in progress). A run id is
+``"shipped:<name>"`` or ``"run:<name>"``. Models and bank histories are loaded once and reloaded when
+their file changes on disk (a run that checkpoints).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dida import runs
+from dida.bank import BankHistory, BankSnapshot
+from dida.model import SegModel
+
+METHOD_TITLES: dict[str, str] = {
+    "source_only": "source-only",
+    "proda": "ProDA-style",
+    "daformer": "DAFormer-style",
+    "dida": "DIDA",
+    "oracle": "oracle",
+}
+"""Display name of each method (the app's labels and legends)."""
+
+SHIPPED, RUN = "shipped", "run"
+MODEL_CARD = "MODEL_CARD.md"
+FEATURED_ORDER = {"dida": 0, "daformer": 1, "proda": 2, "source_only": 3}
+"""The order of the methods the Compare tab shows first."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What the app lists about one run or shipped checkpoint."""
+
+    run_id: str
+    """``"shipped:<name>"`` or ``"run:<name>"``."""
+    name: str
+    """Folder name."""
+    kind: str
+    """``"shipped"`` or ``"run"``."""
+    path: Path
+    """The folder."""
+    method: str
+    """Method name (a key of ``METHOD_TITLES``)."""
+    state: str
+    """``finished``, ``running``, ``stopped``, ``created``, ``failed``, ``shipped`` or ``unknown``."""
+    iteration: int
+    """Last recorded iteration (0 when unknown)."""
+    max_iters: int
+    """Planned iterations."""
+    miou: float | None
+    """Last evaluated mIoU (19 classes, fraction) or None."""
+    has_model: bool
+    """Whether ``model.safetensors`` exists (the run can predict)."""
+    has_bank: bool
+    """Whether a bank history exists (DIDA runs)."""
+    method_options: dict = field(default_factory=dict, compare=False)
+    """The run's method options (tp, bank_size, ...)."""
+
+    @property
+    def short_title(self) -> str:
+        """``DIDA · <name>`` (panel titles)."""
+        return f"{METHOD_TITLES.get(self.method, self.method)} · {self.name}"
+
+    @property
+    def title(self) -> str:
+        """Label for dropdowns and legends, e.g. ``DIDA · dida_quick_s0 (41.2)``."""
+        score = "" if self.miou is None else f" ({100 * self.miou:.1f})"
+        tag = " · shipped" if self.kind == SHIPPED else f" · {self.state}"
+        return f"{METHOD_TITLES.get(self.method, self.method)} · {self.name}{score}{tag}"
+
+
+def run_id(kind: str, name: str) -> str:
+    """``"shipped:<name>"`` or ``"run:<name>"``."""
+    return f"{kind}:{name}"
+
+
+def bank_path(folder: Path) -> Path | None:
+    """The run's bank history file, or None when it has none."""
+    path = folder / runs.BANK_HISTORY
+    return path if path.is_file() else None
+
+
+def summarize(kind: str, folder: Path) -> RunSummary:
+    """A RunSummary from a run directory or a shipped checkpoint folder."""
+    config = runs.read_json(folder / runs.CONFIG)
+    info = runs.run_info(folder)
+    state = SHIPPED if kind == SHIPPED and info.state == "unknown" else info.state
+    return RunSummary(
+        run_id=run_id(kind, folder.name),
+        name=folder.name,
+        kind=kind,
+        path=folder,
+        method=info.method,
+        state=state,
+        iteration=info.iteration,
+        max_iters=info.max_iters,
+        miou=info.miou,
+        has_model=(folder / runs.MODEL).is_file(),
+        has_bank=bank_path(folder) is not None,
+        method_options=dict(config.get("method", {}).get("options", {})),
+    )
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; any other name as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class RunCatalog:
+    """Shipped checkpoints and run directories, their models and bank histories (thread-safe).
+
+    Loading a model takes only that run's lock: a request about another run never waits for it.
+    """
+
+    def __init__(
+        self, runs_dirs: Sequence[Path], assets_dir: Path | None, device: torch.device
+    ) -> None:
+        self.runs_dirs, self.assets_dir, self.device = list(runs_dirs), assets_dir, device
+        self.problems: list[str] = []
+        """Folders that could not be listed, with the reason (never skipped silently)."""
+        self._runs: dict[str, RunSummary] = {}
+        self._models: dict[str, tuple[int, SegModel]] = {}
+        self._banks: dict[str, tuple[int, BankHistory]] = {}
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def refresh(self) -> list[RunSummary]:
+        """Rediscover shipped checkpoints and run directories (new, finished or changed runs)."""
+        problems: list[str] = []
+        found = {summary.run_id: summary for summary in self._discover(problems)}
+        with self._lock:
+            self._runs, self.problems = found, problems
+        return self.runs()
+
+    def _folders(self) -> list[tuple[str, Path]]:
+        folders = []
+        if self.assets_dir is not None and (self.assets_dir / "checkpoints").is_dir():
+            folders += [(SHIPPED, p) for p in sorted((self.assets_dir / "checkpoints").iterdir())]
+        for runs_dir in self.runs_dirs:
+            if runs_dir.is_dir():
+                folders += [(RUN, p) for p in sorted(runs_dir.iterdir())]
+        return [(kind, folder) for kind, folder in folders if (folder / runs.CONFIG).is_file()]
+
+    def _discover(self, problems: list[str]) -> list[RunSummary]:
+        summaries = []
+        for kind, folder in self._folders():
+            try:
+                summaries.append(summarize(kind, folder))
+            except (runs.RunError, KeyError, TypeError, ValueError) as err:
+                problems.append(f"{folder}: cannot be listed ({err})")
+        return summaries
+
+    def runs(self, with_model: bool = False, with_bank: bool = False) -> list[RunSummary]:
+        """Known runs, shipped first; optionally only those that can predict / have a bank."""
+        with self._lock:
+            found = list(self._runs.values())
+        return [
+            r for r in found if (r.has_model or not with_model) and (r.has_bank or not with_bank)
+        ]
+
+    def featured_runs(self, limit: int = 4) -> list[str]:
+        """One run per method (shipped first, then the best mIoU), DIDA, DAFormer, ProDA,
+        source-only in that order: what the Compare tab shows first."""
+        ranked = sorted(
+            self.runs(with_model=True),
+            key=lambda r: (r.kind != SHIPPED, -(r.miou or 0.0), r.name),
+        )
+        chosen: dict[str, str] = {}
+        for summary in ranked:
+            chosen.setdefault(summary.method, summary.run_id)
+        by_method = sorted(chosen.items(), key=lambda kv: FEATURED_ORDER.get(kv[0], 9))
+        return [rid for _, rid in by_method][:limit]
+
+    def run(self, run_id: str) -> RunSummary:
+        """The run's summary; a KeyError lists the known runs."""
+        with self._lock:
+            if run_id not in self._runs:
+                known = ", ".join(sorted(self._runs)) or "none (train one in the Train tab)"
+                raise KeyError(f"unknown run {run_id!r}; known runs: {known}")
+            return self._runs[run_id]
+
+    def model(self, run_id: str) -> SegModel:
+        """The run's model, loaded once and reloaded when its weights file changes."""
+        summary = self.run(run_id)
+        path = summary.path / runs.MODEL
+        if not path.exists():
+            raise runs.RunError(f"{summary.name} has no {runs.MODEL} yet (no checkpoint written)")
+        stamp = path.stat().st_mtime_ns
+        with self._run_lock(run_id):
+            cached = self._models.get(run_id)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, runs.load_run_model(summary.path, self.device))
+                self._models[run_id] = cached
+            return cached[1]
+
+    def _run_lock(self, run_id: str) -> threading.Lock:
+        with self._lock:
+            return self._loading.setdefault(run_id, threading.Lock())
+
+    def model_stamp(self, run_id: str) -> int:
+        """Modification time of the run's weights (cache keys change when a run checkpoints)."""
+        path = self.run(run_id).path / runs.MODEL
+        return path.stat().st_mtime_ns if path.exists() else 0
+
+    def model_card(self, run_id: str) -> str:
+        """The shipped MODEL_CARD.md or the run's README.md (empty when neither exists)."""
+        folder = self.run(run_id).path
+        for name in (MODEL_CARD, runs.SUMMARY):
+            if (folder / name).is_file():
+                return (folder / name).read_text()
+        return ""
+
+    def bank_history(self, run_id: str) -> BankHistory | None:
+        """The run's bank snapshots (None for runs without a bank), reloaded when the file changes."""
+        path = bank_path(self.run(run_id).path)
+        if path is None:
+            return None
+        stamp = path.stat().st_mtime_ns
+        with self._run_lock(run_id):
+            cached = self._banks.get(run_id)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, BankHistory.load(path))
+                self._banks[run_id] = cached
+            return cached[1]
+
+    def snapshot(self, run_id: str, index: int = -1) -> BankSnapshot:
+        """Bank snapshot ``index`` (negative counts from the end) of a run."""
+        history = self.bank_history(run_id)
+        if history is None or len(history) == 0:
+            raise runs.RunError(f"{self.run(run_id).name} has no bank snapshots (not a DIDA run?)")
+        if not -len(history) <= index < len(history):
+            raise IndexError(f"snapshot {index} out of range: the run has {len(history)} snapshots")
+        return history[index]
+
+    def metrics(self, run_id: str, kind: str | None = None) -> list[dict]:
+        """The run's metric records (``runs.read_metrics``)."""
+        return runs.read_metrics(self.run(run_id).path, kind)

@@ -1,0 +1,119 @@
+"""What a model says about images, in forms small enough to cache: a compact prediction per image,
+the readout at one pixel, per-image confusion and IoU, a whole-split pass, and the bounded
+least-recently-used mapping (``collections.OrderedDict``) that keeps them."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dida.data.classes import CLASSES, NUM_CLASSES
+from dida.evaluate import confusion_matrix, seg_metrics
+
+
+class LRU(OrderedDict):
+    """An ``OrderedDict`` kept to its ``maxsize`` most recently used keys; ``get`` and ``put`` are
+    atomic, so request threads and background tasks can share one."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        super().__init__()
+        self.maxsize, self._lock = maxsize, threading.Lock()
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """The value of ``key`` (now the most recently used), else ``default``."""
+        with self._lock:
+            if key not in self:
+                return default
+            self.move_to_end(key)
+            return self[key]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store ``value``; the least recently used keys beyond ``maxsize`` are dropped."""
+        with self._lock:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > self.maxsize:
+                self.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """One model's output on one image, compact enough to keep many in memory."""
+
+    labels: np.ndarray
+    """(H, W) uint8 argmax train IDs."""
+    probs: np.ndarray
+    """(C, H, W) float16 softmax probabilities."""
+    features: torch.Tensor
+    """(D, ceil(H/4), ceil(W/4)) float32 decoder features E."""
+
+
+@dataclass(frozen=True)
+class PixelReading:
+    """Ground truth or one model at one pixel."""
+
+    source: str
+    """Run title or ``"ground truth"``."""
+    class_id: int
+    """Train ID (255 = ignore)."""
+    prob: float | None
+    """Probability of ``class_id`` (None for the ground truth)."""
+    top: tuple[tuple[int, float], ...] = ()
+    """The three most probable (train ID, probability) pairs."""
+
+    @property
+    def class_name(self) -> str:
+        return CLASSES[self.class_id] if self.class_id < NUM_CLASSES else "ignore"
+
+
+@dataclass(frozen=True)
+class ValPass:
+    """One model over the whole val split: predicted labels and per-image confusion matrices."""
+
+    labels: list[np.ndarray]
+    """(H, W) uint8 prediction of every val image."""
+    confusions: np.ndarray
+    """(N, C, C) int64 per-image confusion matrices (rows = ground truth)."""
+
+    def metrics(self) -> dict:
+        """Metrics of the whole split (``SegMetrics.to_dict`` format)."""
+        return seg_metrics(torch.from_numpy(self.confusions.sum(0))).to_dict()
+
+
+def image_prediction(probs: torch.Tensor, features: torch.Tensor) -> ImagePrediction:
+    """Compact prediction of one image from probs (C, H, W) and features (D, h, w)."""
+    return ImagePrediction(
+        labels=probs.argmax(0).to(torch.uint8).cpu().numpy(),
+        probs=probs.to(torch.float16).cpu().numpy(),
+        features=features.float().cpu(),
+    )
+
+
+def pixel_reading(source: str, prediction: ImagePrediction, x: int, y: int) -> PixelReading:
+    """Class, probability and top-3 of ``prediction`` at pixel (x, y)."""
+    p = prediction.probs[:, y, x].astype(np.float32)  # (C,)
+    order = np.argsort(-p)[:3]
+    top = tuple((int(c), float(p[c])) for c in order)
+    return PixelReading(
+        source, int(prediction.labels[y, x]), float(p[prediction.labels[y, x]]), top
+    )
+
+
+def image_confusion(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """(C, C) int64 confusion matrix of one image (rows = ground truth)."""
+    return confusion_matrix(
+        torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(label.astype(np.int64))
+    ).numpy()
+
+
+def per_class_iou(pred: np.ndarray, label: np.ndarray) -> dict[str, float | None]:
+    """Per-class IoU of one image (None where undefined), keyed by class name."""
+    return seg_metrics(torch.from_numpy(image_confusion(pred, label))).to_dict()["IoU"]

@@ -1,0 +1,407 @@
+"""The façade the app calls: one :class:`Studio` per process, composed of the studio's rooms.
+
+Heavy shared objects — loaded models, cached predictions, bank histories, projections — live here
+keyed by run id, so every browser session shares them; the app keeps only ids and small values per
+user. The rooms: ``catalog`` (runs and their models), ``images`` (val split and uploads), the
+prediction cache, ``worker`` / ``umap_worker`` (background tasks) and ``trainer`` (the training
+queue). Who waits for whom is explained in :mod:`dida.studio.work`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dida import runs
+from dida.analysis import MIN_UMAP_POINTS, ImageScores, Projector
+from dida.bank import BankHistory, BankSnapshot
+from dida.data.datasets import CityscapesDataset, ClassStats
+from dida.data.synthcity import ensure_synthcity
+from dida.explain import (
+    ImageFeatureCache,
+    PixelExplanation,
+    TpSweep,
+    distribution_over_tps,
+    explain_pixel,
+)
+from dida.inference import predict_image
+from dida.model import SegModel
+from dida.presets import PRESETS
+from dida.studio.catalog import RunCatalog, RunSummary, resolve_device
+from dida.studio.images import ImageKey, ValImages, ValItem, source_crop
+from dida.studio.jobs import TrainJob, TrainQueue, latest_snapshot, train_config, warm_start
+from dida.studio.passes import ValPasses
+from dida.studio.points import (
+    PointSet,
+    bank_points,
+    join_points,
+    pixel_points,
+    sample_pixel_features,
+)
+from dida.studio.predictions import (
+    LRU,
+    ImagePrediction,
+    PixelReading,
+    ValPass,
+    image_prediction,
+    per_class_iou,
+    pixel_reading,
+)
+from dida.studio.work import InferenceGate, Tasks
+from dida.train import cli_args
+
+
+class Studio:
+    """Runs, models, predictions, bank histories, the val data and training jobs of one process."""
+
+    def __init__(
+        self,
+        data_root: str | Path,
+        runs_dirs: Sequence[str | Path] = ("runs",),
+        assets_dir: str | Path | None = "assets",
+        device: str = "cpu",
+        data_preset: str = "default",
+        cache_size: int = 32,
+    ) -> None:
+        """Open (generating when missing) the val split of the SynthCity tree at ``data_root``."""
+        self.data_root = ensure_synthcity(data_root, data_preset, ("val",))
+        self.data_preset = data_preset
+        self.runs_dirs = [Path(d) for d in runs_dirs] or [Path("runs")]
+        self.assets_dir = None if assets_dir is None else Path(assets_dir)
+        self.device = resolve_device(device)
+        self.catalog = RunCatalog(self.runs_dirs, self.assets_dir, self.device)
+        self.worker, self.umap_worker = Tasks("studio-batch"), Tasks("studio-umap")
+        self.images = ValImages(self.data_root, self.worker, self._run_folders)
+        self.gate = InferenceGate()
+        self.passes = ValPasses(self.catalog, self.images, self.gate, self.worker)
+        self._predictions = LRU(cache_size)  # (run id, model stamp, image key) → ImagePrediction
+        self._features = ImageFeatureCache(capacity=8)
+        self._projectors: dict[str, Projector] = {}
+        self.trainer = TrainQueue(self.runs_dirs[0], on_done=lambda job: self.refresh())
+        self.refresh()
+
+    # --- runs (the catalog) ----------------------------------------------------------------
+
+    def refresh(self) -> list[RunSummary]:
+        """Rediscover shipped checkpoints and run directories (new, finished or changed runs)."""
+        found = self.catalog.refresh()
+        self.images.retry_missing_source_stats()
+        return found
+
+    @property
+    def problems(self) -> list[str]:
+        """Folders that could not be listed, with the reason."""
+        return self.catalog.problems
+
+    def runs(self, with_model: bool = False, with_bank: bool = False) -> list[RunSummary]:
+        """Known runs, shipped first; optionally only those that can predict / have a bank."""
+        return self.catalog.runs(with_model, with_bank)
+
+    def featured_runs(self, limit: int = 4) -> list[str]:
+        """One run per method, DIDA first: what the Compare tab shows first."""
+        return self.catalog.featured_runs(limit)
+
+    def run(self, run_id: str) -> RunSummary:
+        """The run's summary; a KeyError lists the known runs."""
+        return self.catalog.run(run_id)
+
+    def model(self, run_id: str) -> SegModel:
+        """The run's model (reloaded when its weights change)."""
+        return self.catalog.model(run_id)
+
+    def model_stamp(self, run_id: str) -> int:
+        """Modification time of the run's weights (cache keys change when a run checkpoints)."""
+        return self.catalog.model_stamp(run_id)
+
+    def model_card(self, run_id: str) -> str:
+        """The shipped MODEL_CARD.md or the run's README.md (empty when neither exists)."""
+        return self.catalog.model_card(run_id)
+
+    def bank_history(self, run_id: str) -> BankHistory | None:
+        """The run's bank snapshots (None for runs without a bank)."""
+        return self.catalog.bank_history(run_id)
+
+    def snapshot(self, run_id: str, index: int = -1) -> BankSnapshot:
+        """Bank snapshot ``index`` (negative counts from the end) of a run."""
+        return self.catalog.snapshot(run_id, index)
+
+    def metrics(self, run_id: str, kind: str | None = None) -> list[dict]:
+        """The run's metric records (``runs.read_metrics``)."""
+        return self.catalog.metrics(run_id, kind)
+
+    def _run_folders(self) -> list[Path]:
+        return [summary.path for summary in self.catalog.runs()]
+
+    # --- images ----------------------------------------------------------------------------
+
+    @property
+    def val(self) -> CityscapesDataset:
+        """The target val split (``dida.data.datasets.CityscapesDataset``)."""
+        return self.images.val
+
+    @property
+    def thumbnail_dir(self) -> Path:
+        """Where ``thumbnail`` writes (``<data>/.studio/thumbs``)."""
+        return self.images.thumbnail_dir
+
+    def item(self, key: ImageKey) -> dict:
+        """``{"image", "label" (None for uploads), "name"}`` of a val index or an upload key."""
+        return self.images.item(key)
+
+    def add_upload(self, path: str | Path) -> tuple[str, list[str]]:
+        """Validate and keep an uploaded image → (key, conversion notes); raises UploadError."""
+        return self.images.add_upload(path)
+
+    def thumbnail(self, index: int, width: int = 160) -> Path:
+        """A small JPEG of val image ``index``."""
+        return self.images.thumbnail(index, width)
+
+    def val_items(self) -> list[ValItem]:
+        """Every val image with its classes and (once indexed) its overlap flag."""
+        return self.images.val_items()
+
+    def target_stats(self) -> ClassStats:
+        """Class statistics of the target val split."""
+        return self.images.target_stats()
+
+    def source_stats(self, wait: bool = False) -> ClassStats | None:
+        """Class statistics of a source dataset (background; None until ready)."""
+        return self.images.source_stats(wait)
+
+    def source_stats_state(self) -> str | None:
+        """State of the background source statistics."""
+        return self.images.source_stats_state()
+
+    def rare_classes(self) -> list[int]:
+        """Classes below ``RARE_PIXEL_FRACTION`` of the val pixels, rarest first."""
+        return self.images.rare_classes()
+
+    def overlap_flags(self) -> list[bool] | None:
+        """Per val image: touching entities of different thing classes? None until indexed."""
+        return self.images.overlap_flags()
+
+    def index_overlaps(self, wait: bool = False) -> str:
+        """Build (or load) the overlap index of the val split in the background."""
+        return self.images.index_overlaps(wait)
+
+    def class_pixels(self, key: ImageKey) -> np.ndarray:
+        """(C,) int64 ground-truth pixels of each class in a labelled image."""
+        return self.images.class_pixels(key)
+
+    def source_crop(
+        self, run_id: str, source_id: int, box: Sequence[int] | None
+    ) -> np.ndarray | None:
+        """The source image (crop) a bank slot of the run was filled from, or None."""
+        return source_crop(self.run(run_id).path, source_id, box)
+
+    # --- predictions -----------------------------------------------------------------------
+
+    def prefetch(self, run_ids: Sequence[str], key: ImageKey = 0, thumbnails: int = 120) -> str:
+        """Load models, predict one image and write thumbnails in the background (app start)."""
+
+        def work() -> None:
+            for rid in run_ids:
+                self.predict(rid, key, batch=True)
+            for i in range(min(thumbnails, len(self.val))):
+                self.thumbnail(i)
+
+        return self.worker.submit(("prefetch", tuple(run_ids), key), work)
+
+    def predict(self, run_id: str, key: ImageKey, batch: bool = False) -> ImagePrediction:
+        """The run's prediction on an image (LRU-cached; recomputed when the run checkpoints).
+        ``batch``: a background task's forward, which yields to waiting requests."""
+        cache_key = (run_id, self.model_stamp(run_id), key)
+        cached = self._predictions.get(cache_key)
+        if cached is not None:
+            return cached
+        model, image = self.model(run_id), self.item(key)["image"]
+        with self.gate.hold(batch):
+            out = predict_image(model, image)
+        prediction = image_prediction(out.probs[0], out.features[0])
+        self._predictions.put(cache_key, prediction)
+        return prediction
+
+    def readout(self, run_ids: Sequence[str], key: ImageKey, x: int, y: int) -> list[PixelReading]:
+        """Ground truth (when labelled) and every run's class and probability at pixel (x, y)."""
+        item = self.item(key)
+        h, w = item["image"].shape[:2]
+        if not (0 <= x < w and 0 <= y < h):
+            raise ValueError(f"pixel ({x}, {y}) is outside the {w}x{h} image")
+        readings = []
+        if item["label"] is not None:
+            readings.append(PixelReading("ground truth", int(item["label"][y, x]), None))
+        for rid in run_ids:
+            readings.append(pixel_reading(self.run(rid).title, self.predict(rid, key), x, y))
+        return readings
+
+    def image_iou(
+        self, run_ids: Sequence[str], key: ImageKey
+    ) -> dict[str, dict[str, float | None]]:
+        """Per-class IoU of each run on one labelled image: ``{run_id: {class: IoU}}``."""
+        label = self.item(key)["label"]
+        if label is None:
+            raise ValueError("an uploaded image has no ground truth, so no IoU")
+        return {rid: per_class_iou(self.predict(rid, key).labels, label) for rid in run_ids}
+
+    # --- whole-split passes ----------------------------------------------------------------
+
+    def val_pass(self, run_id: str, start: bool = True) -> ValPass | None:
+        """The run over every val image (None until computed; ``start`` queues it)."""
+        return self.passes.get(run_id, start)
+
+    def val_pass_progress(self, run_id: str) -> tuple[int, int]:
+        """(images done, images in the val split) of the run's val pass."""
+        return self.passes.progress(run_id)
+
+    def val_metrics(self, run_id: str) -> dict | None:
+        """Whole-val metrics: from a finished val pass, else the run's last evaluation record."""
+        return self.passes.metrics(run_id)
+
+    def image_scores(self, run_a: str, run_b: str) -> ImageScores | None:
+        """Per-image mIoU of b minus a on every val image (None until both val passes are done)."""
+        return self.passes.image_scores(run_a, run_b)
+
+    # --- explanation -----------------------------------------------------------------------
+
+    def explain(
+        self, run_id: str, key: ImageKey, x: int, y: int, tp: float, snapshot: int = -1
+    ) -> PixelExplanation:
+        """``dida.explain.explain_pixel`` with a run's model, options and bank snapshot; the image's
+        features are cached, so a new pixel or tp costs only the K-way softmax."""
+        options = self.run(run_id).method_options
+        return explain_pixel(
+            self.model(run_id),
+            self.item(key)["image"],
+            self.snapshot(run_id, snapshot),
+            x,
+            y,
+            tp,
+            alpha=_option(options, "scatter_alpha", 0.5),
+            normalize=_option(options, "normalize", True),
+            cache=self._features,
+            model_key=(run_id, self.model_stamp(run_id)),
+        )
+
+    def tp_sweep(
+        self, run_id: str, key: ImageKey, x: int, y: int, tps: Sequence[float], snapshot: int = -1
+    ) -> TpSweep:
+        """q at every tp of ``tps`` for one pixel (the common y-scale of the tp view)."""
+        explanation = self.explain(run_id, key, x, y, tps[0], snapshot)
+        normalize = _option(self.run(run_id).method_options, "normalize", True)
+        return distribution_over_tps(
+            explanation.feature, self.snapshot(run_id, snapshot), tps, normalize
+        )
+
+    # --- projections -----------------------------------------------------------------------
+
+    def projector(self, run_id: str) -> Projector:
+        """The run's Projector (one per run, so the layout stays put across snapshots)."""
+        projector = self._projectors.get(run_id)
+        return projector or self._projectors.setdefault(run_id, Projector())
+
+    def points(
+        self, run_id: str, snapshot: int = -1, pixels: ImageKey | None = None, count: int = 300
+    ) -> PointSet:
+        """Bank slots of a snapshot, plus ``count`` sampled pixel features of image ``pixels``."""
+        bank = bank_points(self.snapshot(run_id, snapshot), self.model(run_id))
+        if pixels is None:
+            return bank
+        item = self.item(pixels)
+        sample = sample_pixel_features(self.predict(run_id, pixels), item["label"], count)
+        return join_points(bank, pixel_points(sample))
+
+    def projection(
+        self,
+        run_id: str,
+        snapshot: int = -1,
+        pixels: ImageKey | None = None,
+        count: int = 300,
+        method: str = "umap",
+    ) -> tuple[np.ndarray, str]:
+        """(N, 2) map of ``points(...)`` and the method used: UMAP when cached, else PCA at once
+        while UMAP is computed in the background (poll ``projection_state``)."""
+        points = self.points(run_id, snapshot, pixels, count)
+        key = self._projection_key(run_id, snapshot, pixels, count)
+        projector = self.projector(run_id)
+        if method == "umap" and len(points.features) >= MIN_UMAP_POINTS:
+            cached = projector.cached(key)
+            if cached is not None:
+                return cached, "umap"
+            self.umap_worker.submit(("umap", key), lambda: self._fit_umap(run_id, points, key))
+        return projector.pca(points.features, key), "pca"
+
+    def projection_state(
+        self, run_id: str, snapshot: int = -1, pixels: ImageKey | None = None, count: int = 300
+    ) -> str | None:
+        """State of the background UMAP of these points (None when never requested)."""
+        return self.umap_worker.state(
+            ("umap", self._projection_key(run_id, snapshot, pixels, count))
+        )
+
+    def _projection_key(
+        self, run_id: str, snapshot: int, pixels: ImageKey | None, count: int
+    ) -> tuple:
+        iteration = self.snapshot(run_id, snapshot).iteration
+        return (self.model_stamp(run_id), iteration, pixels, count if pixels is not None else 0)
+
+    def _fit_umap(self, run_id: str, points: PointSet, key: tuple) -> np.ndarray:
+        """Fit the run's map on its last snapshot once, then place ``points`` into it."""
+        projector = self.projector(run_id)
+        if not projector.fitted:
+            last = self.snapshot(run_id, -1)
+            projector.fit(last.features, (self.model_stamp(run_id), last.iteration, None, 0))
+        return projector.transform(points.features, key)
+
+    def warm_up(self) -> str:
+        """Import umap and compile its numba code in the background (~10-20 s once per process)."""
+        return self.umap_worker.submit("warm-up", lambda: Projector().warm_up())
+
+    # --- training --------------------------------------------------------------------------
+
+    def train(
+        self,
+        method: str,
+        preset: str = "tiny",
+        iters: int | None = None,
+        seed: int = 0,
+        method_options: dict[str, Any] | None = None,
+        name: str | None = None,
+        init_from: str | None = None,
+    ) -> TrainJob:
+        """Queue a training run of ``method`` with a preset, from random weights or from those of
+        the run ``init_from`` (a run id); returns the job (see ``trainer``). An unsafe run name
+        raises ``runs.RunNameError`` (a ValueError naming the rule) before anything is written."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
+        name = runs.check_run_name(name or _default_name(method, preset, seed))
+        cfg = train_config(
+            preset, method, self.data_root, self.data_preset, iters, seed, method_options
+        )
+        if init_from:
+            cfg = warm_start(cfg, self.run(init_from).path)
+        command = ["python -m dida.train", *cli_args(cfg, preset, name, self.trainer.runs_dir)]
+        return self.trainer.submit(cfg, name, command)
+
+    def job_snapshot(self, job_id: str) -> BankSnapshot | None:
+        """The last bank snapshot a training job has saved (at its checkpoints), if any."""
+        return latest_snapshot(self.trainer.get(job_id).run_dir)
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Stop every training job and the background tasks, and wait (up to ``timeout`` s) until
+        no job runs, so the process never exits with torch busy in a worker thread."""
+        self.worker.close()
+        self.umap_worker.close()
+        self.trainer.stop_all(timeout)
+
+
+def _default_name(method: str, preset: str, seed: int) -> str:
+    return f"{method}_{preset}_s{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _option(options: dict, key: str, default: Any) -> Any:
+    value = options.get(key)
+    return default if value is None else value

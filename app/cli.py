@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     seconds = time.perf_counter() - start
     print(f"{ready_line(args.host, demo.server_port, auth)} ({seconds:.1f} s)", flush=True)
-    threading.Thread(target=_background, args=(studio, featured), daemon=True).start()
-    _block(studio)
+    stopping = threading.Event()
+    threading.Thread(target=_background, args=(studio, featured, stopping), daemon=True).start()
+    _block(studio, stopping)
     return 0
 
 
@@ -128,22 +129,26 @@ def ready_line(host: str, port: int, auth: Credentials | None) -> str:
     return f"DIDA Studio ready at {url} — reachable from {reach}; {users}; Ctrl+C stops it"
 
 
-def _background(studio, featured: list[str]) -> None:
+def _background(studio, featured: list[str], stopping: threading.Event) -> None:
     """Slow preparations, started once the first page's predictions are ready so they do not
     compete with it: the overlap index, source class statistics and the UMAP warm-up."""
     studio.worker.wait(("prefetch", tuple(featured), 0), timeout=300)
-    studio.index_overlaps()
-    studio.source_stats()
-    studio.warm_up()
+    try:
+        for start in (studio.index_overlaps, studio.source_stats, studio.warm_up):
+            start()
+    except RuntimeError:  # "cannot schedule new futures after shutdown": the app is stopping
+        if not stopping.is_set():
+            raise
 
 
-def _block(studio) -> None:
+def _block(studio, stopping: threading.Event) -> None:
     """Wait for Ctrl+C or SIGTERM (treated alike), then stop the studio's workers."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:
+        stopping.set()
         studio.shutdown()
         print("stopped")
 

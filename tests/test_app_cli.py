@@ -4,9 +4,11 @@ the environment or a private file, the bound URL printed, and ``python launch.py
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -175,8 +177,8 @@ def test_main_serves_with_the_credentials_and_prints_the_bound_address(
 
     monkeypatch.setitem(sys.modules, "app.main", types.SimpleNamespace(launch_app=launch_app))
     monkeypatch.setattr(cli, "_open_studio", lambda args: _FakeStudio())
-    monkeypatch.setattr(cli, "_background", lambda studio, featured: None)
-    monkeypatch.setattr(cli, "_block", lambda studio: None)
+    monkeypatch.setattr(cli, "_background", lambda *args: None)
+    monkeypatch.setattr(cli, "_block", lambda *args: None)
     monkeypatch.setenv(AUTH_ENV, "ana:top-secret")
     assert cli.main(["--host", "0.0.0.0", "--port", "7911"]) == 0
     assert calls == [("0.0.0.0", 7911, {"prevent_thread_lock": True, "quiet": True,
@@ -198,3 +200,19 @@ def test_main_serves_with_the_credentials_and_prints_the_bound_address(
 def test_ready_line_shows_the_bound_url(host: str, url: str, reach: str) -> None:
     line = cli.ready_line(host, 7860, [("a", "b")])
     assert line.startswith(f"DIDA Studio ready at {url} — reachable from {reach}")
+
+
+def test_sigterm_stops_the_app_like_ctrl_c(capsys: pytest.CaptureFixture) -> None:
+    class Studio:
+        stopped = False
+
+        def shutdown(self) -> None:
+            self.stopped = True
+
+    studio, stopping, previous = Studio(), threading.Event(), signal.getsignal(signal.SIGTERM)
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    try:
+        cli._block(studio, stopping)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert studio.stopped and stopping.is_set() and capsys.readouterr().out == "stopped\n"

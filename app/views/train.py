@@ -26,6 +26,7 @@ from app.views.common import (
     style,
     user_errors,
 )
+from dida import runs
 from dida.methods.registry import METHODS
 from dida.presets import PRESETS
 from dida.studio import METHOD_TITLES, Studio, TrainJob
@@ -58,19 +59,24 @@ def start(
     ins_lambda: float | None,
     start_from: str | None = SCRATCH,
 ) -> tuple[str, str, Any]:
-    """Queue a run → (job id, status, timer update)."""
+    """Queue a run → (job id, status, timer update). A run name that is not a safe folder name is
+    refused with the rule, in a warning and the status (the session's job, if any, stays shown)."""
     options = {}
     if method == "dida":
         options = {"bank_size": int(bank_size or 300), "tp": float(tp), "ins_lambda": ins_lambda}
-    job = studio.train(
-        method,
-        preset,
-        int(iters) if iters else None,
-        int(seed or 0),
-        options,
-        (name or "").strip() or None,
-        None if start_from in (None, "", SCRATCH) else start_from,
-    )
+    try:
+        job = studio.train(
+            method,
+            preset,
+            int(iters) if iters else None,
+            int(seed or 0),
+            options,
+            (name or "").strip() or None,
+            None if start_from in (None, "", SCRATCH) else start_from,
+        )
+    except runs.RunNameError as err:
+        gr.Warning(client_text(err))
+        return gr.update(), f"**Not started** — {client_text(err)}", gr.update()
     return job.job_id, status_text(studio, job), gr.Timer(active=True)
 
 

@@ -18,7 +18,7 @@ def _bad_names(tmp_path: Path) -> list[str]:
 
 
 def _files(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*")}
+    return set(root.rglob("*"))
 
 
 @pytest.fixture

@@ -55,6 +55,12 @@ class InferenceGate:
                 self._busy = False
                 self._changed.notify_all()
 
+    @property
+    def requests_waiting(self) -> int:
+        """Interactive forwards waiting for the gate now."""
+        with self._changed:
+            return self._interactive_waiting
+
     def _free_for(self, batch: bool) -> bool:
         return not self._busy and not (batch and self._interactive_waiting)
 
@@ -75,9 +81,17 @@ class Tasks:
         with self._lock:
             future = self._futures.get(key)
             if future is None or _state(future).startswith("failed"):
-                future = self._pool.submit(_logged, key, fn)
+                future = self._start(key, fn)
                 self._futures[key] = future
         return _state(future)
+
+    def _start(self, key: Hashable, fn: Callable[[], Any]) -> Future:
+        """``fn`` on the pool; after ``close`` a cancelled future (the task never runs)."""
+        if not self.closing.is_set():
+            return self._pool.submit(_logged, key, fn)
+        future: Future = Future()
+        future.cancel()
+        return future
 
     def state(self, key: Hashable) -> str | None:
         """``queued``, ``running``, ``done``, ``failed: <message>`` or None (never submitted)."""
@@ -104,8 +118,10 @@ class Tasks:
                 del self._futures[key]
 
     def close(self) -> None:
-        """Drop the queued tasks and ask the running one to stop (``closing``); returns at once."""
-        self.closing.set()
+        """Drop the queued tasks and ask the running one to stop (``closing``); returns at once.
+        Tasks submitted later never run (their state says the studio is shutting down)."""
+        with self._lock:
+            self.closing.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _future(self, key: Hashable) -> Future | None:

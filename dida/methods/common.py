@@ -112,7 +112,7 @@ def pseudo_label(
 
 
 # ---------------------------------------------------------------------------------------------
-# ClassMix and strong photometric augmentation (§3 step 5)
+# ClassMix, strong photometric augmentation (§3 step 5) and MIC's block masks
 
 
 def _uniform(shape: Sequence[int], generator: torch.Generator) -> Tensor:
@@ -213,6 +213,24 @@ def strong_augment(
     return out.clone() if out is images else out
 
 
+def block_mask(
+    shape: Sequence[int], patch: int, ratio: float, generator: torch.Generator
+) -> Tensor:
+    """MIC's random block mask for images (B, H, W) -> (B, 1, H, W) float, 0 on masked pixels.
+
+    The crop is tiled into ``patch`` x ``patch`` blocks from its top-left corner (blocks at the
+    right and bottom border are cut by it); each block is masked independently with probability
+    ``ratio`` (MIC keeps a block iff U(0, 1) > ratio). One draw per block from ``generator``.
+    """
+    if patch < 1 or not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"need patch >= 1 pixel and ratio in [0, 1], got {patch} and {ratio}")
+    batch, height, width = shape
+    grid = (batch, 1, -(-height // patch), -(-width // patch))
+    keep = (_uniform(grid, generator) > ratio).float()
+    mask = keep.repeat_interleave(patch, dim=2).repeat_interleave(patch, dim=3)
+    return mask[:, :, :height, :width]
+
+
 # ---------------------------------------------------------------------------------------------
 # Feature distance to the ImageNet model (§3 step 3)
 
@@ -267,12 +285,19 @@ def feature_distance_loss(
 # DIDA instance level and cross-level interaction (§4)
 
 
-def instance_scores(features: Tensor, bank: Tensor, normalize: bool = False) -> Tensor:
+def instance_scores(
+    features: Tensor, bank: Tensor, normalize: bool = False, centre: bool = False
+) -> Tensor:
     """s[b, k, h, w] = ⟨E[b, :, h, w], M_k⟩: features (B, D, h, w), bank (K, D) -> (B, K, h, w).
 
-    ``normalize`` L2-normalises both first (cosine similarity in [-1, 1]).
+    ``centre`` first subtracts the bank mean μ = mean_k M_k from both (post-ReLU features share a
+    large common component; without it their cosines crowd into [0, 1]); ``normalize`` then
+    L2-normalises both (cosine similarity in [-1, 1]).
     """
     bank = bank.to(device=features.device, dtype=features.dtype)
+    if centre:
+        mean = bank.mean(dim=0)  # (D,)
+        features, bank = features - mean[None, :, None, None], bank - mean
     if normalize:
         features, bank = F.normalize(features, dim=1), F.normalize(bank, dim=1)
     return torch.einsum("bdhw,kd->bkhw", features, bank)

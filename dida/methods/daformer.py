@@ -23,6 +23,7 @@ from dida.data.classes import THING_CLASSES
 from dida.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
 from dida.methods.base import Batch, Method, MethodContext, unwrap
 from dida.methods.common import (
+    PseudoLabels,
     class_mix_masks,
     ema_alpha,
     ema_update_,
@@ -122,13 +123,16 @@ class DAFormer(Method):
         self.reference = _load_reference(self.cfg.fd_reference, ctx.device)
 
     def step(self, batch: Batch, it: int) -> dict[str, Tensor]:
+        return self.self_training(batch)[0]
+
+    def self_training(self, batch: Batch) -> tuple[dict[str, Tensor], PseudoLabels]:
+        """DAFormer's losses and the target pseudo-labels they used (for extra target terms)."""
         src, tgt = batch["source"], batch["target"]
         losses, _ = self.source_losses(src)
-        teacher = self.teacher_view(tgt["image"])
-        labels, weight = self.pseudo_labels(teacher)
-        view = self.mixed_view(src, tgt["image"], labels, weight)
+        pseudo = self.pseudo_labels(self.teacher_view(tgt["image"]))
+        view = self.mixed_view(src, tgt["image"], *pseudo)
         losses["loss_target"] = seg_ce(self.model(view.image).logits, view.label, view.weight)
-        return losses
+        return losses, pseudo
 
     def after_step(self, it: int) -> None:
         ema_update_(self.teacher, unwrap(self.model), ema_alpha(it + 1, self.cfg.alpha))
@@ -154,8 +158,8 @@ class DAFormer(Method):
         logits = F.interpolate(out.logits, size=target_image.shape[-2:], mode="bilinear")
         return TeacherView(logits.softmax(dim=1), out.logits, out.features)
 
-    def pseudo_labels(self, teacher: TeacherView) -> tuple[Tensor, Tensor]:
-        """Hard pseudo-labels and their confidence weights (B, H, W); DIDA overrides this."""
+    def pseudo_labels(self, teacher: TeacherView) -> PseudoLabels:
+        """Hard pseudo-labels and their confidence weights (B, H, W) from the teacher's p."""
         top, bottom = scale_ignore_rows(
             self.cfg.ignore_top, self.cfg.ignore_bottom, teacher.probs.shape[-2]
         )

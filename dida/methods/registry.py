@@ -1,4 +1,7 @@
-"""The method table: names → (class, config class). Unknown names raise with the valid ones."""
+"""The method table: names → (class, config class). Unknown names raise with the valid ones.
+
+``dida_mic`` is the DIDA class with ``DIDAMICConfig`` (DIDA's options plus MIC's masking), so
+DIDA + MIC has its own name and preset options without a second class."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from torch import nn
 
 from dida.methods.base import Method, MethodContext
 from dida.methods.daformer import DAFormer, DAFormerConfig
-from dida.methods.dida import DIDA, DIDAConfig
+from dida.methods.dida import DIDA, DIDAConfig, DIDAMICConfig
+from dida.methods.mic import MIC, MICConfig
 from dida.methods.oracle import Oracle, OracleConfig
 from dida.methods.proda import ProDA, ProDAConfig
 from dida.methods.source_only import SourceOnly, SourceOnlyConfig
@@ -20,6 +24,8 @@ METHODS: dict[str, tuple[type[Method], type]] = {
     "proda": (ProDA, ProDAConfig),
     "daformer": (DAFormer, DAFormerConfig),
     "dida": (DIDA, DIDAConfig),
+    "mic": (MIC, MICConfig),
+    "dida_mic": (DIDA, DIDAMICConfig),
 }
 
 

@@ -301,7 +301,8 @@ def _evaluate(loop: _Loop, it: int) -> TrainEvent:
         max_images=loop.cfg.data.val_images,
     ).to_dict()
     if loop.dist.is_main:
-        runs.append_metrics(loop.run_dir, {"kind": "eval", "it": it, **metrics})
+        record = {"kind": "eval", "it": it, **loop.timer.cost(), **metrics}
+        runs.append_metrics(loop.run_dir, record)
     return _event(loop, "eval", it, metrics=metrics)
 
 
@@ -357,6 +358,8 @@ def _resume(loop: _Loop) -> None:
     path = loop.run_dir / runs.CHECKPOINT
     loop.timer = _Timer(0, loop.cfg.iters)
     if not path.exists():
+        if loop.dist.is_main:
+            runs.truncate_metrics(loop.run_dir, 0)  # records of a start killed before a checkpoint
         return
     state, meta = runs.load_state(path, device=str(loop.dist.device))
     loop.timer = _Timer(int(meta["it"]), loop.cfg.iters, meta)

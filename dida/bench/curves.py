@@ -1,0 +1,138 @@
+"""Learning curves: target mIoU and a few classes' IoU against iterations and CPU-hours, read from
+the evaluations a run made at its ``snapshot_iters`` (``python -m dida.bench --suite curves``).
+
+The cost axis is the run's cumulative *training* CPU time (``train_cpu_s``: process CPU seconds of
+the training steps, data loading included, evaluations excluded), carried across resumes by the
+checkpoint metadata. CPU time, not wall time, so that a run slowed by a neighbour on the same cores
+is not charged for the wait.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dida import runs
+
+CURVE_CLASSES = ("person", "rider", "car", "bicycle", "traffic sign")
+"""The classes the app is about (overlapping entities and thin things), plotted besides mIoU."""
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One evaluation of a run: iteration, cumulative training cost and scores (fractions)."""
+
+    it: int
+    cpu_h: float | None
+    miou: float
+    iou: dict[str, float | None] = field(default_factory=dict)
+
+
+def run_curve(run_dir: Path) -> list[CurvePoint]:
+    """The evaluations of ``run_dir`` in iteration order (the last of each iteration wins)."""
+    trains = runs.read_metrics(run_dir, "train")
+    by_it = {r["it"]: r for r in runs.read_metrics(run_dir, "eval")}
+    return [_point(by_it[it], trains) for it in sorted(by_it)]
+
+
+def _point(record: dict, trains: list[dict]) -> CurvePoint:
+    cpu_s = record.get("train_cpu_s", interpolate_cost(trains, record["it"]))
+    return CurvePoint(
+        it=record["it"],
+        cpu_h=None if cpu_s is None else cpu_s / 3600,
+        miou=record["mIoU"]["19"] or 0.0,
+        iou={c: record["IoU"].get(c) for c in CURVE_CLASSES},
+    )
+
+
+def interpolate_cost(trains: Sequence[dict], it: int) -> float | None:
+    """``train_cpu_s`` at iteration ``it`` by linear interpolation between the train records
+    around it (records of runs that wrote the cost only at log iterations); None without cost."""
+    points = [(r["it"], r["train_cpu_s"]) for r in trains if "train_cpu_s" in r]
+    if not points:
+        return None
+    its = [p[0] for p in points]
+    k = bisect.bisect_left(its, it)
+    if k < len(points) and its[k] == it:
+        return points[k][1]
+    (i0, c0), (i1, c1) = _bracket(points, k)
+    return c0 + (c1 - c0) * (it - i0) / max(i1 - i0, 1)
+
+
+def _bracket(points: list[tuple[int, float]], k: int) -> tuple[tuple[int, float], ...]:
+    """The two points around insertion index ``k`` (extrapolating at the ends; (0, 0) first)."""
+    points = [(0, 0.0), *points]
+    k = min(max(k + 1, 1), len(points) - 1)
+    return points[k - 1], points[k]
+
+
+def curve_table(curves: Mapping[str, list[CurvePoint]]) -> str:
+    """Markdown: one row per (run, evaluation) with iterations, CPU-hours, mIoU and class IoUs."""
+    head = ["run", "iteration", "CPU-h", "mIoU", *CURVE_CLASSES]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, points in curves.items():
+        for p in points:
+            cells = [name, str(p.it), _num(p.cpu_h, 2), _pct(p.miou)]
+            cells += [_pct(p.iou.get(c)) for c in CURVE_CLASSES]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def best_per_budget(curves: Mapping[str, list[CurvePoint]], budgets: Sequence[float]) -> str:
+    """Markdown: for each CPU-hour budget, each run's best mIoU reached within it."""
+    head = ["run", *(f"≤ {b:g} CPU-h" for b in budgets)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, points in curves.items():
+        cells = [_pct(_best_within(points, b)) for b in budgets]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _best_within(points: Sequence[CurvePoint], budget: float) -> float | None:
+    scores = [p.miou for p in points if p.cpu_h is not None and p.cpu_h <= budget]
+    return max(scores) if scores else None
+
+
+def plot_curves(curves: Mapping[str, list[CurvePoint]], path: Path) -> None:
+    """mIoU against iterations (log) and CPU-hours, and each of :data:`CURVE_CLASSES` against
+    iterations, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5), constrained_layout=True)
+    panels = [("mIoU", "it"), ("mIoU", "cpu_h"), *((c, "it") for c in CURVE_CLASSES)]
+    for ax, (score, x) in zip(axes.flat, panels, strict=False):
+        _panel(ax, curves, score, x)
+    axes.flat[-1].axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _panel(ax, curves: Mapping[str, list[CurvePoint]], score: str, x: str) -> None:
+    for name, points in curves.items():
+        pts = [(getattr(p, x), _score(p, score)) for p in points]
+        pts = [(a, 100 * b) for a, b in pts if a is not None and b is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", markersize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("iterations" if x == "it" else "training CPU-hours")
+    ax.set_ylabel(f"{score} (%)" if score == "mIoU" else f"{score} IoU (%)")
+    ax.grid(alpha=0.3)
+
+
+def _score(p: CurvePoint, score: str) -> float | None:
+    return p.miou if score == "mIoU" else p.iou.get(score)
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"

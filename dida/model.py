@@ -562,12 +562,29 @@ def _load_file(
         config = config or infer_config_from_state(state)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}\nfile: {describe_state(raw)}") from err
-    model = SegModel(config, load_backbone_weights=False)
     if backbone_only:
-        encoder = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-        load_state_strict(model.backbone, encoder, source)
-    else:
-        load_state_strict(model, state, source)
+        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+    return fitted_model(config, state, source, backbone_only)
+
+
+def fitted_model(
+    config: ModelConfig, state: Mapping[str, Tensor], source: str, backbone_only: bool = False
+) -> SegModel:
+    """A ``config`` model (or only its encoder) loaded strictly with ``state``.  The fit is
+    checked on the meta device first, so a file that does not fit allocates and initialises
+    nothing; raises :class:`CheckpointError` naming ``source`` and listing every mismatch."""
+    try:
+        with torch.device("meta"):
+            skeleton = SegModel(config, load_backbone_weights=False)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise CheckpointError(f"{source}: cannot build the model of {config} ({err})") from err
+    problems = state_mismatches(
+        (skeleton.backbone if backbone_only else skeleton).state_dict(), state
+    )
+    if problems:
+        raise CheckpointError(f"{source} does not match the model:\n{problems}")
+    model = SegModel(config, load_backbone_weights=False)
+    (model.backbone if backbone_only else model).load_state_dict(state, strict=True)
     return model
 
 

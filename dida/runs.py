@@ -43,11 +43,12 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 
 from dida.model import (
+    CheckpointError,
     ModelConfig,
     SegModel,
+    fitted_model,
     nonfinite_message,
     nonfinite_tensors,
-    state_mismatches,
 )
 
 CONFIG, METRICS, STATUS, SUMMARY = "config.json", "metrics.jsonl", "status.json", "README.md"
@@ -511,17 +512,10 @@ def _model_config(folder: Path) -> ModelConfig:
 
 
 def _model_with(config: ModelConfig, state: Any, source: str, folder: Path) -> SegModel:
-    """A ``config`` model holding ``state`` (strict), checked first on the meta device so that a
-    file that does not fit allocates nothing."""
+    """A ``config`` model holding ``state`` (strict; the fit is checked before any allocation)."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RunError(f"{source} is not a flat dict of tensors; it is not a model file")
     try:
-        with torch.device("meta"):
-            problems = state_mismatches(SegModel(config, False).state_dict(), state)
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise RunError(f"{folder / CONFIG} does not describe a model ({err})") from err
-    if problems:
-        raise RunError(f"{source} does not match the model in {folder / CONFIG}:\n{problems}")
-    model = SegModel(config, load_backbone_weights=False)
-    model.load_state_dict(state)
-    return model
+        return fitted_model(config, state, f"{source} (model of {folder / CONFIG})")
+    except CheckpointError as err:
+        raise RunError(str(err)) from err

@@ -17,7 +17,14 @@ import numpy as np  # noqa: E402
 
 from app.errors import client_text  # noqa: E402
 from app.views import bank, compare, longtail, temperature, train, umap  # noqa: E402
-from app.views.common import PALETTE_CHOICES, RunPickers, Shared, bind, image_grid  # noqa: E402
+from app.views.common import (  # noqa: E402
+    CHEAP,
+    PALETTE_CHOICES,
+    RunPickers,
+    Shared,
+    bind,
+    image_grid,
+)
 from dida.studio import Studio  # noqa: E402
 
 TABS = (
@@ -78,11 +85,11 @@ def build_app(studio: Studio) -> gr.Blocks:
                 with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}") as tab:
                     pickers.append(view.build(studio, shared))
                 _wire_tab(studio, tab, pickers[-1])
-        refresh.click(bind(refresh_all, studio), None, notes, api_name="refresh")
+        refresh.click(bind(refresh_all, studio), None, notes, api_name="refresh", **CHEAP)
         for picker in pickers:
             if picker.components:
-                fn = _outputs_of(picker.refresh, len(picker.components))
-                refresh.click(fn, picker.components, picker.components, api_visibility="private")
+                fn, both = _outputs_of(picker.refresh, len(picker.components)), picker.components
+                refresh.click(fn, both, both, api_visibility="private", **CHEAP)
     return demo
 
 
@@ -94,14 +101,16 @@ def _outputs_of(fn, count: int):
 
 
 def _wire_tab(studio: Studio, tab: gr.Tab, picker: RunPickers) -> None:
-    """Opening a tab: rediscover runs, update its pickers, then draw its content."""
-    event = tab.select(lambda: studio.refresh() and None, None, None, api_visibility="private")
+    """Opening a tab: rediscover runs, update its pickers (cheap), then draw its content (in the
+    tab's ``select_lane``)."""
+    private = {"api_visibility": "private"}
+    event = tab.select(lambda: studio.refresh() and None, None, None, **private, **CHEAP)
     if picker.components:
-        refresh = _outputs_of(picker.refresh, len(picker.components))
-        event = event.then(refresh, picker.components, picker.components, api_visibility="private")
+        refresh, both = _outputs_of(picker.refresh, len(picker.components)), picker.components
+        event = event.then(refresh, both, both, **private, **CHEAP)
     if picker.on_select is not None:
         fn, inputs, outputs = picker.on_select
-        event.then(fn, inputs, outputs, api_visibility="private")
+        event.then(fn, inputs, outputs, **private, **picker.select_lane)
 
 
 def warm_up_figures() -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.views.common import (
+    CHEAP,
     RunPickers,
     Shared,
     bind,
@@ -202,20 +203,20 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     run, index, timer, private = ui["run"], ui["index"], ui["timer"], "private"
     shown = [ui[k] for k in ("summary", "counts", "ages", "table", "csv")]
     load = [run, index, shared.palette]
-    run.change(bind(select_run, studio), run, index, api_name="bank_select_run").then(
-        bind(show, studio), load, shown
+    run.change(bind(select_run, studio), run, index, api_name="bank_select_run", **CHEAP).then(
+        bind(show, studio), load, shown, **CHEAP
     )
-    gr.on(
-        [index.change, shared.palette.change], bind(show, studio), load, shown, api_name="bank_show"
-    )
-    ui["prev"].click(bind(step, studio), [run, index, gr.State(-1)], index, api_visibility=private)
-    ui["next"].click(bind(step, studio), [run, index, gr.State(1)], index, api_visibility=private)
-    ui["play"].click(lambda: gr.Timer(active=True), None, timer, api_visibility=private)
-    ui["pause"].click(lambda: gr.Timer(active=False), None, timer, api_visibility=private)
-    timer.tick(bind(play_tick, studio), [run, index], [index, timer], api_visibility=private)
-    ui["table"].select(pick_slot, ui["table"], ui["slot"], api_visibility=private)
+    gr.on([index.change, shared.palette.change], bind(show, studio), load, shown,
+          api_name="bank_show", **CHEAP)  # fmt: skip
+    steps = {"api_visibility": private, **CHEAP}
+    ui["prev"].click(bind(step, studio), [run, index, gr.State(-1)], index, **steps)
+    ui["next"].click(bind(step, studio), [run, index, gr.State(1)], index, **steps)
+    ui["play"].click(lambda: gr.Timer(active=True), None, timer, **steps)
+    ui["pause"].click(lambda: gr.Timer(active=False), None, timer, **steps)
+    timer.tick(bind(play_tick, studio), [run, index], [index, timer], **steps)
+    ui["table"].select(pick_slot, ui["table"], ui["slot"], **steps)
     ui["slot"].change(bind(slot_detail, studio), [run, index, ui["slot"]], [ui["detail"], ui["crop"]],
-                      api_name="bank_slot")  # fmt: skip
+                      api_name="bank_slot", **CHEAP)  # fmt: skip
     on_open = (bind(_first_show, studio), load, [index, *shown])
     return RunPickers([run], bind(_refresh, studio), on_select=on_open)
 

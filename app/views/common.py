@@ -14,7 +14,7 @@ import inspect
 import io
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,13 @@ PALETTE_CHOICES = [("Cityscapes", "cityscapes"), ("Colour-blind safe", "cvd")]
 TEXT_GREY = "#8a8a8a"
 """Mid-grey text reads on both the light and the dark theme."""
 GRID_GREY = "rgba(128,128,128,0.25)"
+CHEAP: dict[str, Any] = {"concurrency_id": "interactive", "concurrency_limit": None}
+"""Event settings of cheap requests (pixel readouts, explain / tp, bank steps, pickers): their own
+Gradio queue group without a limit, so they start at once and never wait behind a heavy event. The
+engine side of the same rule (batch work yields to requests) is ``dida.studio.work``."""
+HEAVY: dict[str, Any] = {"concurrency_id": "heavy", "concurrency_limit": 2}
+"""Event settings of expensive requests (the Compare panels, fixed/broke map, IoU table, gallery
+scores, uploads, UMAP, long tail): one shared group, two at a time (one per core of a 2-core host)."""
 USER_ERRORS = (ValueError, KeyError, IndexError, runs.RunError, UploadError, FileNotFoundError)
 """Engine exceptions whose message is meant for the user (shown as gr.Error)."""
 
@@ -60,6 +67,8 @@ class RunPickers:
     """Current values of ``components`` → one update per component (after ``Studio.refresh``)."""
     on_select: tuple[Callable, list, list] | None = None
     """(fn, inputs, outputs) run when the tab is opened (tabs render lazily)."""
+    select_lane: dict[str, Any] = field(default_factory=lambda: CHEAP)
+    """``CHEAP`` or ``HEAVY``: the queue group of ``on_select``."""
 
 
 def bind(fn: Callable, *bound: Any) -> Callable:

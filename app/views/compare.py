@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 
 from app.views.common import (
+    CHEAP,
     EMPTY_RUNS,
+    HEAVY,
     RunPickers,
     Shared,
     bind,
@@ -419,35 +421,43 @@ def _wire(studio: Studio, shared: Shared, p: dict[str, Any], ui: dict[str, Any])
     gr.on(
         [shared.demo.load, p["overlap"].change, p["classes"].change, p["sort"].change,
          p["timer"].tick],
-        bind(gallery, studio), gallery_in, gallery_out, api_name="gallery",
+        bind(gallery, studio), gallery_in, gallery_out, api_name="gallery", **HEAVY,
     )  # fmt: skip
-    p["gallery"].select(select_image, p["shown"], key, api_name="select_image")
-    p["index"].submit(bind(choose_index, studio), p["index"], key, api_name="choose_index")
-    p["upload"].upload(bind(upload, studio), p["upload"], key, api_name="upload")
+    p["gallery"].select(select_image, p["shown"], key, api_name="select_image", **CHEAP)
+    p["index"].submit(bind(choose_index, studio), p["index"], key, api_name="choose_index",
+                      **CHEAP)  # fmt: skip
+    p["upload"].upload(bind(upload, studio), p["upload"], key, api_name="upload", **HEAVY)
     view_in = [key, ui["models"], ui["view"], ui["opacity"], ui["threshold"], shared.palette,
                ui["hidden"], ui["isolate"]]  # fmt: skip
     gr.on(
         [shared.demo.load, key.change, ui["models"].change, ui["view"].change, ui["opacity"].release,
          ui["threshold"].release, shared.palette.change, ui["hidden"].change, ui["isolate"].change],
         bind(grid, studio), view_in, [ui["grid"], ui["legend"], ui["click"]], api_name="grid",
+        **HEAVY,
     )  # fmt: skip
     readout_out = [ui["pixel"], ui["readout"]]
     ui["click"].select(
-        bind(click, studio), [key, ui["models"]], [ui["x"], ui["y"], *readout_out], api_name="click"
+        bind(click, studio),
+        [key, ui["models"]],
+        [ui["x"], ui["y"], *readout_out],
+        api_name="click",
+        **CHEAP,
     )
     ui["read"].click(
         bind(readout, studio),
         [key, ui["models"], ui["x"], ui["y"]],
         readout_out,
         api_name="readout",
+        **CHEAP,
     )
     diff_in = [key, ui["run_a"], ui["run_b"], shared.palette]
     gr.on(
         [shared.demo.load, key.change, ui["run_a"].change, ui["run_b"].change, shared.palette.change],
         bind(diff, studio), diff_in, [ui["diff"], ui["slider"], ui["diff_text"]], api_name="diff",
+        **HEAVY,
     )  # fmt: skip
     gr.on([shared.demo.load, key.change, ui["models"].change], bind(_iou_outputs, studio), [key, ui["models"]],
-          [ui["iou"], ui["csv"]], api_name="iou_table")  # fmt: skip
+          [ui["iou"], ui["csv"]], api_name="iou_table", **HEAVY)  # fmt: skip
 
 
 def _iou_outputs(studio: Studio, key: ImageKey, run_ids: list[str]) -> tuple[Any, Any]:

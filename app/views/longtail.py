@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from app.views.common import (
+    HEAVY,
     RunPickers,
     Shared,
     bind,
@@ -171,10 +172,11 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     freq_out = [pixels, images, table, csv, note]
     iou_out = [scatter, iou_table, iou_csv, status, timer]
     gr.on([runs.change, whole.change], bind(iou_frequency, studio), [runs, whole], iou_out,
-          api_name="longtail_iou")  # fmt: skip
-    timer.tick(bind(_open, studio), [runs, whole], [*freq_out, *iou_out], api_visibility="private")
+          api_name="longtail_iou", **HEAVY)  # fmt: skip
+    timer.tick(bind(_open, studio), [runs, whole], [*freq_out, *iou_out], api_visibility="private",
+               **HEAVY)  # fmt: skip
     on_open = (bind(_open, studio), [runs, whole], [*freq_out, *iou_out])
-    return RunPickers([runs], bind(_refresh, studio), on_select=on_open)
+    return RunPickers([runs], bind(_refresh, studio), on_select=on_open, select_lane=HEAVY)
 
 
 def _refresh(studio: Studio, current: list[str] | None) -> list[Any]:

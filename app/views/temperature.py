@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.views.common import (
+    CHEAP,
     RunPickers,
     Shared,
     bind,
@@ -171,12 +172,13 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     figure = gr.Plot(label="instance distribution and cross-level interaction")
     inputs = [run, shared.image_key, x, y, tp, snapshot, shared.palette]
     image.select(bind(click, studio), [run, shared.image_key, tp, snapshot, shared.palette],
-                 [x, y, figure, summary], api_name="tp_click")  # fmt: skip
+                 [x, y, figure, summary], api_name="tp_click", **CHEAP)  # fmt: skip
     gr.on([go_button.click, tp.change, snapshot.change, shared.palette.change], bind(explain, studio),
-          inputs, [figure, summary], api_name="tp_explain", trigger_mode="always_last")  # fmt: skip
-    run.change(bind(select_run, studio), run, [snapshot, tp], api_visibility="private")
+          inputs, [figure, summary], api_name="tp_explain", trigger_mode="always_last",
+          **CHEAP)  # fmt: skip
+    run.change(bind(select_run, studio), run, [snapshot, tp], api_visibility="private", **CHEAP)
     shared.image_key.change(
-        bind(show_image, studio), shared.image_key, image, api_visibility="private"
+        bind(show_image, studio), shared.image_key, image, api_visibility="private", **CHEAP
     )
     on_open = (bind(_open, studio), [run, shared.image_key], [image, snapshot, tp])
     return RunPickers([run], bind(_refresh, studio), on_select=on_open)

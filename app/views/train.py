@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from app.errors import client_text
 from app.views.bank import counts_figure
 from app.views.common import (
+    CHEAP,
     RunPickers,
     Shared,
     bind,
@@ -248,14 +249,14 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
         "private",
     )
     ui["preset"].change(
-        preset_changed, ui["preset"], [ui["iters"], ui["note"]], api_visibility=private
+        preset_changed, ui["preset"], [ui["iters"], ui["note"]], api_visibility=private, **CHEAP
     )
     ui["method"].change(lambda m: gr.update(visible=m == "dida"), ui["method"], ui["dida_options"],
-                        api_visibility=private)  # fmt: skip
+                        api_visibility=private, **CHEAP)  # fmt: skip
     names = ("method", "preset", "iters", "seed", "name", "bank_size", "tp", "ins_lambda",
              "start_from")  # fmt: skip
     ui["start"].click(bind(start, studio), [ui[n] for n in names], [job_id, status, timer],
-                      api_name="train_start")  # fmt: skip
+                      api_name="train_start", **CHEAP)  # fmt: skip
     polled = [*shown, timer]
     timer.tick(
         bind(poll, studio), [job_id, shared.palette], polled, api_name="train_poll", queue=False

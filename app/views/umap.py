@@ -22,6 +22,8 @@ import plotly.graph_objects as go
 
 from app.errors import client_text
 from app.views.common import (
+    CHEAP,
+    HEAVY,
     RunPickers,
     Shared,
     bind,
@@ -252,17 +254,17 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     triggers = [ui[n].change for n in ("snapshot", "color_by", "with_pixels", "method")]
     gr.on([*triggers, ui["count"].release, shared.palette.change, ui["timer"].tick],
           bind(_project_view, studio), inputs, outputs, api_name="umap_project",
-          trigger_mode="always_last")  # fmt: skip
-    run.change(bind(select_run, studio), run, snapshot, api_visibility="private").then(
-        bind(_project_view, studio), inputs, outputs
+          trigger_mode="always_last", **HEAVY)  # fmt: skip
+    run.change(bind(select_run, studio), run, snapshot, api_visibility="private", **CHEAP).then(
+        bind(_project_view, studio), inputs, outputs, **HEAVY
     )
     selection_in = [run, snapshot, ui["with_pixels"], ui["count"], shared.image_key]
     selection_out = [ui["chosen"], ui["chosen_table"], ui["chosen_csv"]]
     ui["figure"].select(
-        bind(on_select, studio), selection_in, selection_out, api_name="umap_selection"
+        bind(on_select, studio), selection_in, selection_out, api_name="umap_selection", **CHEAP
     )
     on_open = (bind(_open, studio), inputs, [snapshot, *outputs])
-    return RunPickers([run], bind(_refresh, studio), on_select=on_open)
+    return RunPickers([run], bind(_refresh, studio), on_select=on_open, select_lane=HEAVY)
 
 
 def _refresh(studio: Studio, run_id: str | None) -> list[Any]:

@@ -1,0 +1,45 @@
+"""Request scheduling in the app: cheap events share the unlimited ``interactive`` Gradio group and
+expensive ones the ``heavy`` group (two at a time), so a readout never queues behind a prediction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_studio import private_studio
+
+from app.main import build_app
+from dida.studio import Studio
+
+CHEAP_EVENTS = {"click", "readout", "select_image", "choose_index", "tp_click", "tp_explain",
+                "bank_select_run", "bank_show", "bank_slot", "umap_selection", "train_start",
+                "refresh"}  # fmt: skip
+HEAVY_EVENTS = {"grid", "diff", "iou_table", "gallery", "upload", "umap_project", "longtail_iou"}
+
+
+@pytest.fixture(scope="module")
+def lanes(tmp_path_factory: pytest.TempPathFactory, synthcity_tiny: Path) -> dict:
+    """(api name or function name, position) → (concurrency id, limit) of every queued event."""
+    studio: Studio = private_studio(tmp_path_factory, synthcity_tiny)
+    fns = build_app(studio).fns.values()
+    return {
+        (fn.api_name or fn.name, i): (fn.concurrency_id, fn.concurrency_limit)
+        for i, fn in enumerate(fns)
+        if fn.queue
+    }
+
+
+def test_cheap_events_start_at_once_in_their_own_group(lanes: dict) -> None:
+    found = {name: lane for (name, _), lane in lanes.items() if name in CHEAP_EVENTS}
+    assert set(found) == CHEAP_EVENTS
+    assert set(found.values()) == {("interactive", None)}
+
+
+def test_expensive_events_share_a_limited_group(lanes: dict) -> None:
+    found = {name: lane for (name, _), lane in lanes.items() if name in HEAVY_EVENTS}
+    assert set(found) == HEAVY_EVENTS
+    assert set(found.values()) == {("heavy", 2)}
+
+
+def test_every_queued_event_is_in_one_of_the_two_lanes(lanes: dict) -> None:
+    assert set(lanes.values()) == {("interactive", None), ("heavy", 2)}

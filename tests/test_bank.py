@@ -421,3 +421,102 @@ def test_interior_labels_drop_boundaries_but_keep_thin_classes() -> None:
     assert out[0, 3, 1] == 255  # next to the thin class
     kept = out != 255
     assert torch.equal(out[kept], labels[kept])
+
+
+# ----------------------------------------------------------------------------- label resolution
+
+
+def ramp(left: float, right: float) -> torch.Tensor:
+    """A (1, 1, 2, 2) feature map whose left column is ``left`` and right column ``right``."""
+    return torch.tensor([[left, right], [left, right]]).reshape(1, 1, 2, 2)
+
+
+def halves(left: int, right: int) -> torch.Tensor:
+    """(1, 8, 8) labels: ``left`` in columns 0-3, ``right`` in columns 4-7."""
+    labels = torch.full((1, 8, 8), right)
+    labels[..., :4] = left
+    return labels
+
+
+def test_bilinear_matrix_matches_interpolate() -> None:
+    x = torch.randn(3, 5, generator=gen(20))
+    up = torch.nn.functional.interpolate(x[None, None], size=(7, 11), mode="bilinear")[0, 0]
+    torch.testing.assert_close(B.bilinear_matrix(7, 3) @ x @ B.bilinear_matrix(11, 5).T, up)
+
+
+def test_region_means_golden_at_label_resolution() -> None:
+    # columns of a 2 -> 8 bilinear upsampling (align_corners=False) take the right value with
+    # weights 0, 0, 1/8, 3/8, 5/8, 7/8, 1, 1: the left half averages 1/8, the right half 7/8
+    means, counts = B.region_means(ramp(0.0, 1.0), halves(0, 1), 2)
+    torch.testing.assert_close(means[0, :, 0], torch.tensor([0.125, 0.875]))
+    assert counts.tolist() == [[32.0, 32.0]]
+    small = halves(0, 1)[:, ::4, ::4]  # nearest-downsampled labels on the 2x2 grid
+    assert B.region_means(ramp(0.0, 1.0), small, 2)[0][0, :, 0].tolist() == [0.0, 1.0]
+
+
+def test_region_sums_equal_sums_of_upsampled_features() -> None:
+    features = torch.randn(2, 3, 4, 5, generator=gen(21))
+    labels = torch.randint(0, 4, (2, 16, 20), generator=gen(22))
+    labels[0, :3] = 255
+    up = torch.nn.functional.interpolate(features, size=(16, 20), mode="bilinear")
+    expected = B.class_sums(up, labels, 4)
+    for got, ref in zip(B.region_sums(features, labels, 4), expected, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="resize the labels"):
+        B.region_sums(features, labels[:, :2, :2], 4)
+
+
+def toy_cache() -> tuple[torch.Tensor, torch.Tensor]:
+    """Region means (3, C=2, D=1) and counts of three 8x8 images with known 2x2 features:
+    image 0: road | sidewalk on a 0 -> 1 ramp; image 1: all road, features 5; image 2:
+    sidewalk | ignore on a 2 -> 4 ramp."""
+    features = torch.cat([ramp(0.0, 1.0), torch.full((1, 1, 2, 2), 5.0), ramp(2.0, 4.0)])
+    labels = torch.cat([halves(0, 1), halves(0, 0), halves(1, 255)])
+    return B.region_means(features, labels, 2)
+
+
+def test_balanced_slot_means_golden_from_a_toy_dataset() -> None:
+    means, counts = toy_cache()
+    slot_labels = B.allocate_slot_labels(6, classes=(0, 1))  # sidewalk (rarer) first
+    assert slot_labels.tolist() == [1, 1, 1, 0, 0, 0]
+    slots = B.balanced_slot_means(means, counts, slot_labels)
+    # sidewalk: images 0, 2, then image 0 again (cycled); road: images 0, 1, 0
+    assert slots.image.tolist() == [0, 2, 0, 0, 1, 0] and bool(slots.filled.all())
+    expected = [0.875, 2.25, 0.875, 0.125, 5.0, 0.125]
+    torch.testing.assert_close(slots.features[:, 0], torch.tensor(expected))
+
+
+def test_balanced_slot_means_leave_unseen_classes_empty_and_load_into_the_bank() -> None:
+    means, counts = toy_cache()
+    bank = B.InstanceBank.allocate(6, 1, classes=(0, 1))
+    bank.labels = torch.tensor([1, 1, 0, 0, 0, 0])  # pretend class 1 = "unseen": only road seen
+    slots = B.balanced_slot_means(means, counts * torch.tensor([1.0, 0.0]), bank.labels)
+    assert slots.filled.tolist() == [False, False, True, True, True, True]
+    written = bank.load_slots(slots.features, slots.filled, slots.image + 100, it=7)
+    assert written.tolist() == [2, 3, 4, 5] and bank.filled.tolist() == slots.filled.tolist()
+    assert bank.ages.tolist() == [-1, -1, 7, 7, 7, 7]
+    assert bank.source_ids.tolist() == [-1, -1, 100, 101, 100, 101]
+    assert bank.features[:, 0].tolist() == [0.0, 0.0, 0.125, 5.0, 0.125, 5.0]
+    with pytest.raises(ValueError, match="precomputed bank must be"):
+        bank.load_slots(slots.features[:3], slots.filled[:3], slots.image[:3], it=7)
+
+
+def test_released_update_at_label_resolution_moves_toward_upsampled_means() -> None:
+    bank = B.InstanceBank.from_features(torch.ones(2, 1), torch.tensor([0, 1]))
+    cfg = B.BankUpdateConfig(mode="released", momentum=0.5)
+    bank.update(ramp(0.0, 1.0), halves(0, 1), it=3, cfg=cfg)
+    torch.testing.assert_close(bank.features[:, 0], torch.tensor([0.5625, 0.9375]))
+    with pytest.raises(ValueError, match="feature size"):
+        bank.update(ramp(0.0, 1.0), halves(0, 1), 3, B.BankUpdateConfig(kmeans_iters=1))
+
+
+def test_bank_from_snapshot_restores_written_slots() -> None:
+    bank = two_class_bank()
+    bank.fill(
+        const_features([[1.0, 2.0]]), torch.zeros(1, 2, 2, dtype=torch.long), 4, torch.tensor([9])
+    )
+    restored = B.InstanceBank.from_snapshot(bank.snapshot(4))
+    assert torch.equal(restored.filled, bank.filled) and torch.equal(restored.labels, bank.labels)
+    assert torch.equal(restored.features, bank.features) and restored.source_ids.tolist() == (
+        bank.source_ids.tolist()
+    )

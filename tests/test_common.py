@@ -170,6 +170,26 @@ def test_strong_augment_blur_keeps_constant_images() -> None:
     torch.testing.assert_close(out, images)
 
 
+def test_block_mask_golden_patches_and_determinism() -> None:
+    mask = C.block_mask((2, 10, 12), patch=4, ratio=0.5, generator=gen(5))
+    keep = torch.rand((2, 1, 3, 3), generator=gen(5)) > 0.5  # one draw per 4x4 block
+    expected = keep.float().repeat_interleave(4, 2).repeat_interleave(4, 3)[:, :, :10, :12]
+    assert mask.shape == (2, 1, 10, 12) and torch.equal(mask, expected)
+    blocks = mask[:, :, :8, :12].reshape(2, 1, 2, 4, 3, 4)
+    assert (blocks == blocks[:, :, :, :1, :, :1]).all()  # constant on every patch
+    assert torch.equal(mask, C.block_mask((2, 10, 12), 4, 0.5, gen(5)))
+    assert not torch.equal(mask, C.block_mask((2, 10, 12), 4, 0.5, gen(6)))
+
+
+def test_block_mask_ratio_and_limits() -> None:
+    mask = C.block_mask((4, 512, 512), patch=4, ratio=0.7, generator=gen(7))  # 65,536 blocks
+    assert abs(1.0 - float(mask.mean()) - 0.7) < 0.01
+    assert bool((C.block_mask((1, 8, 8), 2, 0.0, gen(0)) == 1).all())
+    assert bool((C.block_mask((1, 8, 8), 2, 1.0, gen(0)) == 0).all())
+    with pytest.raises(ValueError, match="patch >= 1"):
+        C.block_mask((1, 8, 8), 0, 0.7, gen(0))
+
+
 # ----------------------------------------------------------------------------- FD
 
 
@@ -213,6 +233,17 @@ def test_instance_scores_dot_and_cosine() -> None:
     assert C.instance_scores(features, bank)[0, :, 0].tolist() == [[3.0, 0.0], [8.0, 2.0]]
     cos = C.instance_scores(features, bank, normalize=True)
     torch.testing.assert_close(cos[0, :, 0], torch.tensor([[0.6, 0.0], [0.8, 1.0]]))
+
+
+def test_instance_scores_centred_on_the_bank_mean() -> None:
+    feature = torch.tensor([3.0, 1.0]).reshape(1, 2, 1, 1)
+    bank = torch.tensor([[2.0, 0.0], [0.0, 2.0]])  # mean (1, 1): centred slots (1, -1), (-1, 1)
+    plain = C.instance_scores(feature, bank, normalize=True)[0, :, 0, 0]
+    torch.testing.assert_close(plain, torch.tensor([3.0, 1.0]) / math.sqrt(10.0))
+    centred = C.instance_scores(feature, bank, normalize=True, centre=True)[0, :, 0, 0]
+    torch.testing.assert_close(centred, torch.tensor([1.0, -1.0]) / math.sqrt(2.0))
+    dot = C.instance_scores(feature, bank, centre=True)[0, :, 0, 0]  # (2, 0) . (±1, ∓1)
+    assert dot.tolist() == [2.0, -2.0]
 
 
 def test_temperature_softmax_golden_and_limits() -> None:
@@ -293,6 +324,21 @@ def test_instance_loss_golden() -> None:
     )
     by_weight = C.instance_loss(target, probs.log(), weight, reduction="weight")
     assert by_weight.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_instance_loss_by_hand_on_a_4x4_grid() -> None:
+    # target one-hot on slot 0, student q_0 = 1/2 everywhere: CE = log 2 at each of 16 cells;
+    # L_T's weight: confidence 0.6, row 0 ignored; target-origin cells: columns 0-1 (6 cells left)
+    target = torch.zeros(1, 2, 4, 4)
+    target[:, 0] = 1.0
+    log_q = torch.full((1, 2, 4, 4), math.log(0.5))
+    weight = torch.full((1, 4, 4), 0.6)
+    weight[:, 0] = 0.0
+    weight[..., 2:] = 0.0
+    loss = C.instance_loss(target, log_q, weight, reduction="all")
+    assert loss.item() == pytest.approx(6 * 0.6 * math.log(2.0) / 16, rel=1e-6)
+    by_weight = C.instance_loss(target, log_q, weight, reduction="weight")
+    assert by_weight.item() == pytest.approx(math.log(2.0), rel=1e-6)
 
 
 def test_instance_loss_gradient_reaches_student_only() -> None:

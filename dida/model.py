@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -304,10 +305,20 @@ class CheckpointError(ValueError):
 def nonfinite_tensors(state: Mapping[str, Tensor]) -> list[str]:
     """Keys of the floating-point tensors of ``state`` holding a NaN or an infinity."""
     return [
-        k
-        for k, v in state.items()
-        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())
+        k for k, v in state.items() if (v.is_floating_point() or v.is_complex()) and not _finite(v)
     ]
+
+
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def _finite(value: Tensor) -> bool:
+    """Whether ``value`` holds no NaN or infinity.  CPU tensors go through numpy: a model has
+    hundreds of tensors, and on a busy CPU each torch op costs a thread-pool round trip (2 s
+    instead of 2 ms for mit_b0 while a training runs beside the app)."""
+    if value.device.type == "cpu" and value.dtype in _NUMPY_FLOATS:
+        return bool(np.isfinite(value.detach().resolve_conj().numpy()).all())
+    return bool(torch.isfinite(value).all())
 
 
 def nonfinite_message(path: str | Path, state: Mapping[str, Tensor], bad: Sequence[str]) -> str:

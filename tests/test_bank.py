@@ -520,3 +520,12 @@ def test_bank_from_snapshot_restores_written_slots() -> None:
     assert torch.equal(restored.features, bank.features) and restored.source_ids.tolist() == (
         bank.source_ids.tolist()
     )
+
+
+def test_released_update_leaves_never_written_slots_empty() -> None:
+    bank = B.InstanceBank.allocate(3, 1, classes=(0,))
+    bank.load_slots(torch.ones(3, 1), torch.tensor([True, True, False]), torch.zeros(3), it=0)
+    features, labels = torch.full((1, 1, 2, 2), 3.0), torch.zeros(1, 2, 2, dtype=torch.long)
+    cfg = B.BankUpdateConfig(mode="released", momentum=0.5)
+    assert bank.update(features, labels, 5, cfg).tolist() == [0, 1]
+    assert bank.features[:, 0].tolist() == [2.0, 2.0, 0.0] and bank.ages.tolist() == [5, 5, -1]

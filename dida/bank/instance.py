@@ -269,17 +269,17 @@ class InstanceBank:
     def _update_released(
         self, features: Tensor, labels: Tensor, it: int, momentum: float, reducer: Reducer | None
     ) -> Tensor:
-        """Every slot k: M_k <- m M_k + (1 - m) mean_{y_k} over image 0 (absent class -> 0)."""
+        """Every written slot k: M_k <- m M_k + (1 - m) mean_{y_k} over image 0 (absent class -> 0).
+        Slots never written (a precomputed bank's classes seen in no image) stay empty."""
         sums, counts = region_sums(features[:1], labels[:1], self.num_classes)
         sums, counts = reduce_class_stats(sums[0], counts[0], reducer)  # (C, D), (C,)
         means = (sums / counts.clamp_min(1)[:, None]).to(self.features)
-        self.features.mul_(momentum).add_(means[self.labels], alpha=1.0 - momentum)
-        slots = torch.arange(self.num_slots, device=self.features.device)
-        self.ages[:] = it
-        self.source_ids[:] = -1
-        self.changed[:] = True
-        if self.boxes is not None:
-            self.boxes[:] = -1
+        slots = torch.nonzero(self.filled).flatten()
+        moved = (
+            self.features[slots].mul(momentum).add(means[self.labels[slots]], alpha=1 - momentum)
+        )
+        self.features[slots] = moved
+        self._mark(slots, it)
         return slots
 
     def _update_paper(

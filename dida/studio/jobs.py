@@ -104,7 +104,11 @@ class TrainJob:
 
 
 class TrainQueue:
-    """Runs one training job at a time in a worker thread; the others wait in order."""
+    """Runs one training job at a time in a worker thread; the others wait in order.
+
+    A daemon thread over a deque rather than an executor: a queued job shows its position and can be
+    dropped, and an app that exits never waits for queued trainings (``Studio.shutdown`` stops the
+    running one at its next iteration)."""
 
     def __init__(self, runs_dir: Path, on_done: Callable[[TrainJob], None] | None = None) -> None:
         self.runs_dir = Path(runs_dir)

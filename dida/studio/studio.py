@@ -2,9 +2,10 @@
 
 Heavy shared objects — loaded models, cached predictions, bank histories, projections — live here
 keyed by run id, so every browser session shares them; the app keeps only ids and small values per
-user. The rooms: ``catalog`` (runs and their models), ``images`` (val split and uploads), the
-prediction cache, ``worker`` / ``umap_worker`` (background tasks) and ``trainer`` (the training
-queue). Who waits for whom is explained in :mod:`dida.studio.work`.
+user. The rooms: ``catalog`` (runs and their models), ``images`` (val split and uploads), ``passes``
+(whole-split passes), the prediction cache, ``gate`` (one forward at a time, requests first),
+``worker`` / ``umap_worker`` (background tasks) and ``trainer`` (the training queue). Who waits for
+whom is explained in :mod:`dida.studio.work`.
 """
 
 from __future__ import annotations

@@ -60,15 +60,20 @@ def _decode(
 ) -> np.ndarray:
     """Fully decode a PNG whose PIL mode must be one of ``modes``; errors name the file."""
     with _opened(path, what) as im:
-        if im.mode not in modes:
-            raise DatasetError(
-                f"{path}: {what} has PIL mode {im.mode!r}, expected one of {list(modes)}; "
-                f"re-export it in the dataset's original format"
-            )
+        _check_mode(im, modes, path, what)
         if rawmode is not None:
             im.tile = [(*im.tile[0][:3], rawmode)]
         im.load()
+        _check_mode(im, modes, path, what)  # loading changes the mode of some formats (ICNS)
         return np.array(im)
+
+
+def _check_mode(im: Image.Image, modes: tuple[str, ...], path: Path, what: str) -> None:
+    if im.mode not in modes:
+        raise DatasetError(
+            f"{path}: {what} has PIL mode {im.mode!r}, expected one of {list(modes)}; "
+            f"re-export it in the dataset's original format"
+        )
 
 
 def _png_rawmode(path: Path) -> str:

@@ -102,3 +102,73 @@ def test_load_checkpoint_model_reads_a_network_stored_in_the_checkpoint(tmp_path
         assert torch.equal(a, b)
     with pytest.raises(runs.RunError, match=r"holds no method\.warmup\.\* tensors"):
         runs.load_checkpoint_model(tmp_path, "method.warmup.")
+
+
+# --- loaders: non-finite weights, damaged files, mismatches ------------------------------------
+
+
+def _tiny_run(folder: Path) -> dict[str, torch.Tensor]:
+    """A run folder with config, model.safetensors and a checkpoint holding the teacher."""
+    from dida.model import ModelConfig, SegModel
+
+    cfg = ModelConfig(backbone="mit_b0", embed_dim=8, num_classes=3, drop_path_rate=0.0)
+    torch.manual_seed(3)
+    state = SegModel(cfg, load_backbone_weights=False).state_dict()
+    runs.atomic_write_json(folder / runs.CONFIG, {"model": cfg.to_dict()})
+    runs.save_state(folder / runs.MODEL, state, {"it": 4})
+    runs.save_state(folder / runs.CHECKPOINT, {"method": {"teacher": state}}, {"it": 4})
+    return state
+
+
+def _poison(path: Path, keys: list[str]) -> None:
+    """Rewrite a save_state file with a NaN or inf as the first element of each of ``keys``."""
+    flat, skeleton = runs.flatten_state(runs.load_state(path)[0])
+    for i, key in enumerate(keys):
+        flat[key].view(-1)[0] = (float("nan"), float("inf"))[i % 2]
+    runs.save_state(path, runs.unflatten_state(skeleton, flat), runs.load_state(path)[1])
+
+
+def test_loaders_refuse_non_finite_weights_naming_the_file_and_count(tmp_path: Path) -> None:
+    state = _tiny_run(tmp_path)
+    keys = [k for k, v in state.items() if v.is_floating_point()][:2]
+    _poison(tmp_path / runs.MODEL, keys)
+    message = rf"{runs.MODEL} holds non-finite weights \(NaN or inf\) in 2 of {len(state)} tensors"
+    with pytest.raises(runs.RunError, match=message):
+        runs.load_state(tmp_path / runs.MODEL)
+    with pytest.raises(runs.RunError, match=message + r".*allow_nonfinite=True"):
+        runs.load_run_model(tmp_path)
+    model = runs.load_run_model(tmp_path, allow_nonfinite=True)
+    assert torch.isnan(model.state_dict()[keys[0]].view(-1)[0])
+    assert runs.load_checkpoint_model(tmp_path).state_dict().keys() == state.keys()
+    _poison(tmp_path / runs.CHECKPOINT, [f"method.teacher.{k}" for k in keys[:1]])
+    with pytest.raises(runs.RunError, match=rf"{runs.CHECKPOINT} holds non-finite.* 1 of "):
+        runs.load_checkpoint_model(tmp_path)
+    assert runs.load_checkpoint_model(tmp_path, allow_nonfinite=True).training is False
+
+
+def test_a_truncated_checkpoint_is_named_with_what_to_do(tmp_path: Path) -> None:
+    _tiny_run(tmp_path)
+    data = (tmp_path / runs.CHECKPOINT).read_bytes()
+    (tmp_path / runs.CHECKPOINT).write_bytes(data[: len(data) // 2])
+    with pytest.raises(runs.RunError, match=r"checkpoint.safetensors is not a readable .*restore"):
+        runs.load_checkpoint_model(tmp_path)
+    (tmp_path / runs.CONFIG).write_bytes(b"\xff\xfe")
+    with pytest.raises(runs.RunError, match=r"config.json is not valid JSON"):
+        runs.load_run_model(tmp_path)
+    runs.atomic_write_json(tmp_path / runs.CONFIG, {"model": {"embed": 3}})
+    with pytest.raises(runs.RunError, match=r"config.json has no usable model section"):
+        runs.load_run_model(tmp_path)
+
+
+def test_a_model_file_of_another_shape_lists_each_mismatch(tmp_path: Path) -> None:
+    state = _tiny_run(tmp_path)
+    state["decode_head.conv_seg.weight"] = torch.zeros(3, 5, 1, 1)
+    state["decode_head.conv_seg.bias"] = state["decode_head.conv_seg.bias"].long()
+    runs.save_state(tmp_path / runs.MODEL, state)
+    with pytest.raises(runs.RunError) as raised:
+        runs.load_run_model(tmp_path)
+    assert str(raised.value).splitlines()[1:] == [
+        "shape (1): ['decode_head.conv_seg.weight: file (3, 5, 1, 1) vs model (3, 8, 1, 1)']",
+        "dtype (1): ['decode_head.conv_seg.bias: file torch.int64 vs model torch.float32']",
+    ]
+    assert f"{runs.MODEL} (model of {tmp_path / runs.CONFIG}) does not match" in str(raised.value)

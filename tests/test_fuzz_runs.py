@@ -325,6 +325,36 @@ def test_official_checkpoints_load_or_name_the_file(
     assert not Payload.marker.exists()
 
 
+def test_a_wrong_classifier_shape_is_one_mismatch_not_every_head_layer(
+    folder: Path, tiny_official: dict
+) -> None:
+    state = {**tiny_official, "decode_head.conv_seg.weight": torch.zeros(3, 5, 1, 1)}
+    path = folder / "conv_seg.pth"
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(CheckpointError) as raised:
+        load_official(path)
+    problems = str(raised.value).split("does not match the model:\n")[1]
+    assert problems == (
+        "shape (1): ['decode_head.conv_seg.weight: file (3, 5, 1, 1) vs model (3, 8, 1, 1)']"
+    )
+
+
+def test_official_loader_refuses_non_finite_weights_unless_allowed(
+    folder: Path, tiny_official: dict
+) -> None:
+    state = dict(tiny_official)
+    for key, value in (("decode_head.conv_seg.bias", "nan"), ("backbone.norm1.weight", "-inf")):
+        state[key] = state[key].clone()
+        state[key][0] = float(value)
+    path = folder / "diverged.pth"
+    torch.save({"state_dict": state, "meta": {"iter": 9}}, path)
+    message = rf"{path}.*non-finite weights \(NaN or inf\) in 2 of {len(state)} tensors"
+    with pytest.raises(CheckpointError, match=message + ".*allow_nonfinite=True"):
+        load_official(path)
+    model = load_official(path, allow_nonfinite=True)
+    assert torch.isnan(model.decode_head.conv_seg.bias[0])
+
+
 # --- run names -------------------------------------------------------------------------------
 
 NAMES = st.one_of(

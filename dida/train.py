@@ -432,7 +432,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Preset → method → CLI overrides, in that order."""
+    """Preset → method → CLI overrides, in that order (``--iters`` below a preset's snapshot
+    iterations drops those snapshots)."""
     cfg = preset_config(args.preset, args.method)
     overrides = parse_overrides(args.set or [])
     data = {**asdict(cfg.data), **overrides.pop("data", {})}
@@ -441,13 +442,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             data[key] = getattr(args, key)
     if args.data is not None:
         data["source_root"] = data["target_root"] = args.data
+    iters = args.iters or cfg.iters
+    snapshots = overrides.pop("snapshot_iters", None)
+    if snapshots is None:  # --iters shortens a preset's schedule: its later snapshots go with it
+        snapshots = [i for i in cfg.snapshot_iters if i <= iters]
     return replace(
         cfg,
         method_options={**cfg.method_options, **overrides.pop("method", {})},
         model=ModelConfig.from_dict({**cfg.model.to_dict(), **overrides.pop("model", {})}),
         optim=OptimConfig(**{**cfg.optim.to_dict(), **overrides.pop("optim", {})}),
         data=DataConfig(**data),
-        iters=args.iters or cfg.iters,
+        iters=iters,
+        snapshot_iters=snapshots,
         seed=args.seed,
         device=args.device,
         **overrides,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from dida.bench.curves import (
     plot_curves,
     run_curve,
 )
+from dida.presets import CURVE_SNAPSHOTS, preset_config
+from dida.train import build_parser, config_from_args, train
 
 
 def _eval(it: int, miou: float, **extra) -> dict:
@@ -52,3 +55,21 @@ def test_run_curve_reads_evals_in_order_with_cost(tmp_path: Path) -> None:
     assert budget.splitlines()[-1] == "| oracle | – | 20.0 | 35.0 |"
     plot_curves({"oracle": points}, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_long_preset_resolves_and_two_iterations_run(
+    synthcity_tiny: Path, tmp_path: Path
+) -> None:
+    args = build_parser().parse_args(["--preset", "long", "--method", "oracle", "--iters", "2"])
+    cfg = config_from_args(args)
+    assert cfg.iters == 2 and cfg.snapshot_iters == [] and cfg.model.backbone == "mit_b0"
+    assert preset_config("long", "oracle").snapshot_iters == CURVE_SNAPSHOTS
+    data = replace(cfg.data, source_root=str(synthcity_tiny), target_root=str(synthcity_tiny))
+    data = replace(data, synthcity_preset="tiny", crop=(64, 64), rcs=False, val_images=2)
+    cfg = replace(cfg, data=data, snapshot_iters=[1])
+    events = list(train(cfg, tmp_path / "long"))
+    assert events[-1].kind == "done"
+    evals = runs.read_metrics(tmp_path / "long", "eval")
+    assert [r["it"] for r in evals] == [1, 2] and evals[0]["train_cpu_s"] > 0
+    assert (tmp_path / "long" / runs.SNAPSHOTS / "model_000001.safetensors").exists()
+    assert [p.it for p in run_curve(tmp_path / "long")] == [1, 2]

@@ -449,8 +449,17 @@ def test_a_failing_job_is_reported_and_the_queue_goes_on(
     good = local.train("source_only", "tiny", iters=1, name="good")
     _wait(lambda: good.done)
     assert bad.state == "failed" and "no-such-preset" in bad.error
-    assert json.loads((tmp_path / "runs" / "bad" / runs.STATUS).read_text())["state"] == "failed"
+    assert not (tmp_path / "runs" / "bad").exists()  # a run that never started leaves no folder
     assert good.state == "finished"
+
+
+def test_a_diverging_job_fails_with_the_reason(synthcity_tiny: Path, tmp_path: Path) -> None:
+    local = make_studio(synthcity_tiny, tmp_path / "runs")
+    cfg = tiny_config(synthcity_tiny, "source_only", 4, {})
+    job = local.trainer.submit(replace(cfg, optim=replace(cfg.optim, lr=1e30)), "nan")
+    _wait(lambda: job.done)
+    assert job.state == "failed" and job.error.startswith("diverged at iteration 2")
+    assert runs.read_status(tmp_path / "runs" / "nan")["state"] == "failed"
 
 
 def test_lru_keeps_the_most_recent_entries() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dida import runs
+from dida.bench.jobs import Job
 
 CURVE_CLASSES = ("person", "rider", "car", "bicycle", "traffic sign")
 """The classes the app is about (overlapping entities and thin things), plotted besides mIoU."""
@@ -93,6 +94,26 @@ def best_per_budget(curves: Mapping[str, list[CurvePoint]], budgets: Sequence[fl
 def _best_within(points: Sequence[CurvePoint], budget: float) -> float | None:
     scores = [p.miou for p in points if p.cpu_h is not None and p.cpu_h <= budget]
     return max(scores) if scores else None
+
+
+CPU_BUDGETS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""Training CPU-hour budgets of the quality-per-CPU-hour table."""
+
+
+def curves_section(jobs: Sequence[Job], runs_root: Path, figure: Path) -> tuple[list[str], dict]:
+    """The curves suite's report: the per-evaluation table, the best mIoU within each CPU budget
+    and the plot (runs still training included up to their last evaluation)."""
+    curves = {j.name: run_curve(j.run_dir(runs_root)) for j in jobs}
+    curves = {name: points for name, points in curves.items() if points}
+    plot_curves(curves, figure)
+    lines = [
+        "Best mIoU within a training CPU-hour budget:",
+        "",
+        best_per_budget(curves, CPU_BUDGETS),
+    ]
+    lines += ["Every evaluation:", "", curve_table(curves), f"![curves](../figures/{figure.name})"]
+    data = {name: [vars(p) for p in points] for name, points in curves.items()}
+    return lines, data
 
 
 def plot_curves(curves: Mapping[str, list[CurvePoint]], path: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from dida import runs
+from dida.bench.curves import curves_section
 from dida.bench.jobs import ABLATION_DEFAULTS, Job
 from dida.bench.scores import BENCH_EVAL, present_miou
 from dida.data.classes import CLASSES
@@ -324,6 +325,9 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
             "",
             cost_table(found, runs_root),
         ]
+    elif suite == "curves":
+        section, data = curves_section(jobs, runs_root, figures / "learning_curves.png")
+        lines += section
     elif suite == "ablations":
         table, data = sweep_table(found)
         plot_sweeps(data, figures / "bench_ablations.png")

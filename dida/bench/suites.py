@@ -43,7 +43,7 @@ from dida.data.synthcity import SynthCityConfig
 from dida.data.uda import DataConfig, domain_roots
 from dida.train import TrainConfig, build_parser, config_from_args, flat_config
 
-SUITES = ("main", "quick", "ablations", "shift", "warm", "shiftwarm")
+SUITES = ("main", "quick", "ablations", "shift", "warm", "shiftwarm", "curves")
 SEEDS = (0, 1, 2)
 TP_VALUES = (0.05, 0.1, 0.2, 0.5, 1.0)
 LAMBDA_VALUES = (0.05, 0.1, 0.5, 1.0, 2.0)
@@ -198,6 +198,24 @@ def shift_warm_jobs(preset: str = "quick") -> list[Job]:
     ]
 
 
+CURVE_METHODS = ("oracle", "source_only")
+CURVE_RECIPES: dict[str, tuple[str, ...]] = {
+    "long": (),
+}
+"""Learning-curve recipes (``--set`` settings over the ``long`` preset): the current recipe for
+16,000 iterations (issue 13's learning curves; docs/BENCHMARKS.md)."""
+
+
+def curve_jobs(preset: str = "long") -> list[Job]:
+    """Oracle and source-only learning curves of each recipe (evaluated at the preset's
+    ``snapshot_iters``, snapshots kept)."""
+    return [
+        Job("curves", f"{method}_{recipe}", method, preset, 0, settings,
+            {"recipe": recipe, "row": f"{method}_{recipe}"})
+        for recipe, settings in CURVE_RECIPES.items() for method in CURVE_METHODS
+    ]  # fmt: skip
+
+
 SUITE_JOBS = {
     "main": main_jobs,
     "quick": quick_jobs,
@@ -205,6 +223,7 @@ SUITE_JOBS = {
     "shift": shift_jobs,
     "warm": warm_jobs,
     "shiftwarm": shift_warm_jobs,
+    "curves": curve_jobs,
 }
 
 
@@ -383,7 +402,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def suite_jobs(suite: str, preset: str | None) -> list[Job]:
-    default = "default" if suite in ("main", "warm") else "quick"
+    default = {"main": "default", "warm": "default", "curves": "long"}.get(suite, "quick")
     return SUITE_JOBS[suite](preset or default)
 
 
@@ -413,8 +432,9 @@ def distinct_runs(jobs: Sequence[Job], runs_root: Path) -> list[Job]:
 
 def describe_run(job: Job, runs_root: Path) -> str:
     """The run's state for ``--list``: not started, finished (scored or not), or the iteration an
-    unfinished run reached (``running`` also when its process was killed: the next call resumes)."""
-    status = runs.read_status(job.run_dir(runs_root))
+    unfinished run reached (``interrupted`` at its checkpoint when its process died: the next
+    call resumes)."""
+    status = runs.run_state(job.run_dir(runs_root))
     state = {"unknown": "not started"}.get(status["state"], status["state"])
     if "it" in status and state != "finished":
         state += f" at {status['it']}/{status.get('max_iters', '?')}"

@@ -204,7 +204,7 @@ class TrainQueue:
                 job.config, job.run_dir, stop=job.stop_flag.is_set, argv=job.command
             ):
                 job.events.append(event)
-            job.state = "stopped" if job.last and job.last.kind == "stopped" else "finished"
+            job.state, job.error = _end_state(job.last)
         except Exception as err:  # reported in the Train tab; the queue goes on
             job.state, job.error = "failed", f"{type(err).__name__}: {err}"
             log.warning("training job %s failed:\n%s", job.job_id, traceback.format_exc())
@@ -212,3 +212,10 @@ class TrainQueue:
                 runs.write_status(job.run_dir, "failed", error=job.error)
         if self.on_done is not None:
             self.on_done(job)
+
+
+def _end_state(last: TrainEvent | None) -> tuple[str, str | None]:
+    """A job's state after its event stream ended normally: stopped, failed (diverged) or finished."""
+    if last is not None and last.kind == "failed":
+        return "failed", last.extra.get("reason", "diverged")
+    return ("stopped" if last is not None and last.kind == "stopped" else "finished"), None

@@ -7,11 +7,14 @@ Inputs may be numpy arrays or CPU/CUDA tensors; labels are train IDs 0..18 with 
 Colour choices (docs APP.md "Palettes and accessibility"):
 
 * ``cityscapes`` — the palette of the papers (not colour-blind safe).
-* ``cvd`` — one Okabe-Ito hue per Cityscapes category (flat, construction, object, nature, sky,
-  human, vehicle), classes of one category told apart by lightness steps: the base hue blended
-  toward black (t < 0) or white (t > 0).  The steps were chosen so that every pair of the 19 colours
-  stays at least ΔE*ab ≈ 9.8 apart with normal vision and under simulated deuteranopia,
-  protanopia and tritanopia (Machado et al. 2009, full severity); ignore stays black.
+* ``cvd`` — the "stuff" classes take one Okabe-Ito hue per Cityscapes category (flat,
+  construction, object, nature, sky), told apart within a category by lightness steps: the base
+  hue blended toward black (t < 0) or white (t > 0).  The eight look-alike "thing" classes users
+  inspect (person, rider, car, truck, bus, train, motorcycle, bicycle) each get their own colour
+  (``CVD_THINGS``), found by a max-min search over a 16-level RGB grid: every pair of the eight
+  stays at least ΔE*ab 33 apart with normal vision and under simulated deuteranopia, protanopia
+  and tritanopia (Machado et al. 2009, full severity), and at least 14 from every stuff colour;
+  all 19 stay at least 9.8 apart.  Ignore stays black.
 * error / diff maps use 2–3 Okabe-Ito colours on greys; sequential maps use matplotlib's viridis
   and cividis tables (copied below, so matplotlib is not needed).
 """
@@ -35,10 +38,19 @@ CVD_CATEGORIES: tuple[tuple[str, str, tuple[int, ...], tuple[float, ...]], ...] 
     ("object", "#F0E442", (5, 6, 7), (-0.45, -0.1, 0.25)),
     ("nature", "#009E73", (8, 9), (-0.3, 0.3)),
     ("sky", "#56B4E9", (10,), (0.2,)),
-    ("human", "#D55E00", (11, 12), (-0.3, 0.3)),
-    ("vehicle", "#0072B2", (13, 14, 15, 16, 17, 18), (-0.65, -0.45, -0.25, -0.05, 0.15, 0.35)),
 )
-"""(category, Okabe-Ito base hue, train IDs, lightness step t of each) of the ``cvd`` palette."""
+"""(category, Okabe-Ito base hue, train IDs, lightness step t of each) of the ``cvd`` stuff classes."""
+CVD_THINGS: dict[int, str] = {
+    11: "#991133",  # person: crimson
+    12: "#ff55ff",  # rider: pink
+    13: "#0033ff",  # car: blue
+    14: "#550099",  # truck: violet
+    15: "#66ffff",  # bus: cyan
+    16: "#aaaa55",  # train: olive
+    17: "#883377",  # motorcycle: plum
+    18: "#bbff11",  # bicycle: lime
+}
+"""Train ID -> colour of the look-alike thing classes in the ``cvd`` palette (see the docstring)."""
 
 
 def hex_to_rgb(code: str) -> Color:
@@ -69,6 +81,8 @@ def _cvd_palette() -> np.ndarray:
     for _, base, ids, steps in CVD_CATEGORIES:
         for c, t in zip(ids, steps, strict=True):
             palette[c] = tone(hex_to_rgb(base), t)
+    for c, code in CVD_THINGS.items():
+        palette[c] = hex_to_rgb(code)
     return palette
 
 

@@ -12,6 +12,7 @@ from dida.data.classes import CLASSES, NUM_CLASSES, PALETTE
 from dida.visualize import (
     CONFIDENCE_BELOW_COLOR,
     CVD_CATEGORIES,
+    CVD_THINGS,
     DIFF_LEGEND,
     ISOLATE_COLOR,
     PALETTES,
@@ -56,7 +57,7 @@ def test_cityscapes_palette_is_the_papers() -> None:
 
 
 def test_cvd_palette_keeps_one_okabe_ito_hue_per_category() -> None:
-    covered = sorted(c for _, _, ids, _ in CVD_CATEGORIES for c in ids)
+    covered = sorted([*(c for _, _, ids, _ in CVD_CATEGORIES for c in ids), *CVD_THINGS])
     assert covered == list(range(NUM_CLASSES))
     for name, base, ids, _ in CVD_CATEGORIES:
         base_hue = colorsys.rgb_to_hsv(*(v / 255 for v in hex_to_rgb(base)))[0]

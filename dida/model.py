@@ -18,13 +18,20 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file as load_safetensors
 from torch import Tensor, nn
 
+from dida.checkpoints import (  # noqa: F401  (re-exported: dida.model's public checkpoint API)
+    MIN_TORCH_FOR_PICKLE,
+    CheckpointError,
+    check_torch_for_pickle,
+    describe_state,
+    load_checkpoint_state,
+    nonfinite_message,
+    nonfinite_tensors,
+)
 from dida.data.classes import NUM_CLASSES
 
 
@@ -281,9 +288,6 @@ class SegModel(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Checkpoints: official DAFormer / DIDA / SegFormer files -> this model (METHOD.md §9)
 
-MIN_TORCH_FOR_PICKLE = (2, 10)
-"""torch.load(weights_only=True) before 2.10 has known escapes (CVE-2025-32434, CVE-2026-24747)."""
-
 SEGMENTOR_PREFIXES = ("model", "ema_model")
 """Segmentors of a UDA checkpoint: ``model.*`` = student, ``ema_model.*`` = mean teacher."""
 
@@ -297,39 +301,6 @@ _MIT_TO_TIMM: tuple[tuple[str, str], ...] = (
 """(MiT pattern, timm template); the first captured group (a 1-based stage) is made 0-based."""
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, holds non-finite weights, or does not fit the model; the
-    message names the file and what to do."""
-
-
-def nonfinite_tensors(state: Mapping[str, Tensor]) -> list[str]:
-    """Keys of the floating-point tensors of ``state`` holding a NaN or an infinity."""
-    return [
-        k for k, v in state.items() if (v.is_floating_point() or v.is_complex()) and not _finite(v)
-    ]
-
-
-_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64, torch.complex64, torch.complex128)
-
-
-def _finite(value: Tensor) -> bool:
-    """Whether ``value`` holds no NaN or infinity.  CPU tensors go through numpy: a model has
-    hundreds of tensors, and on a busy CPU each torch op costs a thread-pool round trip (2 s
-    instead of 2 ms for mit_b0 while a training runs beside the app)."""
-    if value.device.type == "cpu" and value.dtype in _NUMPY_FLOATS:
-        return bool(np.isfinite(value.detach().resolve_conj().numpy()).all())
-    return bool(torch.isfinite(value).all())
-
-
-def nonfinite_message(path: str | Path, state: Mapping[str, Tensor], bad: Sequence[str]) -> str:
-    """Why a file with non-finite tensors ``bad`` is refused, and what to do instead."""
-    return (
-        f"{path} holds non-finite weights (NaN or inf) in {len(bad)} of {len(state)} tensors, "
-        f"e.g. {list(bad[:3])}: the training that wrote it diverged. Use an earlier checkpoint "
-        "or snapshot, or pass allow_nonfinite=True to inspect it anyway"
-    )
-
-
 def mit_to_timm_key(key: str) -> str:
     """Rename one MiT backbone key (prefix removed) to timm ``pvt_v2``; timm keys pass unchanged."""
     for pattern, template in _MIT_TO_TIMM:
@@ -338,72 +309,6 @@ def mit_to_timm_key(key: str) -> str:
             groups = [str(int(g) - 1) if i == 0 else g for i, g in enumerate(match.groups())]
             key = key[: match.start()] + template.format(*groups) + key[match.end() :]
     return key
-
-
-def check_torch_for_pickle(version: str) -> None:
-    """Refuse to unpickle with a torch whose ``weights_only`` loader is known to be escapable."""
-    major, minor = (int(p) for p in re.match(r"(\d+)\.(\d+)", version).groups())
-    if (major, minor) < MIN_TORCH_FOR_PICKLE:
-        raise RuntimeError(
-            f"torch {version} cannot load pickled checkpoints safely (CVE-2025-32434, "
-            "CVE-2026-24747): upgrade to torch >= 2.10 or convert the file to .safetensors"
-        )
-
-
-def _read_raw(path: Path) -> object:
-    if path.suffix == ".safetensors":
-        return load_safetensors(str(path), device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _unwrap(raw: object, path: Path) -> dict[str, Tensor]:
-    """Take ``state_dict`` (mmcv) or ``model`` out of a checkpoint dict; drop DataParallel's prefix."""
-    if not isinstance(raw, Mapping):
-        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a dict of tensors")
-    for container in ("state_dict", "model"):
-        if isinstance(raw.get(container), Mapping):
-            raw = raw[container]
-            break
-    bad = [k for k, v in raw.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
-    if bad:
-        raise CheckpointError(
-            f"{path}: entries {bad[:5]} are not tensors; expected a state dict or a checkpoint "
-            f"with a 'state_dict' entry (keys seen: {list(raw)[:8]})"
-        )
-    return {k.removeprefix("module."): v for k, v in raw.items()}
-
-
-def load_checkpoint_state(path: str | Path, allow_nonfinite: bool = False) -> dict[str, Tensor]:
-    """Read the flat tensor dict of a checkpoint: ``.safetensors``, or a pickle loaded with
-    ``torch.load(weights_only=True)`` (mmcv ``{"state_dict", "meta", "optimizer"}`` is unwrapped).
-
-    Raises :class:`CheckpointError` for an unreadable file and, unless ``allow_nonfinite``, for
-    one holding NaN or infinite weights."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix != ".safetensors":
-        check_torch_for_pickle(torch.__version__)
-    try:
-        raw = _read_raw(path)
-    except Exception as err:  # unpickling / safetensors / zip errors: all mean "not readable"
-        raise CheckpointError(
-            f"cannot read {path} as a checkpoint ({type(err).__name__}: {str(err)[:300]}). "
-            "Expected a DAFormer/DIDA/mmseg .pth, a SegFormer mit_bN.pth or a .safetensors file; "
-            "pickles are only read with weights_only=True (convert others to .safetensors)"
-        ) from err
-    state = _unwrap(raw, path)
-    bad = nonfinite_tensors(state)
-    if bad and not allow_nonfinite:
-        raise CheckpointError(nonfinite_message(path, state, bad))
-    return state
-
-
-def describe_state(state: Mapping[str, Tensor]) -> str:
-    """One line on what a state dict holds: tensor count, key prefixes, a few example keys."""
-    prefixes = Counter(k.split(".", 1)[0] for k in state)
-    parts = ", ".join(f"{p}.* ({n})" for p, n in prefixes.most_common(8))
-    return f"{len(state)} tensors; prefixes {parts}; e.g. {list(state)[:3]}"
 
 
 def _select_segmentor(state: Mapping[str, Tensor], which: str) -> dict[str, Tensor]:

@@ -21,7 +21,7 @@ Colour choices (docs APP.md "Palettes and accessibility"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -427,3 +427,49 @@ def confidence_map(
 def entropy_map(probs: object, cmap: str = "cividis") -> np.ndarray:
     """RGB (H, W, 3) of the normalised entropy (0 certain, dark → 1 uniform, light)."""
     return apply_colormap(normalized_entropy(probs), cmap)
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlap overlay, present classes, grid export
+
+OVERLAP_COLOR: Color = (255, 0, 255)
+"""Magenta: the overlap band drawn over a panel (no Cityscapes class uses it)."""
+
+
+def mark_mask(
+    image_rgb: object, mask: object, color: Color = OVERLAP_COLOR, alpha: float = 0.6
+) -> np.ndarray:
+    """A copy of ``image_rgb`` (H, W, 3) with the bool ``mask`` (H, W) blended in ``color``."""
+    image = _rgb_image(image_rgb, "image_rgb")
+    mask = _numpy(mask).astype(bool)
+    _same_shape(image=image, mask=mask)
+    solid = np.broadcast_to(np.array(color, np.uint8), image.shape)
+    return overlay(image, solid, alpha, where=mask)
+
+
+def present_classes(*labels: object) -> list[int]:
+    """Train IDs (ascending) that occur in any of the (H, W) label maps (ignore 255 left out)."""
+    found = set()
+    for label in labels:
+        found |= {int(c) for c in np.unique(_numpy(label)) if c < NUM_CLASSES}
+    return sorted(found)
+
+
+def grid_image(panels: Sequence[tuple[str, object]], columns: int = 3, gap: int = 4) -> np.ndarray:
+    """The panels' RGB images (H, W, 3) tiled ``columns`` wide on white, each under its title
+    (drawn with PIL's default font), as one uint8 image for a PNG download."""
+    from PIL import Image, ImageDraw
+
+    if not panels:
+        raise ValueError("no panels to compose")
+    images = [_rgb_image(rgb, title) for title, rgb in panels]
+    h = max(i.shape[0] for i in images) + 16  # 16 px title band
+    w = max(i.shape[1] for i in images)
+    cols, rows = min(columns, len(images)), -(-len(images) // columns)
+    canvas = Image.new("RGB", (cols * (w + gap) - gap, rows * (h + gap) - gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, ((title, _), rgb) in enumerate(zip(panels, images, strict=True)):
+        x, y = (i % cols) * (w + gap), (i // cols) * (h + gap)
+        draw.text((x + 2, y + 2), title, fill=(0, 0, 0))
+        canvas.paste(Image.fromarray(rgb), (x, y + 16))
+    return np.asarray(canvas)

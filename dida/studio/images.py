@@ -206,10 +206,15 @@ class ValImages:
     def overlap_flags(self) -> list[bool] | None:
         """Per val image: touching entities of different thing classes? None until indexed (a
         saved index is read at once; building one runs in the background, see index_overlaps)."""
+        index = self.overlap_index()
+        return None if index is None else [bool(i.pairs) for i in index.images]
+
+    def overlap_index(self) -> OverlapIndex | None:
+        """The val split's overlap index: built, or saved and matching; None until indexed."""
         index = self.tasks.result("overlap-index")
         if index is None and (self.cache_dir / OVERLAP_FILE).is_file():
             index = self._saved_overlap_index()
-        return None if index is None else [bool(i.pairs) for i in index.images]
+        return index
 
     def _saved_overlap_index(self) -> OverlapIndex | None:
         """The saved index when it lists exactly the val images, else None."""

@@ -103,7 +103,7 @@ def _compare(page, expect, shots: Path) -> None:
     image.click(position={"x": box["width"] / 2, "y": box["height"] / 2})
     readout = page.locator("#compare-readout")
     expect(readout.get_by_text("ground truth")).to_be_visible()
-    expect(readout.get_by_text("DIDA · dida (2.3) · finished")).to_be_visible()
+    expect(readout.get_by_text("DIDA · dida (mIoU 2.3) · finished")).to_be_visible()
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
 

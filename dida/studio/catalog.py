@@ -70,8 +70,9 @@ class RunSummary:
 
     @property
     def title(self) -> str:
-        """Label for dropdowns and legends, e.g. ``DIDA · dida_quick_s0 (41.2)``."""
-        score = "" if self.miou is None else f" ({100 * self.miou:.1f})"
+        """Label for dropdowns and legends, e.g. ``DIDA · dida_quick_s0 (mIoU 41.2)``: the last
+        evaluated target mIoU in percent, named so the number explains itself."""
+        score = "" if self.miou is None else f" (mIoU {100 * self.miou:.1f})"
         tag = " · shipped" if self.kind == SHIPPED else f" · {self.state}"
         return f"{METHOD_TITLES.get(self.method, self.method)} · {self.name}{score}{tag}"
 

@@ -201,18 +201,18 @@ def test_temperature_explanation_keeps_one_y_scale_across_tp(studio: Studio) -> 
 
 
 def test_projection_view_shows_pca_then_polls(studio: Studio) -> None:
-    figure, status, timer, path = umap.project(
+    figure, status, timer, path, _ = umap.project(
         studio, "run:dida", 2, "class", True, 50, "PCA", 0, "cityscapes"
     )
     assert status.startswith("PCA") and timer.active is False
     assert sum(len(t.x) for t in figure.data) == 38 + 50
     assert {t.name for t in figure.data} <= {*CLASSES, "unlabelled"}
     assert Path(path).read_text().count("\n") == 38 + 50 + 1
-    figure, _, _, _ = umap.project(
+    figure, *_ = umap.project(
         studio, "run:dida", 2, "domain", True, 50, "PCA", 0, "cityscapes"
     )
     assert sorted(t.name for t in figure.data) == ["bank (source)", "target pixel"]
-    figure, _, _, _ = umap.project(studio, "run:dida", 2, "age", False, 50, "PCA", 0, "cityscapes")
+    figure, *_ = umap.project(studio, "run:dida", 2, "age", False, 50, "PCA", 0, "cityscapes")
     assert len(figure.data) == 1 and len(figure.data[0].x) == 38
     assert umap.figure_json(figure).startswith('{"data"')
 

@@ -2,7 +2,8 @@
 
 Per snapshot: per-class slot counts (written / never written / changed at this step), the age of every
 slot, the table of slots written since the previous snapshot, and for a selected slot the source image
-its feature came from (when the run recorded it). Previous / next / play step through the history.
+its feature came from (when the run recorded it). Previous / next / play step through the history;
+▶ play at the last snapshot (where the tab opens) rewinds to the first, and "loop" starts over.
 """
 
 from __future__ import annotations
@@ -131,12 +132,29 @@ def step(studio: Studio, run_id: str | None, index: float, delta: int) -> int:
 
 
 @user_errors
-def play_tick(studio: Studio, run_id: str | None, index: float) -> tuple[int, Any]:
-    """Advance one snapshot; the timer stops at the last one."""
-    nxt = step(studio, run_id, index, 1)
+def play(studio: Studio, run_id: str | None, index: float) -> tuple[int, Any]:
+    """▶ play: from the last snapshot (where the tab opens) rewind to the first, then start the
+    timer; with fewer than two snapshots there is nothing to play."""
     history = studio.bank_history(run_id) if run_id else None
-    at_end = not history or nxt >= len(history) - 1
-    return nxt, gr.Timer(active=not at_end)
+    if not history or len(history) < 2:
+        gr.Info("This run has a single bank snapshot: nothing to play.")
+        return int(index or 0), gr.Timer(active=False)
+    at_end = int(index or 0) >= len(history) - 1
+    return (0 if at_end else int(index or 0)), gr.Timer(active=True)
+
+
+@user_errors
+def play_tick(
+    studio: Studio, run_id: str | None, index: float, loop: bool = False
+) -> tuple[int, Any]:
+    """Advance one snapshot; at the last one the timer stops, or (``loop``) starts over."""
+    history = studio.bank_history(run_id) if run_id else None
+    if not history:
+        return 0, gr.Timer(active=False)
+    if loop and int(index or 0) >= len(history) - 1:
+        return 0, gr.Timer(active=True)
+    nxt = step(studio, run_id, index, 1)
+    return nxt, gr.Timer(active=loop or nxt < len(history) - 1)
 
 
 @user_errors
@@ -176,9 +194,10 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
             choices, value=choices[0][1] if choices else None, label="DIDA run", scale=3
         )
         ui["prev"] = gr.Button("◀ previous", scale=1)
-        ui["play"] = gr.Button("▶ play", scale=1)
+        ui["play"] = gr.Button("▶ play", scale=1, elem_id="bank-play")
         ui["pause"] = gr.Button("❚❚ pause", scale=1)
         ui["next"] = gr.Button("next ▶", scale=1)
+        ui["loop"] = gr.Checkbox(label="loop", value=False, scale=1, elem_id="bank-loop")
     ui["index"] = gr.Slider(0, 1, value=0, step=1, label="snapshot", elem_id="bank-slider")
     ui["timer"] = gr.Timer(0.8, active=False)
     ui["summary"] = gr.Markdown(NO_BANK if not choices else "")
@@ -211,9 +230,9 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     steps = {"api_visibility": private, **CHEAP}
     ui["prev"].click(bind(step, studio), [run, index, gr.State(-1)], index, **steps)
     ui["next"].click(bind(step, studio), [run, index, gr.State(1)], index, **steps)
-    ui["play"].click(lambda: gr.Timer(active=True), None, timer, **steps)
+    ui["play"].click(bind(play, studio), [run, index], [index, timer], **steps)
     ui["pause"].click(lambda: gr.Timer(active=False), None, timer, **steps)
-    timer.tick(bind(play_tick, studio), [run, index], [index, timer], **steps)
+    timer.tick(bind(play_tick, studio), [run, index, ui["loop"]], [index, timer], **steps)
     ui["table"].select(pick_slot, ui["table"], ui["slot"], **steps)
     ui["slot"].change(bind(slot_detail, studio), [run, index, ui["slot"]], [ui["detail"], ui["crop"]],
                       api_name="bank_slot", **CHEAP)  # fmt: skip

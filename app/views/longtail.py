@@ -33,6 +33,8 @@ from dida.studio import Studio
 
 DOMAIN_COLORS = {"source": "#0072B2", "target": "#E69F00"}
 SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "star", "cross", "hexagon"]
+LABELLED_RARE = 5
+"""How many of the rarest classes carry their name as text beside the points (all have a hover)."""
 
 
 def frequency_table(studio: Studio) -> tuple[pd.DataFrame, str]:
@@ -130,18 +132,27 @@ def iou_frequency(
     return iou_figure(rows), table, csv, " · ".join(notes), gr.Timer(active=waiting)
 
 
+def rare_names(rows: list[dict], count: int = LABELLED_RARE) -> set[str]:
+    """The ``count`` rarest classes of the rows (by pixel fraction)."""
+    fractions = {r["class"]: r["pixel_fraction"] for r in rows}
+    return set(sorted(fractions, key=fractions.get)[:count])
+
+
 def iou_figure(rows: list[dict]) -> go.Figure:
-    """IoU of every run against target class pixel frequency (log x)."""
+    """IoU of every run against target class pixel frequency (log x): one marker per class and
+    run (no lines: classes are not a sequence), every point named on hover, the rarest by text."""
     if not rows:
         return message_figure("No evaluated runs yet")
-    fig = go.Figure()
+    fig, rare = go.Figure(), rare_names(rows)
     for i, run in enumerate(dict.fromkeys(r["run"] for r in rows)):
         mine = [r for r in rows if r["run"] == run and r["iou"] == r["iou"]]
         fig.add_scatter(
             x=[r["pixel_fraction"] for r in mine], y=[100 * r["iou"] for r in mine],
-            mode="markers+lines", name=run, text=[r["class"] for r in mine],
-            marker={"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 9},
-            hovertemplate="%{text}<br>frequency %{x:.2%}<br>IoU %{y:.1f}<extra>" + run + "</extra>",
+            mode="markers+text", name=run, customdata=[r["class"] for r in mine],
+            text=[r["class"] if r["class"] in rare else "" for r in mine],
+            textposition="top center", marker={"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 9},
+            hovertemplate="%{customdata}<br>frequency %{x:.2%}<br>IoU %{y:.1f}<extra>" + run
+            + "</extra>",
         )  # fmt: skip
     fig.update_xaxes(type="log", title_text="target class pixel frequency (log)")
     fig.update_yaxes(title_text="IoU (%)", range=[0, 100])
@@ -159,7 +170,10 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     gr.Markdown("#### Per-class IoU against class frequency")
     choices = run_choices(studio)
     with gr.Row():
-        runs = gr.CheckboxGroup(choices, value=[rid for _, rid in choices], label="runs", scale=3)
+        runs = gr.CheckboxGroup(
+            choices, value=default_runs(studio), label="runs (shipped checkpoints by default)",
+            scale=3, elem_id="longtail-runs",
+        )  # fmt: skip
         whole = gr.Checkbox(
             label="evaluate on the whole val split (background)", value=False, scale=1
         )
@@ -179,14 +193,20 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     return RunPickers([runs], bind(_refresh, studio), on_select=on_open, select_lane=HEAVY)
 
 
+def default_runs(studio: Studio) -> list[str]:
+    """The runs ticked when the tab is built: the shipped checkpoints, else the featured runs."""
+    shipped = [r.run_id for r in studio.runs(with_model=True) if r.kind == "shipped"]
+    return shipped or studio.featured_runs()
+
+
 def _refresh(studio: Studio, current: list[str] | None) -> list[Any]:
+    """New runs join the choices unticked; the user's ticks stay (minus runs that are gone)."""
     choices = run_choices(studio)
     ids = [rid for _, rid in choices]
     kept = [r for r in current or [] if r in ids]
-    new = [r for r in ids if r not in (current or [])]
-    if not new and kept == (current or []):
+    if kept == list(current or []):
         return [gr.update(choices=choices)]
-    return [gr.update(choices=choices, value=kept + new)]
+    return [gr.update(choices=choices, value=kept)]
 
 
 def _open(studio: Studio, run_ids: list[str], whole: bool) -> list[Any]:

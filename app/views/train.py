@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from app.errors import client_text
 from app.views.bank import counts_figure
@@ -41,6 +42,20 @@ PRESET_NOTES = {
     "quick": "quick: ~5 min for source-only on 2 CPU cores; the first run generates SynthCity's training splits.",
     "default": "default: the benchmark preset (long on a CPU).",
 }
+
+
+LOSS_INS_NOTE = (
+    "*Why `loss_ins` (DIDA's L_ins) can rise while the model improves:* it is a cross-entropy "
+    "against the teacher's instance target, spread over the bank slots of the pixel's class and "
+    "nearly uniform among them. Its floor is that target's entropy, about log(written slots of the "
+    "class): 0 while the bank is empty, higher as slots fill. A climbing L_ins mostly tracks the "
+    "bank filling; judge the run by mIoU."
+)
+"""Caption under the live loss chart."""
+CURVE_COLORS = ("#0072B2", "#D55E00")
+"""Run A and run B in the two-run chart (Okabe-Ito blue and vermillion)."""
+DASHES = ("solid", "dot", "dash", "dashdot", "longdash")
+"""One dash style per loss in the two-run chart."""
 
 
 def method_choices() -> list[tuple[str, str]]:
@@ -178,11 +193,55 @@ def poll(studio: Studio, job_id: str | None, palette: str) -> tuple[Any, ...]:
 
 @user_errors
 def stop(studio: Studio, job_id: str | None) -> str:
-    """Stop the session's job after its current iteration (or drop it from the queue)."""
+    """Stop the session's job after its current iteration (or drop it from the queue); a job that
+    has already ended is left alone and the status says so."""
     if not job_id:
         raise gr.Error("no job to stop: start one first")
-    job = studio.trainer.stop(job_id)
-    return status_text(studio, job, " — stop requested")
+    job = studio.trainer.get(job_id)
+    if job.done:
+        return status_text(studio, job, f" — already {job.state}, nothing to stop")
+    return status_text(studio, studio.trainer.stop(job_id), " — stop requested")
+
+
+def stop_button(studio: Studio, job_id: str | None) -> dict:
+    """Stop is enabled only while the session's job is queued or running."""
+    job = studio.trainer.jobs.get(job_id) if job_id else None
+    return gr.update(interactive=job is not None and not job.done)
+
+
+def _curves(studio: Studio, run_id: str) -> tuple[list, list, dict[str, list]]:
+    """(eval iterations, mIoU %, {loss name: [(it, value)]}) of a run's metric records."""
+    evals = studio.metrics(run_id, "eval")
+    miou = [100 * (r.get("mIoU", {}).get("19") or 0.0) for r in evals]
+    losses: dict[str, list] = {}
+    for record in studio.metrics(run_id, "train"):
+        for name in (k for k in record if k.startswith("loss")):
+            losses.setdefault(name, []).append((record["it"], record[name]))
+    return [r["it"] for r in evals], miou, losses
+
+
+@user_errors
+def two_runs_figure(studio: Studio, run_a: str | None, run_b: str | None) -> go.Figure:
+    """mIoU (left) and losses (right) of two runs or shipped checkpoints on shared axes."""
+    chosen = [(rid, color) for rid, color in zip((run_a, run_b), CURVE_COLORS, strict=True) if rid]
+    if not chosen:
+        return message_figure("pick two runs (or a run and a shipped checkpoint)")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("target val mIoU (%)", "training losses"))
+    for rid, color in chosen:
+        title = studio.run(rid).short_title
+        its, miou, losses = _curves(studio, rid)
+        fig.add_scatter(x=its, y=miou, mode="lines+markers", name=f"{title} · mIoU",
+                        line={"color": color}, row=1, col=1)  # fmt: skip
+        for i, (name, points) in enumerate(losses.items()):
+            fig.add_scatter(
+                x=[p[0] for p in points], y=[p[1] for p in points], mode="lines",
+                name=f"{title} · {name}", line={"color": color, "dash": DASHES[i % len(DASHES)]},
+                row=1, col=2,
+            )  # fmt: skip
+    fig.update_xaxes(title_text="iteration")
+    return style(
+        fig, 340, "Two runs on one chart (shipped checkpoints record their final mIoU only)"
+    )
 
 
 def start_choices(studio: Studio) -> list[tuple[str, str]]:
@@ -223,7 +282,7 @@ def _inputs(studio: Studio) -> dict[str, Any]:
         ui["ins_lambda"] = gr.Number(value=1.0, minimum=0, label="λ (weight of L_ins)")
     with gr.Row():
         ui["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
-        ui["stop"] = gr.Button("Stop", variant="stop", elem_id="train-stop")
+        ui["stop"] = gr.Button("Stop", variant="stop", elem_id="train-stop", interactive=False)
     return ui
 
 
@@ -232,7 +291,9 @@ def _outputs() -> list[Any]:
     status = gr.Markdown("No job started in this session.", elem_id="train-status")
     progress = gr.HTML(elem_id="train-progress")
     with gr.Row():
-        losses = gr.Plot(label="losses")
+        with gr.Column():
+            losses = gr.Plot(label="losses")
+            gr.Markdown(LOSS_INS_NOTE, elem_id="train-loss-note")
         miou = gr.Plot(label="mIoU")
     bank = gr.Plot(label="bank class counts")
     jobs = gr.Dataframe(headers=JOB_HEADERS, interactive=False, label="jobs of this app")
@@ -255,15 +316,41 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
                         api_visibility=private, **CHEAP)  # fmt: skip
     names = ("method", "preset", "iters", "seed", "name", "bank_size", "tp", "ins_lambda",
              "start_from")  # fmt: skip
+    enable = (bind(stop_button, studio), job_id, ui["stop"])
     ui["start"].click(bind(start, studio), [ui[n] for n in names], [job_id, status, timer],
-                      api_name="train_start", **CHEAP)  # fmt: skip
+                      api_name="train_start", **CHEAP).then(*enable, **CHEAP)  # fmt: skip
     polled = [*shown, timer]
     timer.tick(
         bind(poll, studio), [job_id, shared.palette], polled, api_name="train_poll", queue=False
+    ).then(*enable, queue=False)
+    ui["stop"].click(bind(stop, studio), job_id, status, api_name="train_stop", queue=False).then(
+        *enable, queue=False
     )
-    ui["stop"].click(bind(stop, studio), job_id, status, api_name="train_stop", queue=False)
+    pair = _two_runs(studio)
     return RunPickers(
-        [ui["start_from"]],
-        bind(refresh_start, studio),
+        [ui["start_from"], *pair],
+        bind(_refresh, studio),
         on_select=(bind(poll, studio), [job_id, shared.palette], polled),
     )
+
+
+def _two_runs(studio: Studio) -> list[gr.Dropdown]:
+    """The two-run chart: two pickers (runs and shipped checkpoints) and their overlaid curves."""
+    choices = run_choices(studio)
+    with gr.Accordion("Two runs on one chart", open=False):
+        with gr.Row():
+            run_a = gr.Dropdown(choices, value=None, label="run A", elem_id="train-run-a")
+            run_b = gr.Dropdown(choices, value=None, label="run B", elem_id="train-run-b")
+        chart = gr.Plot(label="two runs", elem_id="train-two-runs")
+    gr.on([run_a.change, run_b.change], bind(two_runs_figure, studio), [run_a, run_b], chart,
+          api_name="train_two_runs", **CHEAP)  # fmt: skip
+    return [run_a, run_b]
+
+
+def _refresh(studio: Studio, start_from: str | None, run_a: str | None, run_b: str | None):
+    """The start-from picker and the two-run pickers after ``Studio.refresh``."""
+    choices = run_choices(studio)
+    ids = {rid for _, rid in choices}
+    kept = [gr.update(choices=choices, **({} if v in ids or v is None else {"value": None}))
+            for v in (run_a, run_b)]  # fmt: skip
+    return [*refresh_start(studio, start_from), *kept]

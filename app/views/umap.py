@@ -48,6 +48,14 @@ CATEGORY_COLORS = {
     "unlabelled": "#999999",
 }
 HEADERS = ["x", "y", "domain", "class", "predicted", "age", "slot"]
+SELECTION_HEADERS = ["class", "bank (source)", "target pixel"]
+"""Columns of the selection table (also when nothing is selected yet)."""
+CORRECT_NOTE = (
+    "**correct / wrong**: the run's own classifier applied to the feature of that point agrees "
+    "(correct) or not (wrong) with its label — the class of a bank slot, the ground truth of a "
+    "target pixel; unlabelled pixels are grey."
+)
+"""Caption under the map when it is coloured by correctness."""
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 """plotly.js of the installed plotly package (served by Gradio; nothing is downloaded)."""
 LASSO_JS = """
@@ -136,9 +144,10 @@ def project(
     key: ImageKey,
     palette: str,
 ) -> tuple[Any, str, Any, str | None]:
-    """(scatter, status, timer update, CSV of the points)."""
+    """(scatter, status with the colouring's caption, timer update, CSV of the points, label
+    update of the projection radio)."""
     if not run_id:
-        return message_figure(NO_BANK), NO_BANK, gr.Timer(active=False), None
+        return message_figure(NO_BANK), NO_BANK, gr.Timer(active=False), None, gr.update()
     index = -1 if snapshot is None else int(snapshot)
     pixels, n = (key, int(count)) if with_pixels else (None, 0)
     points = studio.points(run_id, index, pixels, n)
@@ -147,11 +156,21 @@ def project(
     waiting = method.lower() == "umap" and used != "umap" and state in ("queued", "running")
     iteration = studio.snapshot(run_id, index).iteration
     title = f"{used.upper()} of {len(xy)} points · bank at iteration {iteration}"
-    status = _status(used, method, state)
+    status = _status(used, method, state) + ("\n\n" + CORRECT_NOTE if color_by == "correct" else "")
     rows = [[*map(float, xy[i]), *_hover(points, [i])[0][0][:5]] for i in range(len(xy))]
     csv = write_csv(f"projection_{iteration}.csv", HEADERS, rows)
     figure = scatter_figure(xy, points, color_by, palette, title, f"{run_id}:{used}")
-    return figure, status, gr.Timer(active=waiting), csv
+    return figure, status, gr.Timer(active=waiting), csv, method_label(used, method, state)
+
+
+def method_label(used: str, method: str, state: str | None) -> dict:
+    """The projection radio's label says what is drawn: "PCA (UMAP computing…)" while UMAP waits."""
+    if method.lower() == "umap" and used != "umap":
+        failed = bool(state and state.startswith("failed"))
+        return gr.update(
+            label="projection — showing PCA" + ("" if failed else " (UMAP computing…)")
+        )
+    return gr.update(label=f"projection — showing {used.upper()}")
 
 
 def _status(used: str, method: str, state: str | None) -> str:
@@ -181,14 +200,16 @@ def selection(
 ) -> tuple[str, pd.DataFrame, str | None]:
     """(summary, per class × domain counts, CSV of the selected points) of a lasso/box selection."""
     if not run_id or not indices:
-        return "Draw a lasso or box on the map to select points.", pd.DataFrame(), None
+        empty = pd.DataFrame(columns=SELECTION_HEADERS)
+        return "Draw a lasso or box on the map to select points.", empty, None
     index = -1 if snapshot is None else int(snapshot)
     pixels, n = (key, int(count)) if with_pixels else (None, 0)
     points = studio.points(run_id, index, pixels, n)
     chosen = np.array(sorted({int(i) for i in indices if 0 <= int(i) < len(points.label)}))
     rows = [_hover(points, [i])[0][0][:5] for i in chosen]
     table = pd.DataFrame(rows, columns=["domain", "class", "predicted", "age", "slot"])
-    counts = table.groupby(["class", "domain"]).size().unstack(fill_value=0).reset_index()
+    counts = table.groupby(["class", "domain"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=SELECTION_HEADERS[1:], fill_value=0).reset_index()
     wrong = int((points.correct[chosen] == "wrong").sum())
     text = f"**{len(chosen)} points selected** — {wrong} the classifier gets wrong."
     return text, counts, write_csv("selection.csv", list(table.columns), table.values.tolist())
@@ -217,7 +238,9 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
         ui["snapshot"] = gr.Slider(
             0, 1, value=0, step=1, label="bank snapshot", scale=2, elem_id="umap-slider"
         )
-        ui["method"] = gr.Radio(["UMAP", "PCA"], value="UMAP", label="projection", scale=1)
+        ui["method"] = gr.Radio(
+            ["UMAP", "PCA"], value="UMAP", label="projection", scale=1, elem_id="umap-method"
+        )
     with gr.Row():
         ui["color_by"] = gr.Radio(COLOR_BY, value="class", label="colour by")
         ui["with_pixels"] = gr.Checkbox(label="add target pixels of the current image", value=False)
@@ -238,7 +261,11 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
             ui["chosen"] = gr.Markdown("Draw a lasso or box on the map to select points.")
             ui["chosen_csv"] = gr.DownloadButton("Download selection (CSV)", value=None)
         ui["chosen_table"] = gr.Dataframe(
-            label="selection by class and domain", interactive=False, scale=2
+            value=pd.DataFrame(columns=SELECTION_HEADERS),
+            headers=SELECTION_HEADERS,
+            label="selection by class and domain",
+            interactive=False,
+            scale=2,
         )
     ui["timer"] = gr.Timer(1.5, active=False)
     return ui  # fmt: skip
@@ -250,7 +277,7 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     run, snapshot = ui["run"], ui["snapshot"]
     names = ("run", "snapshot", "color_by", "with_pixels", "count", "method")
     inputs = [*(ui[n] for n in names), shared.image_key, shared.palette]
-    outputs = [ui["figure"], ui["status"], ui["timer"], ui["csv"]]
+    outputs = [ui["figure"], ui["status"], ui["timer"], ui["csv"], ui["method"]]
     triggers = [ui[n].change for n in ("snapshot", "color_by", "with_pixels", "method")]
     gr.on([*triggers, ui["count"].release, shared.palette.change, ui["timer"].tick],
           bind(_project_view, studio), inputs, outputs, api_name="umap_project",

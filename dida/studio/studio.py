@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -384,6 +385,7 @@ class Studio:
         )
         if init_from:
             cfg = warm_start(cfg, self.run(init_from).path)
+        cfg = replace(cfg, device=str(self.device))  # the device the app runs on, not "auto"
         command = ["python -m dida.train", *cli_args(cfg, preset, name, self.trainer.runs_dir)]
         return self.trainer.submit(cfg, name, command)
 

@@ -1,0 +1,167 @@
+"""The app under load: N gradio_client users doing Compare, pixel readout and the tp explain
+while the app trains a run (docs/BENCHMARKS.md, "App under load").
+
+    python -m scripts.bench_load [--users 8] [--duration 120] [--port 7899]
+
+Starts ``python launch.py`` on loopback (the shipped checkpoints, SynthCity's default val split
+under ``data/synthcity``, an empty runs folder under ``--work``), starts a source-only training job
+through the Train tab's API, then lets ``--users`` clients loop for ``--duration`` seconds: pick a
+random val image (``/choose_index``), draw the Compare grid (``/grid``), read a random pixel
+(``/readout``) and explain it (``/tp_explain``). Prints p50 / p95 / max latency and the error count
+per endpoint, and the load average before and after. Loopback only; the server is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+ENDPOINTS = ("/choose_index", "/grid", "/readout", "/tp_explain")
+CALL_TIMEOUT_S = 120.0
+
+
+def start_server(work: Path, port: int) -> subprocess.Popen:
+    """``python launch.py`` on 127.0.0.1:``port`` with an empty runs folder under ``work``."""
+    runs_dir = work / "runs"
+    shutil.rmtree(runs_dir, ignore_errors=True)
+    runs_dir.mkdir(parents=True)
+    cmd = [sys.executable, "launch.py", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--runs", str(runs_dir), "--data", "data/synthcity"]
+    log = open(work / "server.log", "w")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_ready(url: str, server: subprocess.Popen, timeout: float = 600.0) -> float:
+    """Seconds until the server's info route answers (an error if the server process ends)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.returncode}; see server.log")
+        try:
+            if httpx.get(f"{url}gradio_api/info", timeout=5).status_code == 200:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, analytics_enabled=False, download_files=False)
+
+
+def parameters(c, api_name: str) -> list[str]:
+    """The parameter names of a named endpoint (labels as gradio_client reports them)."""
+    info = c.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]
+    return [p["parameter_name"] for p in info["parameters"]]
+
+
+def start_training(url: str) -> str:
+    """A source-only quick-preset job through the Train tab's API (runs during the measurement)."""
+    c = client(url)
+    names = parameters(c, "/train_start")
+    values = {"method": "source_only", "preset": "quick", "name": "load_bench"}
+    kwargs = {n: v for n, v in values.items() if n in names}
+    status, _ = c.predict(**kwargs, api_name="/train_start")
+    return str(status)
+
+
+def call(c, api_name: str, kwargs: dict, record: dict[str, list], errors: dict[str, int]) -> None:
+    start = time.perf_counter()
+    try:
+        c.submit(**kwargs, api_name=api_name).result(timeout=CALL_TIMEOUT_S)
+    except Exception as err:  # every failure counts: timeouts, server errors, transport errors
+        errors[api_name] += 1
+        print(f"{api_name}: {type(err).__name__}: {str(err)[:200]}", file=sys.stderr)
+        return
+    record[api_name].append(time.perf_counter() - start)
+
+
+def user(url: str, seed: int, stop_at: float, record: dict, errors: dict) -> None:
+    """One client's loop: image → Compare grid → readout → tp explain, until ``stop_at``."""
+    rng, c = random.Random(seed), client(url)
+    xy = {n for n in parameters(c, "/readout") if n in ("x", "y")}
+    tp_xy = {n for n in parameters(c, "/tp_explain") if n in ("x", "y")}
+    while time.monotonic() < stop_at:
+        x, y = rng.randrange(512), rng.randrange(256)
+        call(c, "/choose_index", {"value": rng.randrange(250)}, record, errors)
+        call(c, "/grid", {}, record, errors)
+        call(c, "/readout", {k: v for k, v in (("x", x), ("y", y)) if k in xy}, record, errors)
+        call(
+            c, "/tp_explain", {k: v for k, v in (("x", x), ("y", y)) if k in tp_xy}, record, errors
+        )
+
+
+def run_users(url: str, users: int, duration: float) -> tuple[dict, dict]:
+    record: dict[str, list] = defaultdict(list)
+    errors: dict[str, int] = defaultdict(int)
+    stop_at = time.monotonic() + duration
+    threads = [
+        threading.Thread(target=user, args=(url, k, stop_at, record, errors)) for k in range(users)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return record, errors
+
+
+def table(record: dict[str, list], errors: dict[str, int]) -> str:
+    lines = ["| endpoint | calls | errors | p50 s | p95 s | max s |", "|---|---|---|---|---|---|"]
+    for name in ENDPOINTS:
+        t = sorted(record.get(name, []))
+        if not t:
+            lines.append(f"| {name} | 0 | {errors.get(name, 0)} | – | – | – |")
+            continue
+        p95 = t[min(len(t) - 1, round(0.95 * (len(t) - 1)))]
+        cells = [name, str(len(t)), str(errors.get(name, 0)), f"{statistics.median(t):.2f}"]
+        lines.append("| " + " | ".join([*cells, f"{p95:.2f}", f"{t[-1]:.2f}"]) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.bench_load", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--users", type=int, default=8)
+    p.add_argument("--duration", type=float, default=120.0, help="seconds of load")
+    p.add_argument("--port", type=int, default=7899)
+    p.add_argument("--work", type=Path, default=Path("/tmp/dida_load"))
+    p.add_argument("--no-train", action="store_true", help="no training job during the load")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    url = f"http://127.0.0.1:{args.port}/"
+    print(f"load average at start: {os.getloadavg()}")
+    server = start_server(args.work, args.port)
+    try:
+        print(f"server answered after {wait_ready(url, server):.1f} s")
+        if not args.no_train:
+            print("training:", start_training(url).splitlines()[0][:160])
+        record, errors = run_users(url, args.users, args.duration)
+    finally:
+        server.terminate()
+        server.wait(60)
+    print(f"{args.users} users for {args.duration:.0f} s; load average at end: {os.getloadavg()}")
+    print(table(record, errors))
+    return 0 if not sum(errors.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -442,7 +442,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             data[key] = getattr(args, key)
     if args.data is not None:
         data["source_root"] = data["target_root"] = args.data
-    iters = args.iters or cfg.iters
+    iters = args.iters or overrides.pop("iters", None) or cfg.iters
     snapshots = overrides.pop("snapshot_iters", None)
     if snapshots is None:  # --iters shortens a preset's schedule: its later snapshots go with it
         snapshots = [i for i in cfg.snapshot_iters if i <= iters]

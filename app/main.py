@@ -16,7 +16,7 @@ import gradio as gr  # noqa: E402  (the analytics switch must be set before the 
 import numpy as np  # noqa: E402
 
 from app.errors import client_text  # noqa: E402
-from app.views import bank, compare, longtail, temperature, train, umap  # noqa: E402
+from app.views import bank, compare, confusion, longtail, temperature, train, umap  # noqa: E402
 from app.views.common import (  # noqa: E402
     CHEAP,
     PALETTE_CHOICES,
@@ -29,6 +29,7 @@ from dida.studio import Studio  # noqa: E402
 
 TABS = (
     ("Compare", "compare", compare),
+    ("Scores & confusion", "confusion", confusion),
     ("Instance bank", "bank", bank),
     ("Temperature", "temperature", temperature),
     ("UMAP", "umap", umap),
@@ -126,15 +127,18 @@ def launch_app(
     prevent_thread_lock: bool = False,
     quiet: bool = False,
     auth: list[tuple[str, str]] | None = None,
+    demo: gr.Blocks | None = None,
 ) -> tuple[gr.Blocks, str]:
     """Build, queue and serve the app; returns (demo, local URL).
 
     ``auth``: (user, password) pairs required to log in (``app.auth.credentials_for``). Clients see
     ``gr.Error`` messages (made path-free by ``app.errors.client_text``) and a generic "Error" for
     anything else; full tracebacks go to the server's console only (``show_error=False``).
+    ``demo``: the Blocks already built by ``build_app(studio)`` (``app.startup`` builds them while
+    its progress page answers).
     """
     threading.Thread(target=warm_up_figures, name="warm-figures", daemon=True).start()
-    demo = build_app(studio)
+    demo = demo or build_app(studio)
     demo.queue(max_size=64, default_concurrency_limit=2)
     allowed = [str(studio.data_root.resolve())]
     _, url, _ = demo.launch(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app import cli
+from app import cli, startup
 from app.auth import (
     AUTH_ENV,
     AuthError,
@@ -175,14 +175,16 @@ def test_main_serves_with_the_credentials_and_prints_the_bound_address(
         calls.append((host, port, kwargs))
         return types.SimpleNamespace(server_port=port), f"http://localhost:{port}/"
 
-    monkeypatch.setitem(sys.modules, "app.main", types.SimpleNamespace(launch_app=launch_app))
+    fake_main = types.SimpleNamespace(launch_app=launch_app, build_app=lambda studio: "blocks")
+    monkeypatch.setitem(sys.modules, "app.main", fake_main)
+    monkeypatch.setattr(startup, "_generate_val", lambda args: None)
     monkeypatch.setattr(cli, "_open_studio", lambda args: _FakeStudio())
     monkeypatch.setattr(cli, "_background", lambda *args: None)
     monkeypatch.setattr(cli, "_block", lambda *args: None)
     monkeypatch.setenv(AUTH_ENV, "ana:top-secret")
     assert cli.main(["--host", "0.0.0.0", "--port", "7911"]) == 0
     assert calls == [("0.0.0.0", 7911, {"prevent_thread_lock": True, "quiet": True,
-                                         "auth": [("ana", "top-secret")]})]  # fmt: skip
+                                         "auth": [("ana", "top-secret")], "demo": "blocks"})]  # fmt: skip
     out = capsys.readouterr().out
     assert "DIDA Studio ready at http://0.0.0.0:7911 — reachable from every address" in out
     assert "http://<this machine's name or IP>:7911" in out and "login required (1 user(s))" in out

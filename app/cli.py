@@ -1,10 +1,15 @@
 """Start DIDA Studio in the browser (``dida-studio`` or ``python launch.py``).
 
-    dida-studio [--data DIR] [--runs DIR] [--assets DIR] [--host 127.0.0.1] [--port 7860]
+    dida-studio [--data DIR] [--runs DIR] [--assets DIR] [--checkpoint PATH[:teacher]]
+                [--source DIR] [--cache DIR] [--host 127.0.0.1] [--port 7860]
 
-Opens SynthCity's target val images under ``--data`` (only the val split is generated on first
-launch, a few seconds), the shipped checkpoints under ``--assets/checkpoints`` and every run directory
-under ``--runs`` (finished or in progress). Nothing is downloaded; the server listens on localhost
+Opens the val images under ``--data`` — a SynthCity root (only its val split is generated on first
+launch, a few seconds) or a Cityscapes root (read only: nothing is written into it; caches go to
+``--cache`` or ``~/.cache/dida-studio``) — the shipped checkpoints under ``--assets/checkpoints``,
+every run directory under ``--runs`` (finished or in progress) and each ``--checkpoint`` (an
+official DAFormer / DIDA / MIC ``.pth``: its student, or its EMA teacher with ``PATH:teacher``; or
+a run folder). ``--source`` names the GTA5 / SYNTHIA / SynthCity source data of the long-tail view.
+Nothing is downloaded; the server listens on localhost
 unless ``--host`` says otherwise, and then only with a login (``DIDA_STUDIO_AUTH`` or
 ``--auth-file``; see docs/SECURITY.md).
 """
@@ -34,8 +39,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line of the app (``argv`` None: ``sys.argv[1:]``)."""
     p = argparse.ArgumentParser(prog=command_name(), description=__doc__.split("\n")[0])
     p.add_argument(
-        "--data", default="data/synthcity", help="SynthCity root (val split generated if missing)"
+        "--data", default="data/synthcity",
+        help="SynthCity root (val split generated if missing) or Cityscapes root (read only)",
+    )  # fmt: skip
+    p.add_argument(
+        "--checkpoint", action="append", default=[], metavar="PATH[:teacher]",
+        help="official mmseg .pth (student; PATH:teacher for the EMA teacher) or run folder "
+        "(repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--source", help="GTA5, SYNTHIA or SynthCity folder of the long-tail source statistics"
     )
+    p.add_argument(
+        "--cache", help="cache folder for a data root the app does not own "
+        "(default ~/.cache/dida-studio/<name>-<hash of the path>)",
+    )  # fmt: skip
     p.add_argument(
         "--runs", action="append", help="folder of run directories (repeatable; default runs)"
     )
@@ -69,14 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    from app.startup import open_app  # answers on the port at once with a progress page
-
-    opened = open_app(args, auth, _open_studio)
-    if opened is None:
+    studio = _open_studio(args)
+    if studio is None:
         return 2
-    studio, featured, _ = opened
+    from app.main import launch_app
+
+    featured = studio.featured_runs()
+    studio.prefetch(featured)  # after the imports: the GIL they hold would slow the forward passes
+    demo, _ = launch_app(
+        studio, args.host, args.port, prevent_thread_lock=True, quiet=True, auth=auth
+    )
     seconds = time.perf_counter() - start
-    print(f"{ready_line(args.host, args.port, auth)} ({seconds:.1f} s)", flush=True)
+    print(f"{ready_line(args.host, demo.server_port, auth)} ({seconds:.1f} s)", flush=True)
     stopping = threading.Event()
     threading.Thread(target=_background, args=(studio, featured, stopping), daemon=True).start()
     _block(studio, stopping)
@@ -94,11 +116,14 @@ def _open_studio(args: argparse.Namespace):
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
-    if read_manifest(args.data) is None:
-        print(f"generating SynthCity's val split under {args.data} (first launch, a few seconds)…")
+    if read_manifest(args.data) is None and not Path(args.data, "leftImg8bit").is_dir():
+        print(f"opening {args.data} (a new SynthCity root's val split is generated: a few seconds)")
     try:
-        return Studio(args.data, args.runs or ["runs"], args.assets, args.device, args.data_preset)
-    except ValueError as err:
+        return Studio(
+            args.data, args.runs or ["runs"], args.assets, args.device, args.data_preset,
+            checkpoints=args.checkpoint, source=args.source, cache_dir=args.cache,
+        )  # fmt: skip
+    except ValueError as err:  # DatasetError, CheckpointError, RunError: all say what to do
         print(f"error: {err}", file=sys.stderr)
         return None
 

@@ -3,11 +3,18 @@
 ``predict`` runs the model in eval mode without gradients on the model's device, in batches, and
 returns logits, probabilities and labels at the input (or a requested) resolution together with the
 decoder features E at 1/4 of the input resolution.  Results come back on the images' device.
+
+Memory in slide mode is bounded by one window: windows run one after another (each a forward of
+B x 3 x crop), and only the running sums stay resident — (B, C, H, W) logits, (B, D, H/4, W/4)
+features and two count maps, float32: for one 2048 x 1024 image, 19 classes and D = 256, about
+160 MB + 134 MB, whatever the number of windows.  ``run_image`` applies an
+:class:`InferenceSettings` (DAFormer's test resize, then whole or slide) and reports progress.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +27,8 @@ from dida.model import SegModel
 
 SIZE_DIVISOR = 32
 """Whole-image inputs are padded to a multiple of the encoder's total stride."""
+Progress = Callable[[int, int], None]
+"""Called with (windows done, windows in all) as a slide-mode prediction advances."""
 
 
 @dataclass
@@ -66,7 +75,11 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
 
 
 def _forward_slide(
-    model: nn.Module, images: Tensor, crop: tuple[int, int], stride: tuple[int, int]
+    model: nn.Module,
+    images: Tensor,
+    crop: tuple[int, int],
+    stride: tuple[int, int],
+    progress: Progress | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Average logits of overlapping windows (each run like a whole image) over every pixel.
 
@@ -76,22 +89,26 @@ def _forward_slide(
     ch, cw = min(crop[0], h), min(crop[1], w)
     fh, fw = math.ceil(h / 4), math.ceil(w / 4)
     logits_sum = count = feat_sum = feat_count = None
-    for y1 in window_starts(h, ch, stride[0]):
-        for x1 in window_starts(w, cw, stride[1]):
-            logits, feats = _forward_whole(model, images[..., y1 : y1 + ch, x1 : x1 + cw])
-            if logits_sum is None:
-                logits_sum = logits.new_zeros(b, logits.shape[1], h, w)
-                count = logits.new_zeros(1, 1, h, w)
-                feat_sum = feats.new_zeros(b, feats.shape[1], fh, fw)
-                feat_count = feats.new_zeros(1, 1, fh, fw)
-            logits_sum[..., y1 : y1 + ch, x1 : x1 + cw] += logits
-            count[..., y1 : y1 + ch, x1 : x1 + cw] += 1
-            fy1, fy2 = y1 // 4, math.ceil((y1 + ch) / 4)
-            fx1, fx2 = x1 // 4, math.ceil((x1 + cw) / 4)
-            if feats.shape[-2:] != (fy2 - fy1, fx2 - fx1):
-                feats = F.interpolate(feats, size=(fy2 - fy1, fx2 - fx1), mode="bilinear")
-            feat_sum[..., fy1:fy2, fx1:fx2] += feats
-            feat_count[..., fy1:fy2, fx1:fx2] += 1
+    windows = [
+        (y1, x1) for y1 in window_starts(h, ch, stride[0]) for x1 in window_starts(w, cw, stride[1])
+    ]
+    for done, (y1, x1) in enumerate(windows, 1):
+        logits, feats = _forward_whole(model, images[..., y1 : y1 + ch, x1 : x1 + cw])
+        if logits_sum is None:
+            logits_sum = logits.new_zeros(b, logits.shape[1], h, w)
+            count = logits.new_zeros(1, 1, h, w)
+            feat_sum = feats.new_zeros(b, feats.shape[1], fh, fw)
+            feat_count = feats.new_zeros(1, 1, fh, fw)
+        logits_sum[..., y1 : y1 + ch, x1 : x1 + cw] += logits
+        count[..., y1 : y1 + ch, x1 : x1 + cw] += 1
+        fy1, fy2 = y1 // 4, math.ceil((y1 + ch) / 4)
+        fx1, fx2 = x1 // 4, math.ceil((x1 + cw) / 4)
+        if feats.shape[-2:] != (fy2 - fy1, fx2 - fx1):
+            feats = F.interpolate(feats, size=(fy2 - fy1, fx2 - fx1), mode="bilinear")
+        feat_sum[..., fy1:fy2, fx1:fx2] += feats
+        feat_count[..., fy1:fy2, fx1:fx2] += 1
+        if progress is not None:
+            progress(done, len(windows))
     return logits_sum / count, feat_sum / feat_count
 
 
@@ -115,6 +132,7 @@ def predict(
     crop: tuple[int, int] = (512, 512),
     stride: tuple[int, int] = (341, 341),
     output_size: tuple[int, int] | None = None,
+    progress: Progress | None = None,
 ) -> Prediction:
     """Segment a batch of normalised images (B, 3, H, W).
 
@@ -124,6 +142,7 @@ def predict(
     mode; overlapping logits are averaged (mmseg ``slide_inference``).  Logits are finally resized
     bilinearly (align_corners=False) to ``output_size`` (h, w) when given.  The model runs in eval
     mode under ``torch.no_grad`` on its own device; its train/eval mode is restored afterwards.
+    ``progress`` is called after each slide window (after the single pass in whole mode).
     """
     _check_inputs(images, mode, crop, stride)
     param = next(model.parameters())
@@ -134,8 +153,10 @@ def predict(
             x = images.to(device=param.device, dtype=param.dtype)
             if mode == "whole":
                 logits, features = _forward_whole(model, x)
+                if progress is not None:
+                    progress(1, 1)
             else:
-                logits, features = _forward_slide(model, x, crop, stride)
+                logits, features = _forward_slide(model, x, crop, stride, progress)
             if output_size is not None and tuple(output_size) != tuple(logits.shape[-2:]):
                 logits = F.interpolate(logits, size=tuple(output_size), mode="bilinear")
     finally:
@@ -149,3 +170,56 @@ def predict_image(model: SegModel, image: np.ndarray, **kwargs) -> Prediction:
     """``predict`` on one uint8 (H, W, 3) RGB image, normalised with ImageNet mean/std
     (``dida.data.pipeline.normalize``); returns a batch of one (B = 1)."""
     return predict(model, normalize(image).unsqueeze(0), **kwargs)
+
+
+TEST_SCALE = (1024, 512)
+"""DAFormer's Cityscapes test ``img_scale`` (w, h): larger images are resized to fit it, keeping
+their aspect ratio, and the logits resized back (METHOD.md §1.1)."""
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How one image is run: mmseg ``test_cfg`` (``mode``, ``crop``, ``stride``) after resizing
+    it to fit ``scale`` (w, h) when it is larger (None: never resized)."""
+
+    mode: str = "whole"
+    crop: tuple[int, int] = (512, 512)
+    stride: tuple[int, int] = (341, 341)
+    scale: tuple[int, int] | None = TEST_SCALE
+
+    @classmethod
+    def from_test_cfg(cls, test_cfg: dict) -> InferenceSettings:
+        """Settings from an mmseg config's ``test_cfg`` (``dida.checkpoints.parse_test_cfg``)."""
+        crop = tuple(test_cfg.get("crop_size") or cls.crop)
+        stride = tuple(test_cfg.get("stride") or cls.stride)
+        mode = test_cfg.get("mode", "whole")
+        return cls(mode if mode in ("whole", "slide") else "whole", crop, stride)
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) the image is run at: fitted inside ``scale`` when larger, else unchanged."""
+        if self.scale is None or (width <= self.scale[0] and height <= self.scale[1]):
+            return height, width
+        ratio = min(self.scale[0] / width, self.scale[1] / height)
+        return max(round(height * ratio), 1), max(round(width * ratio), 1)
+
+
+def run_image(
+    model: SegModel,
+    image: np.ndarray,
+    settings: InferenceSettings | None = None,
+    progress: Progress | None = None,
+) -> Prediction:
+    """``predict_image`` under ``settings``: the uint8 (H, W, 3) image is resized to its working
+    size (bilinear), run whole or by windows, and its logits resized back to H x W; features are
+    resized to (ceil(H/4), ceil(W/4)) so they line up with the image as in whole mode."""
+    settings = settings or InferenceSettings()
+    h, w = image.shape[:2]
+    x = normalize(image).unsqueeze(0)
+    size = settings.working_size(h, w)
+    if size != (h, w):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    out = predict(model, x, settings.mode, settings.crop, settings.stride, (h, w), progress)
+    grid = (math.ceil(h / 4), math.ceil(w / 4))
+    if tuple(out.features.shape[-2:]) != grid:
+        out.features = F.interpolate(out.features, size=grid, mode="bilinear")
+    return out

@@ -62,8 +62,9 @@ def filtered_indices(
     """Val indices passing the filters, and a note when the overlap index is not ready yet."""
     items, note = studio.val_items(), ""
     if overlap_only and items and items[0].overlap is None:
-        studio.index_overlaps()
-        note = "indexing overlapping entities… (the filter applies when done)"
+        state = studio.index_overlaps()  # "unavailable: ..." when the data has no instanceIds
+        unavailable = state.startswith("unavailable")
+        note = state if unavailable else "indexing overlapping entities… (applies when done)"
     wanted = set(studio.rare_classes()) if class_filter == "rare" else None
     if class_filter not in ("all", "rare", None):
         wanted = {int(class_filter)}

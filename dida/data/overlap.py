@@ -29,6 +29,8 @@ POLE_CLASSES: tuple[int, ...] = (5, 6, 7)
 """Pole, traffic light, traffic sign: add to ``classes`` to also find signs on poles (and things at poles)."""
 OVERLAP_INDEX_FILE = "overlap_index.json"
 """Default file name of a saved ``OverlapIndex``, kept next to the data like the class statistics."""
+NO_INSTANCES = "unavailable: this dataset has no instanceIds"
+"""The overlap state of a dataset without ``*_gtFine_instanceIds.png`` maps (what the views show)."""
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,7 @@ def summarize_overlaps(
 
 
 def build_overlap_index(
-    items: Iterable[tuple[str, np.ndarray]],
+    items: Iterable[tuple[str, np.ndarray | None]],
     touch: int = 1,
     width: int = 3,
     classes: Sequence[int | str] = INSTANCE_CLASSES,
@@ -288,6 +290,8 @@ def build_overlap_index(
     """Summaries of (name, instance map) items; errors name the offending image."""
     images = []
     for name, instance_map in items:
+        if instance_map is None:
+            raise ValueError(f"image {name!r}: no instance map ({NO_INSTANCES})")
         try:
             images.append(summarize_overlaps(name, instance_map, touch, width, classes))
         except ValueError as err:

@@ -1,13 +1,16 @@
 """The run catalog: which runs and shipped checkpoints exist, what they are, and their models.
 
 Runs come from shipped checkpoints (``assets/checkpoints/<name>/`` with ``model.safetensors`` and
-``config.json``) and run directories (``runs/<name>/``, finished or in progress). A run id is
-``"shipped:<name>"`` or ``"run:<name>"``. Models and bank histories are loaded once and reloaded when
+``config.json``), run directories (``runs/<name>/``, finished or in progress) and the files and run
+folders named by ``--checkpoint`` (official mmseg ``.pth`` of DAFormer / DIDA / MIC: the student, or
+the EMA teacher with ``PATH:teacher``). A run id is ``"shipped:<name>"``, ``"run:<name>"`` or
+``"official:<file stem>"`` (``"official:<file stem>:teacher"``). Models and bank histories are loaded once and reloaded when
 their file changes on disk (a run that checkpoints).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +20,9 @@ import torch
 
 from dida import runs
 from dida.bank import BankHistory, BankSnapshot
-from dida.model import SegModel
+from dida.checkpoints import parse_checkpoint_arg, read_checkpoint_meta
+from dida.inference import InferenceSettings
+from dida.model import SegModel, load_official
 
 METHOD_TITLES: dict[str, str] = {
     "source_only": "source-only",
@@ -25,10 +30,12 @@ METHOD_TITLES: dict[str, str] = {
     "daformer": "DAFormer-style",
     "dida": "DIDA",
     "oracle": "oracle",
+    "mic": "MIC",
+    "official": "official checkpoint",
 }
 """Display name of each method (the app's labels and legends)."""
 
-SHIPPED, RUN = "shipped", "run"
+SHIPPED, RUN, OFFICIAL = "shipped", "run", "official"
 MODEL_CARD = "MODEL_CARD.md"
 FEATURED_ORDER = {"dida": 0, "daformer": 1, "proda": 2, "source_only": 3}
 """The order of the methods the Compare tab shows first."""
@@ -62,6 +69,23 @@ class RunSummary:
     """Whether a bank history exists (DIDA runs)."""
     method_options: dict = field(default_factory=dict, compare=False)
     """The run's method options (tp, bank_size, ...)."""
+    weights: Path | None = None
+    """An official checkpoint's ``.pth`` file (None: ``<path>/model.safetensors``)."""
+    which: str = "model"
+    """Segmentor of an official UDA checkpoint: ``model`` (student) or ``ema_model`` (teacher)."""
+    test_cfg: dict = field(default_factory=dict, compare=False)
+    """An official checkpoint's ``model.test_cfg`` (from its meta config), {} otherwise."""
+
+    @property
+    def weights_file(self) -> Path:
+        """The file the model is loaded from."""
+        return self.weights or self.path / runs.MODEL
+
+    @property
+    def inference(self) -> InferenceSettings:
+        """How images are run: the checkpoint's ``test_cfg`` (default: DAFormer's whole-image
+        test after resizing large images to fit 1024 x 512)."""
+        return InferenceSettings.from_test_cfg(self.test_cfg)
 
     @property
     def short_title(self) -> str:
@@ -73,7 +97,7 @@ class RunSummary:
         """Label for dropdowns and legends, e.g. ``DIDA · dida_quick_s0 (mIoU 41.2)``: the last
         evaluated target mIoU in percent, named so the number explains itself."""
         score = "" if self.miou is None else f" (mIoU {100 * self.miou:.1f})"
-        tag = " · shipped" if self.kind == SHIPPED else f" · {self.state}"
+        tag = f" · {self.kind}" if self.kind in (SHIPPED, OFFICIAL) else f" · {self.state}"
         return f"{METHOD_TITLES.get(self.method, self.method)} · {self.name}{score}{tag}"
 
 
@@ -109,6 +133,47 @@ def summarize(kind: str, folder: Path) -> RunSummary:
     )
 
 
+def guess_method(text: str) -> str:
+    """The method an official checkpoint's config text or file name names (``official`` if none)."""
+    text = text.lower()
+    found = (m for m in ("dida", "mic", "daformer") if re.search(rf"(?<![a-z]){m}(?![a-z])", text))
+    return next(found, OFFICIAL)
+
+
+def official_summary(path: Path, which: str = "model") -> RunSummary:
+    """A RunSummary of an official mmseg ``.pth`` (its meta read with the safe loader)."""
+    meta = read_checkpoint_meta(path)
+    teacher = which == "ema_model"
+    name = path.stem + (" (teacher)" if teacher else "")
+    return RunSummary(
+        run_id=run_id(OFFICIAL, path.stem + (":teacher" if teacher else "")),
+        name=name,
+        kind=OFFICIAL,
+        path=path.parent,
+        method=guess_method(f"{path.name}\n{meta.config}"),
+        state=OFFICIAL,
+        iteration=meta.iteration or 0,
+        max_iters=meta.iteration or 0,
+        miou=None,
+        has_model=True,
+        has_bank=False,
+        weights=path,
+        which=which,
+        test_cfg=meta.test_cfg,
+    )
+
+
+def no_bank_message(summary: RunSummary) -> str:
+    """Why a run has no bank to show, in words, and what to pick instead."""
+    if summary.kind == OFFICIAL:
+        return (
+            f"{summary.name} is an official checkpoint: official checkpoints carry no instance "
+            "bank (DIDA's bank is not saved in them); choose a DIDA run of this project "
+            "(shipped or trained in the Train tab) to see a bank"
+        )
+    return f"{summary.name} has no bank snapshots (not a DIDA run?)"
+
+
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; any other name as given."""
     if device == "auto":
@@ -123,9 +188,16 @@ class RunCatalog:
     """
 
     def __init__(
-        self, runs_dirs: Sequence[Path], assets_dir: Path | None, device: torch.device
+        self,
+        runs_dirs: Sequence[Path],
+        assets_dir: Path | None,
+        device: torch.device,
+        checkpoints: Sequence[str] = (),
     ) -> None:
         self.runs_dirs, self.assets_dir, self.device = list(runs_dirs), assets_dir, device
+        self.checkpoints = [parse_checkpoint_arg(str(c)) for c in checkpoints]
+        """``--checkpoint`` entries: (path, segmentor) of official files and run folders."""
+        self._official: dict[tuple[str, str], tuple[int, RunSummary]] = {}
         self.problems: list[str] = []
         """Folders that could not be listed, with the reason (never skipped silently)."""
         self._runs: dict[str, RunSummary] = {}
@@ -149,6 +221,7 @@ class RunCatalog:
         for runs_dir in self.runs_dirs:
             if runs_dir.is_dir():
                 folders += [(RUN, p) for p in sorted(runs_dir.iterdir())]
+        folders += [(RUN, path) for path, _ in self.checkpoints if path.is_dir()]
         return [(kind, folder) for kind, folder in folders if (folder / runs.CONFIG).is_file()]
 
     def _discover(self, problems: list[str]) -> list[RunSummary]:
@@ -158,7 +231,24 @@ class RunCatalog:
                 summaries.append(summarize(kind, folder))
             except (runs.RunError, KeyError, TypeError, ValueError) as err:
                 problems.append(f"{folder}: cannot be listed ({err})")
+        for path, which in self.checkpoints:
+            if not path.is_dir():
+                summaries += self._official_file(path, which, problems)
         return summaries
+
+    def _official_file(self, path: Path, which: str, problems: list[str]) -> list[RunSummary]:
+        """[summary] of one ``--checkpoint`` file (meta read once per file version), or [] after
+        noting why it cannot be listed."""
+        try:
+            stamp = path.stat().st_mtime_ns
+            cached = self._official.get((str(path), which))
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, official_summary(path, which))
+                self._official[(str(path), which)] = cached
+            return [cached[1]]
+        except (OSError, ValueError) as err:  # CheckpointError is a ValueError
+            problems.append(f"{path}: cannot be listed ({err})")
+            return []
 
     def runs(self, with_model: bool = False, with_bank: bool = False) -> list[RunSummary]:
         """Known runs, shipped first; optionally only those that can predict / have a bank."""
@@ -192,16 +282,21 @@ class RunCatalog:
     def model(self, run_id: str) -> SegModel:
         """The run's model, loaded once and reloaded when its weights file changes."""
         summary = self.run(run_id)
-        path = summary.path / runs.MODEL
+        path = summary.weights_file
         if not path.exists():
-            raise runs.RunError(f"{summary.name} has no {runs.MODEL} yet (no checkpoint written)")
+            raise runs.RunError(f"{summary.name} has no {path.name} yet (no checkpoint written)")
         stamp = path.stat().st_mtime_ns
         with self._run_lock(run_id):
             cached = self._models.get(run_id)
             if cached is None or cached[0] != stamp:
-                cached = (stamp, runs.load_run_model(summary.path, self.device))
+                cached = (stamp, self._load(summary))
                 self._models[run_id] = cached
             return cached[1]
+
+    def _load(self, summary: RunSummary) -> SegModel:
+        if summary.weights is None:
+            return runs.load_run_model(summary.path, self.device)
+        return load_official(summary.weights, summary.which).to(self.device).eval()
 
     def _run_lock(self, run_id: str) -> threading.Lock:
         with self._lock:
@@ -209,7 +304,7 @@ class RunCatalog:
 
     def model_stamp(self, run_id: str) -> int:
         """Modification time of the run's weights (cache keys change when a run checkpoints)."""
-        path = self.run(run_id).path / runs.MODEL
+        path = self.run(run_id).weights_file
         return path.stat().st_mtime_ns if path.exists() else 0
 
     def model_card(self, run_id: str) -> str:
@@ -219,6 +314,13 @@ class RunCatalog:
             if (folder / name).is_file():
                 return (folder / name).read_text()
         return ""
+
+    def checkpoint_identity(self, run_id: str) -> str:
+        """Path, size and mtime of the run's weights file and its segmentor: the key of its
+        per-image results on disk (changes whenever the file is rewritten)."""
+        summary = self.run(run_id)
+        stat = summary.weights_file.stat()
+        return f"{summary.weights_file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{summary.which}"
 
     def bank_history(self, run_id: str) -> BankHistory | None:
         """The run's bank snapshots (None for runs without a bank), reloaded when the file changes."""
@@ -237,7 +339,7 @@ class RunCatalog:
         """Bank snapshot ``index`` (negative counts from the end) of a run."""
         history = self.bank_history(run_id)
         if history is None or len(history) == 0:
-            raise runs.RunError(f"{self.run(run_id).name} has no bank snapshots (not a DIDA run?)")
+            raise runs.RunError(no_bank_message(self.run(run_id)))
         if not -len(history) <= index < len(history):
             raise IndexError(f"snapshot {index} out of range: the run has {len(history)} snapshots")
         return history[index]

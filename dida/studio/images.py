@@ -1,14 +1,21 @@
-"""The images the app shows: SynthCity's target val split and validated uploads, with what the
-pickers need about them (classes present, overlap flags, thumbnails) and the class statistics of
-both domains. Slow indexes (overlaps, source statistics) are built as background tasks."""
+"""The images the app shows: the val split of a SynthCity or Cityscapes root and validated uploads,
+with what the pickers need about them (classes present, overlap flags, thumbnails) and the class
+statistics of both domains. Slow indexes (overlaps, source statistics) are built as background tasks.
+
+Only a SynthCity root the project created is ever written to (its val split generated when missing,
+caches under ``<root>/.studio``). Any other data root (Cityscapes) is read only: its caches go to
+``~/.cache/dida-studio/<hash of the root path>`` or the folder the user names.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import logging
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +33,8 @@ from dida.data.datasets import (
     class_pixel_totals,
     load_class_stats,
 )
-from dida.data.overlap import OverlapIndex, build_overlap_index
-from dida.data.synthcity import read_manifest, synthcity_roots
+from dida.data.overlap import NO_INSTANCES, OverlapIndex, build_overlap_index
+from dida.data.synthcity import ensure_synthcity, read_manifest, synthcity_roots
 from dida.studio.predictions import LRU
 from dida.studio.uploads import load_upload, upload_key
 from dida.studio.work import Tasks
@@ -37,6 +44,81 @@ log = logging.getLogger(__name__)
 OVERLAP_FILE = "overlap_index.json"
 ImageKey = int | str
 """A val image index or an upload key (``"upload:<hash>"``)."""
+
+
+SYNTHCITY, CITYSCAPES = "synthcity", "cityscapes"
+
+
+@dataclass(frozen=True)
+class DataRoot:
+    """The data folder the app shows: its layout, its val images' root and where caches go."""
+
+    kind: str
+    """``"synthcity"`` (a tree the project generated) or ``"cityscapes"`` (read only)."""
+    root: Path
+    target: Path
+    """The Cityscapes-layout root holding ``leftImg8bit/val`` (SynthCity: ``<root>/target``)."""
+    cache_dir: Path
+    """Where thumbnails, indexes, class statistics and per-image results are written."""
+
+    @property
+    def owned(self) -> bool:
+        """Whether the project created this tree (only then is anything written into it)."""
+        return self.kind == SYNTHCITY
+
+
+def cache_home() -> Path:
+    """``$XDG_CACHE_HOME/dida-studio`` (default ``~/.cache/dida-studio``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dida-studio"
+
+
+def foreign_cache_dir(root: Path, base: Path | None = None) -> Path:
+    """The cache folder of a data root the project does not own: ``<base>/<name>-<sha1 of path>``."""
+    digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+    return (base or cache_home()) / f"{root.name}-{digest}"
+
+
+def _is_new_folder(root: Path) -> bool:
+    return not root.exists() or (root.is_dir() and not any(root.iterdir()))
+
+
+def open_data_root(
+    root: str | Path, preset: str = "default", cache: str | Path | None = None
+) -> DataRoot:
+    """Detect the layout of ``root``: a SynthCity tree (its manifest; a missing or empty folder
+    becomes one, val split only) or a Cityscapes root (``leftImg8bit/val``).  ``cache`` replaces
+    the default cache folder.  Raises :class:`DatasetError` naming both layouts for anything else."""
+    root = Path(root)
+    if read_manifest(root) is not None or _is_new_folder(root):
+        root = ensure_synthcity(root, preset, ("val",))
+        cache_dir = Path(cache) if cache else root / ".studio"
+        return DataRoot(SYNTHCITY, root, synthcity_roots(root)[1], cache_dir)
+    if (root / "leftImg8bit" / "val").is_dir():
+        return DataRoot(CITYSCAPES, root, root, Path(cache) if cache else foreign_cache_dir(root))
+    raise DatasetError(
+        f"{root} is neither a SynthCity root (synthcity.json; a missing or empty folder is "
+        "generated) nor a Cityscapes root (leftImg8bit/val/CITY/*_leftImg8bit.png with "
+        "gtFine/val/CITY/*_gtFine_labelIds.png or *_labelTrainIds.png); nothing was written"
+    )
+
+
+SOURCE_KINDS = {"gta5": "GTA5", "synthia": "SYNTHIA"}
+
+
+def open_source(path: str | Path) -> tuple[str, Path, str]:
+    """(dataset kind, root, display name) of a ``--source`` folder: a SynthCity root (its source
+    split, GTA5 layout), a GTA5 root (``images/`` + ``labels/``) or SYNTHIA (``RGB/`` +
+    ``GT/LABELS/``); raises :class:`DatasetError` for anything else."""
+    path = Path(path)
+    if "source" in (read_manifest(path) or {}).get("splits", {}):
+        return "gta5", synthcity_roots(path)[0], f"SynthCity source split ({path})"
+    for kind, folders in (("gta5", ("images", "labels")), ("synthia", ("RGB", "GT/LABELS"))):
+        if all((path / f).is_dir() for f in folders):
+            return kind, path, f"{SOURCE_KINDS[kind]} ({path})"
+    raise DatasetError(
+        f"{path} is not a source dataset: expected a SynthCity root with a source split, a GTA5 "
+        "root (images/ + labels/) or a SYNTHIA root (RGB/ + GT/LABELS/)"
+    )
 
 
 @dataclass(frozen=True)
@@ -79,17 +161,18 @@ def source_crop(run_dir: Path, source_id: int, box: Sequence[int] | None) -> np.
 
 
 class ValImages:
-    """The val split (int keys) and uploads (str keys) of a SynthCity tree, with their indexes.
+    """The val split (int keys) and uploads (str keys) of a data root, with their indexes.
 
-    ``run_folders`` lists the known runs' folders (their source data is a fallback for the source
-    statistics); ``tasks`` runs the slow indexes in the background.
+    ``source`` is the ``--source`` folder of the source statistics (default: the SynthCity root's
+    own source split, if any); ``tasks`` runs the slow indexes in the background.
     """
 
-    def __init__(
-        self, data_root: Path, tasks: Tasks, run_folders: Callable[[], list[Path]]
-    ) -> None:
-        self.data_root, self.tasks, self.run_folders = Path(data_root), tasks, run_folders
-        self.val = CityscapesDataset(synthcity_roots(self.data_root)[1], "val")
+    def __init__(self, data: DataRoot, tasks: Tasks, source: str | Path | None = None) -> None:
+        self.data, self.data_root, self.tasks = data, data.root, tasks
+        self.source = open_source(source) if source else self._own_source()
+        self.val = CityscapesDataset(data.target, "val")
+        if not data.owned:  # class statistics go to the cache, never next to foreign labels
+            self.val.stats_folder = data.cache_dir / "val-stats"
         self._val_item = functools.lru_cache(maxsize=64)(self.val.__getitem__)
         self._uploads = LRU(16)
         self._stats_lock, self._overlap_lock = threading.Lock(), threading.Lock()
@@ -98,8 +181,13 @@ class ValImages:
 
     @property
     def cache_dir(self) -> Path:
-        """Where indexes and thumbnails are kept (``<data>/.studio``)."""
-        return self.data_root / ".studio"
+        """Where indexes and thumbnails are kept (``DataRoot.cache_dir``)."""
+        return self.data.cache_dir
+
+    def _own_source(self) -> tuple[str, Path, str] | None:
+        if self.data.owned and "source" in (read_manifest(self.data_root) or {}).get("splits", {}):
+            return open_source(self.data_root)
+        return None
 
     def item(self, key: ImageKey) -> dict:
         """``{"image", "label" (None for uploads), "name"}`` of a val index or an upload key."""
@@ -165,10 +253,14 @@ class ValImages:
         """Classes below ``RARE_PIXEL_FRACTION`` of the val pixels, rarest first."""
         return rare_classes(class_pixel_totals(self.target_stats()))
 
+    def source_name(self) -> str | None:
+        """The dataset behind the source statistics, e.g. ``GTA5 (/data/gta)``; None without one."""
+        return None if self.source is None else self.source[2]
+
     def source_stats(self, wait: bool = False) -> ClassStats | None:
-        """Class statistics of a source dataset: the data root's SynthCity source split, else the
-        first run's source folder on disk. Computed in the background (None until ready or when
-        no source data exists; ``source_stats_state`` tells which)."""
+        """Class statistics of the source dataset (``--source``, else the SynthCity root's own
+        source split; never another run's folder). Computed in the background (None until ready
+        or without a source; ``source_stats_state`` tells which)."""
         self.tasks.submit("source-stats", self._find_source_stats)
         if wait:
             self.tasks.wait("source-stats", timeout=600)
@@ -184,33 +276,38 @@ class ValImages:
             self.tasks.forget("source-stats")
 
     def _find_source_stats(self) -> ClassStats | None:
-        for kind, root in self._source_roots():
-            try:
-                return load_class_stats(build_dataset(kind, root), self.cache_dir)
-            except DatasetError as err:
-                log.info("no source statistics from %s: %s", root, err)
-        return None
-
-    def _source_roots(self) -> list[tuple[str, Path]]:
-        roots = []
-        if "source" in (read_manifest(self.data_root) or {}).get("splits", {}):
-            roots.append(("gta5", synthcity_roots(self.data_root)[0]))
-        for folder in self.run_folders():
-            kind, root = source_data(folder)
-            if root.is_dir() and (kind, root) not in roots:
-                roots.append((kind, root))
-        return roots
+        if self.source is None:
+            return None
+        kind, root, _ = self.source
+        dataset = build_dataset(kind, root)
+        if not (self.data.owned and root == synthcity_roots(self.data_root)[0]):
+            digest = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
+            dataset.stats_folder = self.cache_dir / f"source-stats-{digest}"
+        return load_class_stats(dataset)
 
     # --- overlaps --------------------------------------------------------------------------
 
+    def overlap_state(self) -> str | None:
+        """``NO_INSTANCES`` ("unavailable: ...") when the val split has no instance maps, else the
+        background index's state (``Tasks.state``; "done" also when a saved index is read)."""
+        if not self.val.has_instances:
+            return NO_INSTANCES
+        if self.overlap_flags() is not None:
+            return "done"
+        return self.tasks.state("overlap-index")
+
     def overlap_flags(self) -> list[bool] | None:
-        """Per val image: touching entities of different thing classes? None until indexed (a
-        saved index is read at once; building one runs in the background, see index_overlaps)."""
+        """Per val image: touching entities of different thing classes? None until indexed or when
+        the dataset has no instance maps (a saved index is read at once; building one runs in the
+        background, see index_overlaps)."""
         index = self.overlap_index()
         return None if index is None else [bool(i.pairs) for i in index.images]
 
     def overlap_index(self) -> OverlapIndex | None:
-        """The val split's overlap index: built, or saved and matching; None until indexed."""
+        """The val split's overlap index: built, or saved and matching; None until indexed (and
+        always without instance maps: see ``overlap_state``)."""
+        if not self.val.has_instances:
+            return None
         index = self.tasks.result("overlap-index")
         if index is None and (self.cache_dir / OVERLAP_FILE).is_file():
             index = self._saved_overlap_index()
@@ -226,7 +323,10 @@ class ValImages:
             return self._overlaps or None
 
     def index_overlaps(self, wait: bool = False) -> str:
-        """Build (or load) the overlap index of the val split in the background."""
+        """Build (or load) the overlap index of the val split in the background; its state, or
+        ``NO_INSTANCES`` without starting anything when the dataset has no instance maps."""
+        if not self.val.has_instances:
+            return NO_INSTANCES
         state = self.tasks.submit("overlap-index", self._overlap_index)
         if wait:
             self.tasks.wait("overlap-index", timeout=600)
@@ -236,7 +336,7 @@ class ValImages:
         path = self.cache_dir / OVERLAP_FILE
         if path.is_file() and self._saved_overlap_index() is not None:
             return self._saved_overlap_index()
-        items = ((s.name, self.val[i]["instance"]) for i, s in enumerate(self.val.samples))
+        items = ((s.name, self.val[i].get("instance")) for i, s in enumerate(self.val.samples))
         index = build_overlap_index(items)
         path.parent.mkdir(parents=True, exist_ok=True)
         index.save(path)

@@ -22,7 +22,6 @@ from dida import runs
 from dida.analysis import MIN_UMAP_POINTS, ImageScores, Projector
 from dida.bank import BankHistory, BankSnapshot
 from dida.data.datasets import CityscapesDataset, ClassStats
-from dida.data.synthcity import ensure_synthcity
 from dida.explain import (
     ImageFeatureCache,
     PixelExplanation,
@@ -30,11 +29,11 @@ from dida.explain import (
     distribution_over_tps,
     explain_pixel,
 )
-from dida.inference import predict_image
+from dida.inference import run_image
 from dida.model import SegModel
 from dida.presets import PRESETS
 from dida.studio.catalog import RunCatalog, RunSummary, resolve_device
-from dida.studio.images import ImageKey, ValImages, ValItem, source_crop
+from dida.studio.images import ImageKey, ValImages, ValItem, open_data_root, source_crop
 from dida.studio.jobs import TrainJob, TrainQueue, latest_snapshot, train_config, warm_start
 from dida.studio.passes import ValPasses
 from dida.studio.points import (
@@ -53,6 +52,7 @@ from dida.studio.predictions import (
     per_class_iou,
     pixel_reading,
 )
+from dida.studio.results import ProgressBoard, ResultStore, file_identity
 from dida.studio.work import InferenceGate, Tasks
 from dida.train import cli_args
 
@@ -68,16 +68,26 @@ class Studio:
         device: str = "cpu",
         data_preset: str = "default",
         cache_size: int = 32,
+        checkpoints: Sequence[str] = (),
+        source: str | Path | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
-        """Open (generating when missing) the val split of the SynthCity tree at ``data_root``."""
-        self.data_root = ensure_synthcity(data_root, data_preset, ("val",))
-        self.data_preset = data_preset
+        """Open the val split at ``data_root``: a SynthCity tree (generated when missing) or a
+        Cityscapes root (read only; caches under ``cache_dir`` or ``~/.cache/dida-studio``).
+        ``checkpoints``: ``--checkpoint`` entries (official ``.pth``, ``PATH:teacher``, run
+        folders); ``source``: the source dataset of the long-tail statistics."""
+        self.data = open_data_root(data_root, data_preset, cache_dir)
+        self.data_root, self.data_preset = self.data.root, data_preset
         self.runs_dirs = [Path(d) for d in runs_dirs] or [Path("runs")]
         self.assets_dir = None if assets_dir is None else Path(assets_dir)
         self.device = resolve_device(device)
-        self.catalog = RunCatalog(self.runs_dirs, self.assets_dir, self.device)
+        self.catalog = RunCatalog(self.runs_dirs, self.assets_dir, self.device, checkpoints)
         self.worker, self.umap_worker = Tasks("studio-batch"), Tasks("studio-umap")
-        self.images = ValImages(self.data_root, self.worker, self._run_folders)
+        self.images = ValImages(self.data, self.worker, source)
+        self.results, self.progress = (
+            ResultStore(self.data.cache_dir / "predictions"),
+            ProgressBoard(),
+        )
         self.gate = InferenceGate()
         self.passes = ValPasses(self.catalog, self.images, self.gate, self.worker)
         self._predictions = LRU(cache_size)  # (run id, model stamp, image key) → ImagePrediction
@@ -135,9 +145,6 @@ class Studio:
         """The run's metric records (``runs.read_metrics``)."""
         return self.catalog.metrics(run_id, kind)
 
-    def _run_folders(self) -> list[Path]:
-        return [summary.path for summary in self.catalog.runs()]
-
     # --- images ----------------------------------------------------------------------------
 
     @property
@@ -186,6 +193,14 @@ class Studio:
         """Per val image: touching entities of different thing classes? None until indexed."""
         return self.images.overlap_flags()
 
+    def overlap_state(self) -> str | None:
+        """ "done", a background state, or "unavailable: this dataset has no instanceIds"."""
+        return self.images.overlap_state()
+
+    def source_name(self) -> str | None:
+        """The dataset behind the long-tail source bars (None when no source is known)."""
+        return self.images.source_name()
+
     def index_overlaps(self, wait: bool = False) -> str:
         """Build (or load) the overlap index of the val split in the background."""
         return self.images.index_overlaps(wait)
@@ -218,14 +233,39 @@ class Studio:
         ``batch``: a background task's forward, which yields to waiting requests."""
         cache_key = (run_id, self.model_stamp(run_id), key)
         cached = self._predictions.get(cache_key)
-        if cached is not None:
-            return cached
-        model, image = self.model(run_id), self.item(key)["image"]
-        with self.gate.hold(batch):
-            out = predict_image(model, image)
-        prediction = image_prediction(out.probs[0], out.features[0])
-        self._predictions.put(cache_key, prediction)
+        if cached is None:
+            cached = self._stored_or_new(run_id, key)
+            self._predictions.put(cache_key, cached)
+        return cached
+
+    def _stored_or_new(self, run_id: str, key: ImageKey, batch: bool = False) -> ImagePrediction:
+        """A val image's prediction from the disk cache, else computed (and stored)."""
+        settings = self.run(run_id).inference
+        stored = isinstance(key, int) or str(key).isdigit()
+        ids = (self.catalog.checkpoint_identity(run_id), self._image_identity(key), settings)
+        prediction = self.results.get(*ids) if stored else None
+        if prediction is None:
+            prediction = self._compute(run_id, key, settings, batch)
+            if stored:
+                self.results.put(*ids, prediction)
         return prediction
+
+    def _compute(self, run_id: str, key: ImageKey, settings, batch: bool) -> ImagePrediction:
+        model, image = self.model(run_id), self.item(key)["image"]
+        report = self.progress.reporter((run_id, key))
+        try:
+            with self.gate.hold(batch):
+                out = run_image(model, image, settings, report)
+        finally:
+            self.progress.finish((run_id, key))
+        return image_prediction(out.probs[0], out.features[0])
+
+    def _image_identity(self, key: ImageKey) -> str:
+        return file_identity(self.val.samples[int(key)].image)
+
+    def prediction_progress(self, run_id: str, key: ImageKey) -> tuple[int, int] | None:
+        """(windows done, windows in all) of the run's prediction on an image while it runs."""
+        return self.progress.get((run_id, key))
 
     def readout(self, run_ids: Sequence[str], key: ImageKey, x: int, y: int) -> list[PixelReading]:
         """Ground truth (when labelled) and every run's class and probability at pixel (x, y)."""

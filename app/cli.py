@@ -87,18 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    studio = _open_studio(args)
-    if studio is None:
-        return 2
-    from app.main import launch_app
+    from app.startup import open_app  # answers on the port at once with a progress page
 
-    featured = studio.featured_runs()
-    studio.prefetch(featured)  # after the imports: the GIL they hold would slow the forward passes
-    demo, _ = launch_app(
-        studio, args.host, args.port, prevent_thread_lock=True, quiet=True, auth=auth
-    )
+    opened = open_app(args, auth, _open_studio)
+    if opened is None:
+        return 2
+    studio, featured, _ = opened
     seconds = time.perf_counter() - start
-    print(f"{ready_line(args.host, demo.server_port, auth)} ({seconds:.1f} s)", flush=True)
+    print(f"{ready_line(args.host, args.port, auth)} ({seconds:.1f} s)", flush=True)
     stopping = threading.Event()
     threading.Thread(target=_background, args=(studio, featured, stopping), daemon=True).start()
     _block(studio, stopping)

@@ -148,6 +148,7 @@ def show_image(studio: Studio, key: ImageKey) -> np.ndarray:
 
 def build(studio: Studio, shared: Shared) -> RunPickers:
     choices = run_choices(studio, with_bank=True)
+    gr.Markdown(studio.bank_note(), visible=bool(studio.bank_note()))  # official: no bank
     with gr.Row():
         run = gr.Dropdown(
             choices, value=choices[0][1] if choices else None, label="DIDA run", scale=2

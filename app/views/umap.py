@@ -273,6 +273,7 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
 
 def build(studio: Studio, shared: Shared) -> RunPickers:
     """Lay out and wire the tab; returns its run picker."""
+    gr.Markdown(studio.bank_note(), visible=bool(studio.bank_note()))  # official: no bank
     ui = _layout(run_choices(studio, with_bank=True))
     run, snapshot = ui["run"], ui["snapshot"]
     names = ("run", "snapshot", "color_by", "with_pixels", "count", "method")

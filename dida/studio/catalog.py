@@ -322,6 +322,18 @@ class RunCatalog:
         stat = summary.weights_file.stat()
         return f"{summary.weights_file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{summary.which}"
 
+    def bank_note(self) -> str:
+        """What the bank views say when official checkpoints are loaded ("" when none is): they
+        carry no bank, and a DIDA run of this project has one."""
+        official = [r.name for r in self.runs() if r.kind == OFFICIAL]
+        if not official:
+            return ""
+        return (
+            f"Official checkpoints carry no instance bank (DIDA does not save it): "
+            f"{', '.join(official)}. Choose a DIDA run of this project (shipped, or trained in "
+            "the Train tab) to see a bank."
+        )
+
     def bank_history(self, run_id: str) -> BankHistory | None:
         """The run's bank snapshots (None for runs without a bank), reloaded when the file changes."""
         path = bank_path(self.run(run_id).path)

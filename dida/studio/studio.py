@@ -133,6 +133,10 @@ class Studio:
         """The shipped MODEL_CARD.md or the run's README.md (empty when neither exists)."""
         return self.catalog.model_card(run_id)
 
+    def bank_note(self) -> str:
+        """Why loaded official checkpoints show no bank, and what to choose ("" when none)."""
+        return self.catalog.bank_note()
+
     def bank_history(self, run_id: str) -> BankHistory | None:
         """The run's bank snapshots (None for runs without a bank)."""
         return self.catalog.bank_history(run_id)

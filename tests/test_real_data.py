@@ -200,3 +200,23 @@ def test_cli_passes_checkpoints_source_and_cache(tmp_path, checkpoint, monkeypat
     finally:
         studio.shutdown()
         torch.set_num_threads(torch.get_num_threads())
+
+
+def test_whole_app_builds_on_cityscapes_with_progress_and_bank_note(tmp_path, checkpoint):
+    from app.main import build_app
+
+    root = write_cityscapes(tmp_path / "cs", count=2, instances=False)
+    before = listing(root)
+    studio = open_studio(root, checkpoint, tmp_path / "cache")
+    try:
+        demo = build_app(studio)
+        notes = [b.value for b in demo.blocks.values() if type(b).__name__ == "Markdown"]
+        assert sum("Official checkpoints carry no instance bank" in str(n) for n in notes) == 3
+        seen = []
+        run_id = "official:dida_gta2cs_mitb0"
+        studio.predict(run_id, 1, progress=lambda done, total: seen.append((done, total)))
+        assert seen == [(i, 18) for i in range(1, 19)]  # test_cfg: 32x32 windows, stride 21
+        assert studio.prediction_progress(run_id, 1) is None  # finished: nothing running
+    finally:
+        studio.shutdown()
+    assert listing(root) == before

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from dida import runs
+from dida.inference import Progress
 from dida.studio.predictions import ImagePrediction
 
 DEFAULT_MAX_BYTES = 4 << 30
@@ -94,12 +95,14 @@ class ProgressBoard:
         self._lock = threading.Lock()
         self._running: dict[Hashable, tuple[int, int]] = {}
 
-    def reporter(self, key: Hashable):
-        """A ``dida.inference.Progress`` callback recording under ``key``."""
+    def reporter(self, key: Hashable, also: Progress | None = None) -> Progress:
+        """A ``dida.inference.Progress`` callback recording under ``key`` (and calling ``also``)."""
 
         def report(done: int, total: int) -> None:
             with self._lock:
                 self._running[key] = (done, total)
+            if also is not None:
+                also(done, total)
 
         return report
 

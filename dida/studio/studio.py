@@ -29,7 +29,7 @@ from dida.explain import (
     distribution_over_tps,
     explain_pixel,
 )
-from dida.inference import run_image
+from dida.inference import InferenceSettings, Progress, run_image
 from dida.model import SegModel
 from dida.presets import PRESETS
 from dida.studio.catalog import RunCatalog, RunSummary, resolve_device
@@ -232,31 +232,44 @@ class Studio:
 
         return self.worker.submit(("prefetch", tuple(run_ids), key), work)
 
-    def predict(self, run_id: str, key: ImageKey, batch: bool = False) -> ImagePrediction:
-        """The run's prediction on an image (LRU-cached; recomputed when the run checkpoints).
-        ``batch``: a background task's forward, which yields to waiting requests."""
+    def predict(
+        self, run_id: str, key: ImageKey, batch: bool = False, progress: Progress | None = None
+    ) -> ImagePrediction:
+        """The run's prediction on an image (LRU-cached, val images also on disk; recomputed
+        when the run checkpoints). ``batch``: a background task's forward, which yields to
+        waiting requests; ``progress(done, total)`` is called per window of a slow image (also
+        readable by any request as ``prediction_progress``)."""
         cache_key = (run_id, self.model_stamp(run_id), key)
         cached = self._predictions.get(cache_key)
         if cached is None:
-            cached = self._stored_or_new(run_id, key)
+            cached = self._stored_or_new(run_id, key, batch, progress)
             self._predictions.put(cache_key, cached)
         return cached
 
-    def _stored_or_new(self, run_id: str, key: ImageKey, batch: bool = False) -> ImagePrediction:
+    def _stored_or_new(
+        self, run_id: str, key: ImageKey, batch: bool, progress: Progress | None
+    ) -> ImagePrediction:
         """A val image's prediction from the disk cache, else computed (and stored)."""
         settings = self.run(run_id).inference
         stored = isinstance(key, int) or str(key).isdigit()
         ids = (self.catalog.checkpoint_identity(run_id), self._image_identity(key), settings)
         prediction = self.results.get(*ids) if stored else None
         if prediction is None:
-            prediction = self._compute(run_id, key, settings, batch)
+            prediction = self._compute(run_id, key, settings, batch, progress)
             if stored:
                 self.results.put(*ids, prediction)
         return prediction
 
-    def _compute(self, run_id: str, key: ImageKey, settings, batch: bool) -> ImagePrediction:
+    def _compute(
+        self,
+        run_id: str,
+        key: ImageKey,
+        settings: InferenceSettings,
+        batch: bool,
+        progress: Progress | None,
+    ) -> ImagePrediction:
         model, image = self.model(run_id), self.item(key)["image"]
-        report = self.progress.reporter((run_id, key))
+        report = self.progress.reporter((run_id, key), progress)
         try:
             with self.gate.hold(batch):
                 out = run_image(model, image, settings, report)

@@ -1,10 +1,11 @@
-"""Property-based fuzzing of the file readers, label decoding, dataset folders and uploads.
+"""Property-based fuzzing of the file readers, label decoding and dataset folders, and the helpers
+and file generators the other fuzz files (``test_fuzz_*.py``) share.
 
 Every generated case must end in a result of the documented type and values, or in the project's
-own error (:class:`DatasetError`, :class:`UploadError`) naming the file — never another exception
+own error (here :class:`DatasetError`) naming the file — never another exception
 type, and never a hang (:func:`within` interrupts a case that runs too long). The shared settings
-(:data:`FUZZ`) are reproducible (``derandomize``); ``EXAMPLES`` is summed over the three fuzz files
-to show at least 1,000 generated cases per run.
+(:data:`FUZZ`) are reproducible (``derandomize``); each file's ``EXAMPLES`` says how many cases
+its tests generate (over 1,000 per run in all).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import io
 import os
 import signal
 import struct
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +30,6 @@ from test_datasets import CS_TRAIN, SYNTHIA_TRAIN, _write_png16
 
 from dida.data import datasets as ds
 from dida.data.datasets import DatasetError, build_dataset, compute_class_stats, validate
-from dida.studio import UploadError, load_upload
 
 SCALE = float(os.environ.get("DIDA_FUZZ_SCALE", "1"))
 """Multiplies every test's case count (e.g. ``DIDA_FUZZ_SCALE=20`` for a deep run); above 1 the
@@ -45,7 +44,7 @@ FUZZ = settings(
 )
 """Reproducible settings of every fuzz test; each sets its case count with :func:`fuzz`."""
 
-EXAMPLES = {"files": 300, "round_trip": 150, "labels": 200, "datasets": 150, "uploads": 300}
+EXAMPLES = {"files": 300, "round_trip": 150, "labels": 200, "datasets": 150}
 """Generated cases per test of this file."""
 
 
@@ -373,50 +372,3 @@ def _check_item(dataset: ds.SegDataset, index: int) -> None:
     if not isinstance(item, DatasetError):
         assert item["image"].shape[2] == 3 and size == item["image"].shape[:2]
         assert item.get("label", item["image"][..., 0]).shape == size
-
-
-# --- uploads ---------------------------------------------------------------------------------
-
-
-@fuzz(EXAMPLES["uploads"])
-@given(
-    data=st.one_of(ANY_FILE, pil_files(1300).map(lambda f: f[0])),
-    name=st.sampled_from(["upload.png", "photo.jpg", "x"]),
-)
-@example(data=crafted_png(40_000, 400, 8, 2), name="wide.png")
-@example(data=TRUNCATED_QOI, name="upload.png").xfail(
-    raises=IndexError, reason="handed over: dida/studio/uploads.py lets PIL's IndexError through"
-)
-def test_uploads_become_rgb_or_say_why(folder: Path, data: bytes, name: str) -> None:
-    path = folder / name
-    path.write_bytes(data)
-    result = settle(lambda: load_upload(path), UploadError, name)
-    if isinstance(result, UploadError):
-        return
-    image, notes = result
-    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-    assert min(image.shape[:2]) >= 32 and max(image.shape[:2]) <= 1024
-    assert all(isinstance(n, str) and name in n for n in notes)
-
-
-# --- decompression bombs ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("mega_pixels", [400, 100, 40])
-def test_png_bombs_are_refused_from_the_header(folder: Path, mega_pixels: int) -> None:
-    """A few-KB PNG declaring 20000x20000 (and 100 or 40 MP) is refused before any decode."""
-    side = int((mega_pixels * 1e6) ** 0.5)
-    bomb = folder / f"bomb{mega_pixels}.png"
-    bomb.write_bytes(crafted_png(side, side, 8, 2, 0, bytes(3 * side + 1) * 50))
-    assert bomb.stat().st_size < 5_000
-    limit_before = Image.MAX_IMAGE_PIXELS
-    for reader in READERS:
-        start = time.perf_counter()
-        with pytest.raises(DatasetError, match=rf"{bomb.name}.*32 MP limit"):
-            reader(bomb)
-        assert time.perf_counter() - start < 0.5
-    start = time.perf_counter()
-    with pytest.raises(UploadError, match=rf"{bomb.name}.*16 MP limit"):
-        load_upload(bomb)
-    assert time.perf_counter() - start < 0.5
-    assert limit_before == Image.MAX_IMAGE_PIXELS

@@ -4,7 +4,9 @@
   statistics (``dida.data.datasets.load_class_stats`` / ``compute_class_stats``).
 * ``iou_vs_frequency`` — per-class IoU of several runs against the class pixel frequency.
 * ``per_image_miou`` / ``per_image_scores`` — per-image mIoU and the difference between two methods,
-  to sort images by where one method beats the other.
+  to sort images by where one method beats the other; ``pair_scores`` the same from stored per-class
+  IoUs; ``overlap_iou`` / ``boundary_iou`` the mIoU on the overlap band / near class boundaries;
+  ``pair_types`` the images per overlap pair type; ``spread`` where methods disagree.
 * ``Projector`` — a stable 2-D map of bank (or pixel) features: UMAP (umap-learn, imported lazily
   because importing it compiles with numba for seconds) fitted once and then used to ``transform``
   later snapshots, and a PCA basis as the instant fallback; results cached per key.
@@ -31,7 +33,8 @@ from threadpoolctl import threadpool_limits
 from dida.bank import BankSnapshot
 from dida.data.classes import CLASSES, NUM_CLASSES, class_index
 from dida.data.datasets import ClassStats, class_image_counts, class_pixel_totals
-from dida.evaluate import SegMetrics, confusion_matrix
+from dida.data.overlap import OverlapIndex, overlap_mask
+from dida.evaluate import SegMetrics, boundary_mask, confusion_matrix
 
 # ---------------------------------------------------------------------------------------------
 # Long tail
@@ -143,6 +146,9 @@ def rare_classes(pixels: np.ndarray, fraction: float = RARE_PIXEL_FRACTION) -> l
 # ---------------------------------------------------------------------------------------------
 # Per-image scores
 
+OVERLAP_WIDTH = 3
+"""Band width (pixels) of the overlap and boundary masks, as the overlap index counts them."""
+
 
 def _label_tensor(values: Any) -> torch.Tensor:
     return (
@@ -217,6 +223,121 @@ def per_image_scores(
         rows.append((_mean_over(iou_a, present_a, union), _mean_over(iou_b, present_b, union)))
     miou = np.array(rows, dtype=np.float64).reshape(-1, 2)
     return ImageScores(miou[:, 0], miou[:, 1], miou[:, 1] - miou[:, 0])
+
+
+def masked_miou(pred: Any, gt: Any, mask: Any, num_classes: int = NUM_CLASSES) -> float:
+    """mIoU of one image on the pixels where the bool ``mask`` holds (and gt is labelled), over the
+    classes present there in gt or prediction; NaN when no labelled pixel is left."""
+    counts = confusion_matrix(
+        _label_tensor(pred), _label_tensor(gt), num_classes, mask=_label_tensor(mask).bool()
+    ).double()
+    tp = counts.diagonal()
+    union = counts.sum(0) + counts.sum(1) - tp
+    present = union > 0
+    return float((tp[present] / union[present]).mean()) if bool(present.any()) else math.nan
+
+
+def overlap_iou(pred: Any, gt: Any, instance: Any, width: int = OVERLAP_WIDTH) -> float:
+    """mIoU on the overlap band: entity pixels within ``width`` pixels of an entity of another
+    thing class (``dida.data.overlap.overlap_mask``); NaN for an image without overlaps."""
+    return masked_miou(pred, gt, overlap_mask(np.asarray(instance), width))
+
+
+def boundary_iou(pred: Any, gt: Any, width: int = OVERLAP_WIDTH) -> float:
+    """Trimap mIoU: mIoU on the pixels within ``width`` pixels of a ground-truth class boundary
+    (``dida.evaluate.boundary_mask``); NaN for an image with one class."""
+    return masked_miou(pred, gt, boundary_mask(_label_tensor(gt), width))
+
+
+def pair_label(pair: tuple[str, str]) -> str:
+    """``"person–car"``: the two class names of an overlap pair type."""
+    return "–".join(pair)
+
+
+def pair_types(index: OverlapIndex) -> dict[str, list[int]]:
+    """Image positions per overlap pair type (``"person–car"`` → images holding such a pair),
+    most frequent type first (ties by name)."""
+    found: dict[str, list[int]] = {}
+    for position, image in enumerate(index.images):
+        for pair in sorted(image.pairs):
+            found.setdefault(pair_label(pair), []).append(position)
+    return dict(sorted(found.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+
+
+def spread(values: np.ndarray) -> np.ndarray:
+    """(N,) max − min over methods of an (M, N) score array, ignoring NaN (NaN when < 2 values)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    high = np.where(finite, values, -np.inf).max(0, initial=-np.inf)
+    low = np.where(finite, values, np.inf).min(0, initial=np.inf)
+    return np.where(finite.sum(0) >= 2, high - low, np.nan)
+
+
+def ranking_by(score: np.ndarray, descending: bool = True) -> list[int]:
+    """Positions of ``score`` sorted (largest first by default), NaN last, ties in input order."""
+    key = -np.asarray(score, dtype=np.float64) if descending else np.asarray(score, np.float64)
+    return [int(i) for i in np.argsort(np.where(np.isnan(key), np.inf, key), kind="stable")]
+
+
+def pair_scores(class_iou_a: np.ndarray, class_iou_b: np.ndarray) -> ImageScores:
+    """``per_image_scores`` from stored (N, C) per-class IoUs (NaN = class absent from gt and
+    prediction): the same class set per image, a class absent for one method counting 1."""
+    a, b = np.asarray(class_iou_a, np.float64), np.asarray(class_iou_b, np.float64)
+    union = ~np.isnan(a) | ~np.isnan(b)
+    count = union.sum(1)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        total = np.where(union, np.nan_to_num(values, nan=1.0), 0.0).sum(1)
+        return np.divide(total, count, out=np.full(len(count), np.nan), where=count > 0)
+
+    miou_a, miou_b = mean(a), mean(b)
+    return ImageScores(miou_a, miou_b, miou_b - miou_a)
+
+
+LOOK_ALIKE_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("road", "sidewalk"),
+    ("person", "rider"),
+    ("car", "truck", "bus", "train"),
+    ("motorcycle", "bicycle"),
+)
+"""Classes a segmenter confuses with each other (the blocks the confusion view outlines)."""
+
+
+@dataclass(frozen=True)
+class ConfusionView:
+    """A row-normalised confusion matrix, possibly cut to some classes (rows = ground truth)."""
+
+    rows: tuple[str, ...]
+    """Ground-truth class names."""
+    columns: tuple[str, ...]
+    """Predicted class names (plus ``"other"`` for a cut matrix: every class not shown)."""
+    percent: np.ndarray
+    """(R, K) percent of each ground-truth row's pixels (NaN for a row without pixels)."""
+    pixels: np.ndarray
+    """(R,) int64 ground-truth pixels of each row."""
+
+
+def confusion_view(
+    confusion: np.ndarray, classes: Iterable[int | str] | None = None
+) -> ConfusionView:
+    """Row-normalised (percent) view of a (C, C) confusion matrix; with ``classes`` only their rows
+    and columns, plus an ``"other"`` column holding the rest of each row."""
+    counts = np.asarray(confusion, dtype=np.int64)
+    ids = list(range(len(counts))) if classes is None else [class_index(c) for c in classes]
+    cut = counts[np.ix_(ids, ids)]
+    names = tuple(CLASSES[c] for c in ids)
+    pixels = counts[ids].sum(1)
+    if classes is not None:
+        cut = np.concatenate([cut, (pixels - cut.sum(1))[:, None]], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        percent = 100.0 * cut / pixels[:, None]
+    columns = names + (("other",) if classes is not None else ())
+    return ConfusionView(names, columns, percent, pixels)
+
+
+def look_alike_classes() -> list[int]:
+    """Train IDs of every class in ``LOOK_ALIKE_GROUPS``, group by group."""
+    return [class_index(name) for group in LOOK_ALIKE_GROUPS for name in group]
 
 
 # ---------------------------------------------------------------------------------------------

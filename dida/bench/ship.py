@@ -7,7 +7,10 @@ Each folder gets ``model.safetensors`` (the student's weights in half precision)
 (the run's config: it rebuilds the model), ``bank_history.safetensors`` (DIDA), ``metrics.jsonl``
 (one eval record: the half-precision weights scored on the whole target val split after saving),
 ``expected.json`` (mIoU on a fixed slice of the val split, checked by ``tests/test_shipped.py``) and
-``MODEL_CARD.md``.
+``MODEL_CARD.md``, and ``scores.npz`` (per-image mIoU / overlap IoU / boundary IoU / per-class IoU
+and the confusion matrix on the default SynthCity val split, read by the app at once).
+
+    python -m dida.bench.ship --scores-only                 # (re)write scores.npz of every shipped folder
 """
 
 from __future__ import annotations
@@ -22,13 +25,18 @@ import torch
 from dida import runs
 from dida.bench.suites import MAIN_ROWS
 from dida.config import TrainConfig
+from dida.data.datasets import CityscapesDataset
 from dida.data.pipeline import EvalImages
+from dida.data.synthcity import synthcity_roots
 from dida.data.uda import target_val_images
+from dida.studio.scores import SCORES_FILE, ScoreTable, file_digest, model_predictor, score_dataset
 from dida.validate import evaluate_model
 
 EXPECTED = "expected.json"
 SLICE_IMAGES = 16
 """The fixed slice: the first this-many images of the SynthCity default val split."""
+DEFAULT_DATA = Path("data/synthcity")
+"""The default SynthCity tree whose val split the shipped scores are computed on."""
 SHIPPED_ROWS = ("oracle", "source_only", "proda", "daformer", "dida")
 """One checkpoint per method (+ oracle); DIDA's released mode stays a run (size budget)."""
 
@@ -84,8 +92,9 @@ def card(name: str, config: dict, run_name: str, metrics: dict, slice_value: flo
     ])  # fmt: skip
 
 
-def ship_run(run_dir: Path, out: Path, name: str) -> Path:
-    """Export one finished run to ``out/name`` and measure it there; returns the folder."""
+def ship_run(run_dir: Path, out: Path, name: str, data_root: Path = DEFAULT_DATA) -> Path:
+    """Export one finished run to ``out/name`` and measure it there (scores on the val split of
+    ``data_root``); returns the folder."""
     if runs.read_status(run_dir).get("state") != "finished":
         raise runs.RunError(f"{run_dir} is not a finished run; finish it with python -m dida.bench")
     folder = out / name
@@ -103,7 +112,41 @@ def ship_run(run_dir: Path, out: Path, name: str) -> Path:
     value = slice_miou(folder, val)
     runs.atomic_write_json(folder / EXPECTED, {"val_images": SLICE_IMAGES, "mIoU": value})
     (folder / "MODEL_CARD.md").write_text(card(name, config, run_dir.name, metrics, value))
+    write_scores(folder, val_split(data_root))
     return folder
+
+
+def val_split(data_root: Path) -> CityscapesDataset:
+    """The target val split of a SynthCity tree, read as the studio reads it."""
+    return CityscapesDataset(synthcity_roots(data_root)[1], "val")
+
+
+def checkpoint_scores(folder: Path, val: CityscapesDataset) -> ScoreTable:
+    """Per-image scores and the confusion matrix of a run / checkpoint folder's model on ``val``."""
+    model = runs.load_run_model(folder).eval()
+    meta = {
+        "model_sha256": file_digest(folder / runs.MODEL),
+        "iteration": runs.read_json(folder / runs.CONFIG).get("iters"),
+        "val_root": str(val.root),
+    }
+    return score_dataset(model_predictor(model), val, meta)
+
+
+def write_scores(folder: Path, val: CityscapesDataset) -> Path:
+    """Write ``folder/scores.npz`` (see ``checkpoint_scores``); returns its path."""
+    return checkpoint_scores(folder, val).save(folder / SCORES_FILE)
+
+
+def scores_main(out: Path, names: Sequence[str], data_root: Path) -> None:
+    """``--scores-only``: score every named shipped folder under ``out`` (all when none named)."""
+    val = val_split(data_root)
+    folders = [out / n for n in names] or sorted(p.parent for p in out.glob(f"*/{runs.MODEL}"))
+    for folder in folders:
+        path = write_scores(folder, val)
+        table = ScoreTable.load(path)
+        print(
+            f"{path}: {path.stat().st_size / 1024:.0f} KiB, mIoU {table.metrics()['mIoU']['19']:.4f}"
+        )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -113,6 +156,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("assets/checkpoints"))
     p.add_argument("--names", nargs="*", default=[f"{k}_s0" for k in SHIPPED_ROWS])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SynthCity root")
+    p.add_argument(
+        "--scores-only", action="store_true",
+        help="only (re)write scores.npz of the shipped folders in --out (--names: folder names)",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -120,10 +168,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.scores_only:
+        names = [] if args.names == parse_args([]).names else args.names
+        return scores_main(args.out, names, args.data)
     known = {row.key for row in MAIN_ROWS}
     for run_name in args.names:
         name = run_name.rsplit("_s", 1)[0] if run_name.rsplit("_s", 1)[0] in known else run_name
-        folder = ship_run(args.runs / run_name, args.out, name)
+        folder = ship_run(args.runs / run_name, args.out, name, args.data)
         size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
         print(f"{folder}: {size:.1f} MB, {(folder / 'MODEL_CARD.md').read_text().splitlines()[-3]}")
 

@@ -1,11 +1,17 @@
 """Speed of the app against its targets (docs/BENCHMARKS.md, "App").
 
     python -m scripts.bench_app [--work /tmp/dida_bench] [--repeats 20]
+    python -m scripts.bench_app --fresh-clone   # only measure 0. below
 
 Prepares (once, under --work) SynthCity's default val split (256x512 images) and four 2-iteration runs
 with the CPU model (mit_b0, D = 64) — source-only, ProDA-style, DAFormer-style and DIDA with K = 300 —
 then prints:
 
+0. (``--fresh-clone``) first launch of a fresh clone: ``git archive HEAD`` unpacked into a temp folder
+   (no data/, no runs/, no bytecode caches), ``python launch.py`` with its defaults (the shipped
+   checkpoints; SynthCity's val split generated), timed to the first byte of a page, to the app's
+   API answering and to headless Chromium showing the Compare panels (opened at the first byte:
+   the progress page reloads itself into the app); the load average is printed beside;
 1. fresh process → usable page: ``python launch.py`` started until headless Chromium shows the
    Compare panels (falls back to the first API answer when Chromium is missing);
 2. Compare, one new image with four models (warm: models loaded; the image not predicted yet), and a
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -106,6 +113,59 @@ def _start_and_wait(data: Path, runs_dir: Path, port: int, threads: int, page):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def fresh_clone(work: Path) -> Path:
+    """The committed tree unpacked under ``work/clone`` (what ``git clone`` gives: no data/, runs/
+    or __pycache__)."""
+    clone = work / "clone"
+    shutil.rmtree(clone, ignore_errors=True)
+    clone.mkdir(parents=True)
+    tree = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(clone)], input=tree.stdout, check=True)
+    return clone
+
+
+def fresh_clone_seconds(work: Path, port: int) -> dict[str, float]:
+    """First launch of a fresh clone: seconds to the first byte of a page, to the app's API and
+    to Chromium showing the Compare panels; the 1-minute load average before and after."""
+    from playwright.sync_api import expect, sync_playwright
+
+    clone, url, times = fresh_clone(work), f"http://127.0.0.1:{port}/", {}
+    times["load_before"] = os.getloadavg()[0]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                    args=["--no-sandbox", "--headless", "--disable-gpu"])  # fmt: skip
+        page, start = browser.new_page(), time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "launch.py", "--port", str(port)], cwd=clone,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            times["first_byte"] = _wait_page(url) - start
+            page.goto(url)
+            grid = page.locator("#compare-grid").get_by_text("ground truth")
+            expect(grid).to_be_visible(timeout=600_000)
+            times["usable"] = time.perf_counter() - start
+        finally:
+            proc.terminate()
+            proc.wait(timeout=120)
+            browser.close()
+    times["load_after"] = os.getloadavg()[0]
+    return times
+
+
+def _wait_page(url: str, timeout: float = 600.0) -> float:
+    """``time.perf_counter()`` when ``url`` first answers 200."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return time.perf_counter()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(url)
 
 
 def _wait_api(url: str, timeout: float = 120.0) -> None:
@@ -197,9 +257,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--port", type=int, default=7895)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (launch.py's default)")
+    p.add_argument("--fresh-clone", action="store_true", help="only the fresh-clone first launch")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if args.fresh_clone:
+        t = fresh_clone_seconds(args.work, args.port)
+        print(f"fresh clone -> first byte (progress page): {t['first_byte']:.1f} s")
+        print(f"fresh clone -> usable page (Compare):      {t['usable']:.1f} s")
+        print(
+            f"load average (1 min) before / after:      {t['load_before']:.1f} / {t['load_after']:.1f}"
+        )
+        return
     data, runs_dir = prepare(args.work)
     serving, usable, how = fresh_page_seconds(data, runs_dir, args.port, args.threads)
     print(f"fresh process -> server answering:        {serving:.1f} s")

@@ -86,19 +86,18 @@ const el = (id) => document.getElementById(id);
 async function poll() {
   try {
     const r = await fetch('/startup/state', {cache: 'no-store'});
-    if (r.ok) {
-      const s = await r.json();
-      el('stage').textContent = `Step ${s.step} of ${s.steps}: ${s.stage} (${s.elapsed_s} s)`;
-      el('bar').value = s.step - 1; el('detail').textContent = s.detail;
-    } else if (r.status === 404) { location.reload(); return; }
+    const s = r.ok ? await r.json().catch(() => null) : null;
+    if (!s || s.steps === undefined) { location.reload(); return; }  // the app (or its login)
+    el('stage').textContent = `Step ${s.step} of ${s.steps}: ${s.stage} (${s.elapsed_s} s)`;
+    el('bar').value = s.step - 0.5; el('detail').textContent = s.detail;
   } catch (e) { el('detail').textContent = 'the app is taking over this address…'; }
   setTimeout(poll, 500);
 }
 poll();
 </script></body></html>
 """
-"""The progress page: polls ``/startup/state``; once the app serves the port (the state answers
-404 there), it reloads into the app."""
+"""The progress page: polls ``/startup/state``; once anything else answers there (the app's 404, or
+its login page), it reloads into the app."""
 
 
 def _handler(readiness: Readiness) -> type[BaseHTTPRequestHandler]:

@@ -224,3 +224,17 @@ def test_whole_app_builds_on_cityscapes_with_progress_and_bank_note(tmp_path, ch
     finally:
         studio.shutdown()
     assert listing(root) == before
+
+
+def test_training_from_the_app_is_refused_on_a_foreign_root(tmp_path, checkpoint):
+    root = write_cityscapes(tmp_path / "cs", count=1)
+    before = listing(root)
+    studio = open_studio(root, checkpoint, tmp_path / "cache")
+    try:
+        with pytest.raises(ValueError, match="read only.*trains only on SynthCity"):
+            studio.train("daformer", "tiny")
+        assert studio.trainer.active() is None
+    finally:
+        studio.shutdown()
+    assert listing(root) == before
+    assert {p.name for p in tmp_path.iterdir()} <= {"cache", "cs"}  # no SynthCity beside it

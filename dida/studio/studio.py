@@ -251,13 +251,13 @@ class Studio:
     ) -> ImagePrediction:
         """A val image's prediction from the disk cache, else computed (and stored)."""
         settings = self.run(run_id).inference
-        stored = isinstance(key, int) or str(key).isdigit()
+        if isinstance(key, str):  # an upload: kept in memory only
+            return self._compute(run_id, key, settings, batch, progress)
         ids = (self.catalog.checkpoint_identity(run_id), self._image_identity(key), settings)
-        prediction = self.results.get(*ids) if stored else None
+        prediction = self.results.get(*ids)
         if prediction is None:
             prediction = self._compute(run_id, key, settings, batch, progress)
-            if stored:
-                self.results.put(*ids, prediction)
+            self.results.put(*ids, prediction)
         return prediction
 
     def _compute(
@@ -434,6 +434,12 @@ class Studio:
         """Queue a training run of ``method`` with a preset, from random weights or from those of
         the run ``init_from`` (a run id); returns the job (see ``trainer``). An unsafe run name
         raises ``runs.RunNameError`` (a ValueError naming the rule) before anything is written."""
+        if not self.data.owned:  # a SynthCity training would be generated into or beside it
+            raise ValueError(
+                f"the app shows {self.data.root} ({self.data.kind}, read only) and trains only on "
+                "SynthCity: start it with a SynthCity --data folder to train here, or train from "
+                "a shell (python -m dida.train --help)"
+            )
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
         name = runs.check_run_name(name or _default_name(method, preset, seed))

@@ -6,10 +6,10 @@ last bank snapshot (or ``--snapshot i``) — with the run's method options (``--
 e.g. ``--set centre=true`` asks what centring would do to the same model and bank):
 
 1. on ``--images`` target val images, at feature resolution: the instance target q̂ the teacher
-   gives each pixel (paper: calibrate(q, gather(p)); released: s^A ⊙ z / Σ, z = the student's
-   logits on the same image, negatives clipped): its mass on its top class, whether that class is
-   the teacher's argmax, and its entropy within that class against log(slots of the class)
-   (ratio 1 = uniform within the class: no instance information);
+   gives each pixel (gathered with the teacher's p, or with the student's logits z on the same
+   image when the run gathers from the student; negatives clipped): its mass on its top class,
+   whether that class is the teacher's argmax, and its entropy within that class against
+   log(slots of the class) (ratio 1 = uniform within the class: no instance information);
 2. slot purity: the active slots the model's own classifier puts in the slot's class;
 3. on ``--batches`` training batches drawn like the run's (ClassMix, strong augmentation): the norm
    of the gradients of λ·L_ins and of L_T with respect to the student's mixed-view features, on
@@ -42,8 +42,6 @@ from dida.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from dida.data.uda import DataConfig, build_uda_data, target_val_images
 from dida.methods.base import MethodContext
 from dida.methods.common import (
-    calibrate_released,
-    gather_from_classes,
     regenerate_pseudo_probs,
     scatter_to_classes,
     seg_ce,
@@ -76,13 +74,8 @@ def instance_target(method: DIDA, image: torch.Tensor) -> tuple:
     view = method.instance_view(teacher)
     with torch.no_grad():
         student = method.model(image)
-    if method.cfg.mode == "released":
-        slot_labels = method.active_slots()[1]
-        gathered = gather_from_classes(student.logits, slot_labels)
-        target = calibrate_released(view.scores, gathered).clamp_min(0.0)
-        target = target / target.sum(1, keepdim=True).clamp_min(1e-12)
-    else:
-        target = view.calibrated
+    target = method.instance_target(view, student.logits).clamp_min(0.0)
+    target = target / target.sum(1, keepdim=True).clamp_min(1e-12)
     return target, teacher.logits.softmax(1), view, student
 
 

@@ -40,6 +40,8 @@ CASES = [(name, {}) for name in METHODS] + [
     ("dida", {"mode": "released", "bank_init_images": 2, "ins_weight": "confidence"}),
     ("dida", {"ins_weight": "confidence", "centre": True, "pseudo_upsample": "logits"}),
     ("dida", {"bank_init": "precomputed", "bank_init_images": 2, "slot_resolution": "label"}),
+    ("dida", {"mode": "released", "bank_init_images": 2, "gather_from": "teacher"}),
+    ("dida", {"gather_from": "student"}),
     ("dida", {"slot_pixels": "interior"}),
     ("proda", {"source_init_iters": 1}),
     ("proda", {"source_init_iters": 1, "soft_labels": "teacher", "confidence_weight": True}),
@@ -86,6 +88,7 @@ def test_dida_modes_resolve_their_documented_defaults() -> None:
     assert (paper.bank_init, paper.slot_resolution, released.bank_init, released.slot_resolution) == (
         "online", "feature", "precomputed", "label",
     )  # fmt: skip
+    assert (paper.gather_from, released.gather_from) == ("teacher", "student")
     # options added later default to what configs saved before them meant
     assert (paper.ins_weight, paper.centre, paper.pseudo_upsample) == ("uniform", False, "probs")
     assert method_config("dida", {"mode": "released", "bank_init": "online"}).bank_init == "online"
@@ -292,3 +295,21 @@ def test_mic_adds_a_weighted_masked_loss_on_dida_pseudo_labels(monkeypatch) -> N
     assert torch.equal(seen[-1], regenerated.labels)
     assert not torch.equal(regenerated.labels, method.pseudo_labels(teacher).labels)
     assert "loss_mask" not in _method("dida").step(_batch(0), 0)
+
+
+def test_gathering_with_teacher_probabilities_or_student_logits() -> None:
+    from dida.methods.common import calibrate, gather_from_classes
+
+    method = _method("dida", mode="released", bank_init_images=2, gather_from="teacher")
+    method.step(_batch(0), 0)
+    teacher = method.teacher_view(_batch(1)["target"]["image"])
+    view = method.instance_view(teacher)
+    slot_labels = method.active_slots()[1]
+    p = gather_from_classes(teacher.logits.softmax(1), slot_labels)
+    torch.testing.assert_close(view.calibrated, calibrate(view.scores, p))
+    logits = torch.randn(2, 19, *view.q.shape[-2:], generator=torch.Generator().manual_seed(3))
+    assert method.instance_target(view, logits) is view.calibrated
+    method.cfg.gather_from = "student"
+    z = gather_from_classes(logits, slot_labels)
+    expected = view.scores * z / (view.scores * z).sum(1, keepdim=True)
+    torch.testing.assert_close(method.instance_target(view, logits), expected)

@@ -72,6 +72,7 @@ CHOICES = {
     "slot_resolution": ("feature", "label"),
     "ins_weight": ("uniform", "confidence"),
     "pseudo_upsample": ("probs", "logits"),
+    "gather_from": ("teacher", "student"),
 }
 """The valid values of every string option."""
 MODE_DEFAULTS: dict[str, tuple[Any, Any]] = {
@@ -81,6 +82,7 @@ MODE_DEFAULTS: dict[str, tuple[Any, Any]] = {
     "alignment": ("target", "none"),
     "bank_init": ("online", "precomputed"),
     "slot_resolution": ("feature", "label"),
+    "gather_from": ("teacher", "student"),
 }
 """Option -> (paper value, released value), taken where the option is left at None."""
 
@@ -104,6 +106,9 @@ class DIDAConfig(DAFormerConfig):
     normalize: bool | None = None
     """L2-normalise features and bank (cosine similarity) before the tp-softmax; None: True (paper,
     since unnormalised post-ReLU dot products make any small tp an argmax) or False (released)."""
+    gather_from: str | None = None
+    """Gathering input: 'teacher' class probabilities p (paper) or 'student' raw mixed-view logits
+    (released code; targets then need not be non-negative). None: the mode's."""
     centre: bool = False
     """Paper mode: subtract the bank mean from features and slots before the similarity, so that
     cosines of post-ReLU features spread over [-1, 1] and targets vary within a class."""
@@ -198,7 +203,7 @@ class InstanceView(NamedTuple):
 
     scores: Tensor  # (B, K, h, w) s^A
     q: Tensor  # (B, K, h, w) q^A
-    calibrated: Tensor  # (B, K, h, w) q̂^A after gathering (paper mode; released: filled later)
+    calibrated: Tensor  # (B, K, h, w) q̂^A gathered with p (gather_from="teacher"), else q^A
     class_scores: Tensor  # (B, C, h, w) a = scatter(q̂^A)
 
 
@@ -313,18 +318,18 @@ class DIDA(DAFormer):
 
     @torch.no_grad()
     def instance_view(self, teacher: TeacherView) -> InstanceView:
-        """s^A, q^A, the gathered q̂^A and the scattered class scores a (paper semantics)."""
+        """s^A, q^A, q̂^A gathered with the teacher's p (``gather_from="teacher"``; else q^A, to be
+        calibrated with the student's logits in ``instance_term``) and the scattered scores a."""
         bank, slot_labels = self.active_slots()
         scores = self.scores(teacher.features, bank)
-        if self.cfg.mode == "released":
-            q = sum_normalize(scores)
-            return InstanceView(scores, q, q, scatter_to_classes(q, slot_labels, _C(teacher)))
-        q = temperature_softmax(scores, self.cfg.tp)
-        p = teacher.logits.softmax(dim=1)
-        calibrated = calibrate(q, gather_from_classes(p, slot_labels))
-        return InstanceView(
-            scores, q, calibrated, scatter_to_classes(calibrated, slot_labels, _C(teacher))
-        )
+        released = self.cfg.mode == "released"
+        q = sum_normalize(scores) if released else temperature_softmax(scores, self.cfg.tp)
+        calibrated = q
+        if self.cfg.gather_from == "teacher":
+            p = gather_from_classes(teacher.logits.softmax(dim=1), slot_labels)
+            calibrated = calibrate(scores if released else q, p)
+        a = scatter_to_classes(q if released else calibrated, slot_labels, _C(teacher))
+        return InstanceView(scores, q, calibrated, a)
 
     def regenerated_pseudo_labels(
         self, teacher: TeacherView, view: InstanceView | None
@@ -347,19 +352,25 @@ class DIDA(DAFormer):
         """L_ins between the (aligned, calibrated) teacher target and the student's q^α."""
         if it < self.cfg.ins_warmup or view is None:
             return out_m.features.sum() * 0.0
-        bank, slot_labels = self.active_slots()
-        scores = self.scores(out_m.features, bank)
+        scores = self.scores(out_m.features, self.active_slots()[0])
+        target = self.instance_target(view, out_m.logits.detach())
         if self.cfg.mode == "released":
-            gathered = gather_from_classes(out_m.logits.detach(), slot_labels)
-            target = calibrate_released(view.scores, gathered)
             weight = self.pixel_weight(mixed, None, scores.shape[-2:])
             return instance_loss(target, sum_normalize(scores), weight, student_is_log=False)
         log_q = F.log_softmax(scores / max(self.cfg.tp, 1e-6), dim=1)
-        target, align = self._aligned_target(view.calibrated, mixed, src)
+        target, align = self._aligned_target(target, mixed, src)
         if self.cfg.ins_weight == "uniform":
             return instance_loss(target, log_q, align, reduction="weight")
         weight = self.pixel_weight(mixed, align, scores.shape[-2:])
         return instance_loss(target, log_q, weight, reduction="all")
+
+    def instance_target(self, view: InstanceView, student_logits: Tensor) -> Tensor:
+        """The calibrated target q̂^A (B, K', h, w): gathered with the teacher's p, or (released
+        code) s^A (paper: q^A) ⊙ the student's raw mixed-view logits z_{y_k}, normalised over K."""
+        if self.cfg.gather_from == "teacher":
+            return view.calibrated
+        gathered = gather_from_classes(student_logits, self.active_slots()[1])
+        return calibrate_released(view.scores if self.cfg.mode == "released" else view.q, gathered)
 
     def pixel_weight(
         self, mixed: MixedView, align: Tensor | None, size: tuple[int, int]

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from test_official_checkpoints import save_mmcv_checkpoint, tiny_segmentor
 
+from app.views import longtail
 from dida.data.datasets import DatasetError
 from dida.data.overlap import NO_INSTANCES
 from dida.studio import Studio
@@ -177,11 +178,15 @@ def test_source_is_explicit_and_named(tmp_path, checkpoint):
     before = listing(gta)
     plain = open_studio(root, checkpoint, tmp_path / "cache")
     assert plain.source_name() is None and plain.source_stats(wait=True) is None
+    assert "start the app with --source DIR" in longtail.frequency_table(plain)[1]
     plain.shutdown()
     studio = open_studio(root, checkpoint, tmp_path / "cache", source=gta)
     assert studio.source_name() == f"GTA5 ({gta})"
     stats = studio.source_stats(wait=True)
     assert stats[0]["0"] == 64 * 24 and stats[0]["10"] == 64 * 8  # road, sky pixels
+    table, note = longtail.frequency_table(studio)
+    assert note == f"Source bars: GTA5 ({gta}); target bars: val split."
+    assert table.loc[table["class"] == "sky", "source_pixels"].item() == pytest.approx(0.25)
     studio.shutdown()
     assert listing(gta) == before, "source statistics were written into the source folder"
 

@@ -42,7 +42,7 @@ def frequency_table(studio: Studio) -> tuple[pd.DataFrame, str]:
     source, target = studio.source_stats(), studio.target_stats()
     if source is not None:
         rows = long_tail(source, target).rows()
-        return pd.DataFrame(rows), ""
+        return pd.DataFrame(rows), f"Source bars: {studio.source_name()}; target bars: val split."
     pixels, images = class_fractions(target, "target_stats")
     order = np.argsort(-pixels, kind="stable")
     rows = [
@@ -54,7 +54,8 @@ def frequency_table(studio: Studio) -> tuple[pd.DataFrame, str]:
     note = (
         "computing source statistics…"
         if state in ("queued", "running")
-        else "No source data on disk (generate SynthCity's source split or train a run): target only."
+        else "No source dataset (start the app with --source DIR: a GTA5, SYNTHIA or SynthCity "
+        "folder): target only."
     )
     return pd.DataFrame(rows), note
 

@@ -7,8 +7,8 @@ Prepares (once, under --work) SynthCity's default val split (256x512 images) and
 with the CPU model (mit_b0, D = 64) — source-only, ProDA-style, DAFormer-style and DIDA with K = 300 —
 then prints:
 
-0. (``--fresh-clone``) first launch of a fresh clone: ``git archive HEAD`` unpacked into a temp folder
-   (no data/, no runs/, no bytecode caches), ``python launch.py`` with its defaults (the shipped
+0. (``--fresh-clone``) first launch of a fresh clone: the repository's files copied into a temp
+   folder (no data/, runs/ or bytecode caches), ``python launch.py`` with its defaults (the shipped
    checkpoints; SynthCity's val split generated), timed to the first byte of a page, to the app's
    API answering and to headless Chromium showing the Compare panels (opened at the first byte:
    the progress page reloads itself into the app); the load average is printed beside;
@@ -116,13 +116,18 @@ def _start_and_wait(data: Path, runs_dir: Path, port: int, threads: int, page):
 
 
 def fresh_clone(work: Path) -> Path:
-    """The committed tree unpacked under ``work/clone`` (what ``git clone`` gives: no data/, runs/
-    or __pycache__)."""
+    """The repository's files (tracked and new, not ignored: what a clone of this working tree
+    holds) copied under ``work/clone``, without data/, runs/, caches or __pycache__."""
     clone = work / "clone"
     shutil.rmtree(clone, ignore_errors=True)
     clone.mkdir(parents=True)
-    tree = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(clone)], input=tree.stdout, check=True)
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO, capture_output=True, check=True).stdout  # fmt: skip
+    for name in filter(None, listed.decode().split("\0")):
+        source = REPO / name
+        if source.is_file() and name.split("/")[0] not in ("data", "runs", "logs", "artifacts"):
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, clone / name)
     return clone
 
 

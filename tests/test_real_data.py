@@ -243,3 +243,11 @@ def test_training_from_the_app_is_refused_on_a_foreign_root(tmp_path, checkpoint
         studio.shutdown()
     assert listing(root) == before
     assert {p.name for p in tmp_path.iterdir()} <= {"cache", "cs"}  # no SynthCity beside it
+
+
+def test_memory_cache_holds_few_full_resolution_predictions():
+    from dida.studio.studio import PREDICTION_MEMORY, prediction_bytes
+
+    assert prediction_bytes(1024, 2048) == 1024 * 2048 * 39 + 256 * 512 * 256 * 4
+    assert PREDICTION_MEMORY // prediction_bytes(1024, 2048) == 9
+    assert PREDICTION_MEMORY // prediction_bytes(64, 128) > 32  # small images: the count rules

@@ -56,6 +56,15 @@ from dida.studio.results import ProgressBoard, ResultStore, file_identity
 from dida.studio.work import InferenceGate, Tasks
 from dida.train import cli_args
 
+PREDICTION_MEMORY = 2 << 30
+"""Bytes the in-memory prediction cache may hold (full-resolution images: a few predictions)."""
+
+
+def prediction_bytes(height: int, width: int, classes: int = 19, width_d: int = 256) -> int:
+    """Memory of one ``ImagePrediction`` of an H x W image (labels, float16 probabilities, float32
+    features of up to ``width_d`` channels at 1/4): about 220 MB at 2048 x 1024."""
+    return height * width * (1 + 2 * classes) + -(-height // 4) * -(-width // 4) * width_d * 4
+
 
 class Studio:
     """Runs, models, predictions, bank histories, the val data and training jobs of one process."""
@@ -90,6 +99,8 @@ class Studio:
         )
         self.gate = InferenceGate()
         self.passes = ValPasses(self.catalog, self.images, self.gate, self.worker)
+        per_image = prediction_bytes(*self.images.val.image_size(0)) if len(self.images.val) else 1
+        cache_size = max(2, min(cache_size, PREDICTION_MEMORY // per_image))  # 2048x1024: 9
         self._predictions = LRU(cache_size)  # (run id, model stamp, image key) → ImagePrediction
         self._features = ImageFeatureCache(capacity=8)
         self._projectors: dict[str, Projector] = {}

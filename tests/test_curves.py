@@ -51,7 +51,9 @@ def test_run_curve_reads_evals_in_order_with_cost(tmp_path: Path) -> None:
     assert [p.miou for p in points] == [0.20, 0.35] and points[1].iou["person"] == 0.175
     table = curve_table({"oracle": points})
     assert "| oracle | 200 | 0.20 | 35.0 | 17.5 |" in table
-    budget = best_per_budget({"oracle": points}, [0.1, 0.15, 1.0])
+    budget = best_per_budget({"oracle": points}, [0.1, 0.15, 1.0], finished={"oracle"})
+    running = best_per_budget({"oracle": points}, [0.1, 0.15, 1.0], finished=set())
+    assert running.splitlines()[-1] == "| oracle | – | 20.0 | … |"
     assert budget.splitlines()[-1] == "| oracle | – | 20.0 | 35.0 |"
     plot_curves({"oracle": points}, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -81,19 +81,25 @@ def curve_table(curves: Mapping[str, list[CurvePoint]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_per_budget(curves: Mapping[str, list[CurvePoint]], budgets: Sequence[float]) -> str:
-    """Markdown: for each CPU-hour budget, each run's best mIoU reached within it."""
+def best_per_budget(
+    curves: Mapping[str, list[CurvePoint]], budgets: Sequence[float], finished: set[str]
+) -> str:
+    """Markdown: for each CPU-hour budget, each run's best mIoU reached within it ("…" where an
+    unfinished run has not yet spent the budget)."""
     head = ["run", *(f"≤ {b:g} CPU-h" for b in budgets)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, points in curves.items():
-        cells = [_pct(_best_within(points, b)) for b in budgets]
+        cells = [_budget_cell(points, b, name in finished) for b in budgets]
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _best_within(points: Sequence[CurvePoint], budget: float) -> float | None:
+def _budget_cell(points: Sequence[CurvePoint], budget: float, finished: bool) -> str:
+    spent = max((p.cpu_h for p in points if p.cpu_h is not None), default=0.0)
+    if spent < budget and not finished:
+        return "…"
     scores = [p.miou for p in points if p.cpu_h is not None and p.cpu_h <= budget]
-    return max(scores) if scores else None
+    return _pct(max(scores) if scores else None)
 
 
 CPU_BUDGETS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -105,12 +111,12 @@ def curves_section(jobs: Sequence[Job], runs_root: Path, figure: Path) -> tuple[
     and the plot (runs still training included up to their last evaluation)."""
     curves = {j.name: run_curve(j.run_dir(runs_root)) for j in jobs}
     curves = {name: points for name, points in curves.items() if points}
+    done = {
+        j.name for j in jobs if runs.read_status(j.run_dir(runs_root)).get("state") == "finished"
+    }
     plot_curves(curves, figure)
-    lines = [
-        "Best mIoU within a training CPU-hour budget:",
-        "",
-        best_per_budget(curves, CPU_BUDGETS),
-    ]
+    table = best_per_budget(curves, CPU_BUDGETS, done)
+    lines = ["Best mIoU within a training CPU-hour budget (… = not yet spent):", "", table]
     lines += ["Every evaluation:", "", curve_table(curves), f"![curves](../figures/{figure.name})"]
     data = {name: [vars(p) for p in points] for name, points in curves.items()}
     return lines, data

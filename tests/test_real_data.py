@@ -251,3 +251,27 @@ def test_memory_cache_holds_few_full_resolution_predictions():
     assert prediction_bytes(1024, 2048) == 1024 * 2048 * 39 + 256 * 512 * 256 * 4
     assert PREDICTION_MEMORY // prediction_bytes(1024, 2048) == 9
     assert PREDICTION_MEMORY // prediction_bytes(64, 128) > 32  # small images: the count rules
+
+
+def test_a_run_folder_given_as_checkpoint_is_listed_and_predicts(tmp_path):
+    from test_official_checkpoints import TINY
+
+    from dida import runs
+
+    model = tiny_segmentor(3)
+    folder = runs.create_run(tmp_path / "elsewhere", "my_dida", {"model": TINY.to_dict()})
+    runs.save_state(folder / runs.MODEL, model.state_dict())
+    root = write_cityscapes(tmp_path / "cs", count=1)
+    studio = open_studio(root, folder, tmp_path / "cache")
+    try:
+        assert [r.run_id for r in studio.runs(with_model=True)] == ["run:my_dida"]
+        expected = run_image_labels(model, studio.item(0)["image"])
+        np.testing.assert_array_equal(studio.predict("run:my_dida", 0).labels, expected)
+    finally:
+        studio.shutdown()
+
+
+def run_image_labels(model, image: np.ndarray) -> np.ndarray:
+    from dida.inference import run_image
+
+    return run_image(model, image).labels[0].numpy().astype(np.uint8)

@@ -43,16 +43,16 @@ def panel_pixels(figure, index: int) -> np.ndarray:
 
 
 def test_gallery_lists_filters_and_sorts(studio: Studio) -> None:
-    items, shown, status, timer = compare.gallery(studio, False, "all", "file", None, None)
+    items, shown, status, timer, _ = compare.gallery(studio, False, "all", "file", None, None)
     assert shown == [0, 1, 2, 3] and [c for _, c in items] == ["#0", "#1", "#2", "#3"]
     assert status.startswith("4 of 4 images") and timer.active is False
     bicycle = str(CLASSES.index("bicycle"))
-    _, shown, _, _ = compare.gallery(studio, False, bicycle, "file", None, None)
+    _, shown, _, _, _ = compare.gallery(studio, False, bicycle, "file", None, None)
     assert shown == [i.index for i in studio.val_items() if CLASSES.index("bicycle") in i.classes]
-    for run_id in ("run:source_only", "run:dida"):
-        studio.val_pass(run_id)
-        studio.worker.wait(("val-pass", run_id, studio.model_stamp(run_id)), timeout=120)
-    items, shown, _, timer = compare.gallery(
+    for run_id in ("run:source_only", "run:dida"):  # per-image scores: the score tables
+        studio.passes.scores(run_id)
+        studio.worker.wait(("scores", run_id, studio.model_stamp(run_id)), timeout=120)
+    items, shown, _, timer, _ = compare.gallery(
         studio, False, "all", "gain", "run:source_only", "run:dida"
     )
     scores = studio.image_scores("run:source_only", "run:dida").score
@@ -72,13 +72,8 @@ def test_grid_places_ground_truth_and_each_model_losslessly(studio: Studio) -> N
         studio, 1, RUNS, "overlay", 0.5, 0, "cityscapes", [], ""
     )
     titles = [a.text for a in figure.layout.annotations]
-    assert titles == [
-        "image",
-        "ground truth",
-        "DIDA · dida",
-        "DAFormer-style · daformer",
-        "source-only · source_only",
-    ]
+    order = [rid for _, rid in common.run_choices(studio) if rid in RUNS]  # the checkbox order
+    assert titles == ["image", "ground truth", *(studio.run(r).short_title for r in order)]
     item = studio.item(1)
     assert np.array_equal(click_image, item["image"]) and np.array_equal(
         panel_pixels(figure, 0), item["image"]
@@ -91,7 +86,10 @@ def test_grid_places_ground_truth_and_each_model_losslessly(studio: Studio) -> N
     expected = V.error_map(studio.predict("run:dida", 1).labels, item["label"])
     assert np.array_equal(panel_pixels(errors, 2), expected) and "wrong" in legend
     _, legend, _ = compare.grid(studio, 1, ["run:dida"], "labels", 0.5, 0, "cvd", [], "")
-    assert all(name in legend for name in CLASSES) and V.legend_entries("cvd")[0][1] in legend
+    shown = V.present_classes(item["label"], studio.predict("run:dida", 1).labels)
+    assert (
+        all(CLASSES[c] in legend for c in shown) and V.legend_entries("cvd", shown)[0][1] in legend
+    )
 
 
 def test_hidden_and_isolated_classes_reach_the_panels(studio: Studio) -> None:
@@ -208,9 +206,7 @@ def test_projection_view_shows_pca_then_polls(studio: Studio) -> None:
     assert sum(len(t.x) for t in figure.data) == 38 + 50
     assert {t.name for t in figure.data} <= {*CLASSES, "unlabelled"}
     assert Path(path).read_text().count("\n") == 38 + 50 + 1
-    figure, *_ = umap.project(
-        studio, "run:dida", 2, "domain", True, 50, "PCA", 0, "cityscapes"
-    )
+    figure, *_ = umap.project(studio, "run:dida", 2, "domain", True, 50, "PCA", 0, "cityscapes")
     assert sorted(t.name for t in figure.data) == ["bank (source)", "target pixel"]
     figure, *_ = umap.project(studio, "run:dida", 2, "age", False, 50, "PCA", 0, "cityscapes")
     assert len(figure.data) == 1 and len(figure.data[0].x) == 38

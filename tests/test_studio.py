@@ -268,9 +268,12 @@ def test_thumbnail_is_small_and_cached(studio: Studio) -> None:
 
 
 def test_val_pass_and_image_scores(studio: Studio) -> None:
-    assert studio.image_scores("run:source_only", "run:dida") is None  # queued, not done yet
+    studio.image_scores("run:source_only", "run:dida")  # queues the score tables (or reads the
+    # disk cache: an earlier test may have scored the same weights on the same data)
     for run_id in ("run:source_only", "run:dida"):
+        studio.val_pass(run_id)
         studio.worker.wait(("val-pass", run_id, studio.model_stamp(run_id)), timeout=120)
+        studio.worker.wait(("scores", run_id, studio.model_stamp(run_id)), timeout=120)
     passes = [studio.val_pass(r, start=False) for r in ("run:source_only", "run:dida")]
     assert all(isinstance(p, ValPass) for p in passes)
     labels = [studio.item(i)["label"] for i in range(4)]

@@ -2,18 +2,25 @@
 
 Synced zoom (linked plotly panels), overlay opacity, class hide/isolate, error / confidence /
 entropy views, a fixed-vs-broke diff of two methods (also as an image slider), a click-a-pixel
-readout of every model and a per-image per-class IoU table with a CSV download. The image picker
-filters on overlapping entities and rare classes and sorts by a per-image score (B − A mIoU).
+readout of every model and a per-image per-class IoU table (with overlap and boundary IoU) with a
+CSV download, the overlap band drawn over the panels, the panel grid as a PNG download, and
+previous / next image by the ← / → keys. The image picker filters on overlapping entities, their
+pair type and rare classes, and sorts by a per-image score (B − A mIoU, or where the shown models
+disagree most on overlaps); scores come from ``Studio.passes`` (shipped files read at once).
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 import pandas as pd
+from PIL import Image
 
+from app.views import compare_picker
 from app.views.common import (
     CHEAP,
     EMPTY_RUNS,
@@ -31,119 +38,36 @@ from app.views.common import (
     user_errors,
     write_csv,
 )
+from app.views.compare_picker import (  # the picker's handlers, re-exported
+    SORTS,
+    choose_index,
+    filtered_indices,
+    gallery,
+    next_image,
+    pair_choices,
+    previous_image,
+    select_image,
+    sorted_indices,
+    step_image,
+    upload,
+)
 from dida import visualize as V
 from dida.data.classes import CLASSES
 from dida.studio import ImageKey, Studio
+from dida.studio.scores import image_row
+
+__all__ = [
+    "build", "grid", "panels", "export_png", "legend", "readout", "click", "click_image", "diff",
+    "iou_table", "band_table", "in_checkbox_order", "gallery", "filtered_indices", "sorted_indices",
+    "pair_choices", "select_image", "choose_index", "upload", "step_image", "previous_image",
+    "next_image", "SORTS", "VIEWS",
+]  # fmt: skip
+"""The handlers (the picker's re-exported from ``compare_picker``)."""
 
 VIEWS = ["overlay", "labels", "errors", "confidence", "entropy"]
-SORTS = [
-    ("file order", "file"),
-    ("B − A mIoU, B's wins first", "gain"),
-    ("B − A, B's losses first", "loss"),
-]
-MAX_GALLERY = 120
-"""Thumbnails shown at once (filters and sorting pick which)."""
 READOUT_HEADERS = ["source", "class", "probability", "top 3"]
-
-
-# --- the image picker ------------------------------------------------------------------------
-
-
-def class_filter_choices(studio: Studio) -> list[tuple[str, str]]:
-    rare = ", ".join(CLASSES[c] for c in studio.rare_classes()) or "none"
-    return [("all images", "all"), (f"any rare class ({rare})", "rare")] + [
-        (name, str(c)) for c, name in enumerate(CLASSES)
-    ]
-
-
-def filtered_indices(
-    studio: Studio, overlap_only: bool, class_filter: str
-) -> tuple[list[int], str]:
-    """Val indices passing the filters, and a note when the overlap index is not ready yet."""
-    items, note = studio.val_items(), ""
-    if overlap_only and items and items[0].overlap is None:
-        state = studio.index_overlaps()  # "unavailable: ..." when the data has no instanceIds
-        unavailable = state.startswith("unavailable")
-        note = state if unavailable else "indexing overlapping entities… (applies when done)"
-    wanted = set(studio.rare_classes()) if class_filter == "rare" else None
-    if class_filter not in ("all", "rare", None):
-        wanted = {int(class_filter)}
-    keep = [
-        i.index
-        for i in items
-        if (not overlap_only or i.overlap in (True, None))
-        and (wanted is None or wanted & set(i.classes))
-    ]
-    return keep, note
-
-
-def sorted_indices(
-    studio: Studio, indices: list[int], sort: str, run_a: str | None, run_b: str | None
-) -> tuple[list[int], dict[int, float], str]:
-    """Indices in the chosen order, their scores, and a progress note while scores compute."""
-    if sort == "file" or not run_a or not run_b:
-        return indices, {}, "" if sort == "file" else "choose methods A and B below to sort"
-    scores = studio.image_scores(run_a, run_b)
-    if scores is None:
-        done = [studio.val_pass_progress(r) for r in (run_a, run_b)]
-        total = sum(t for _, t in done)
-        return indices, {}, f"computing per-image scores… {sum(d for d, _ in done)}/{total} images"
-    wanted = set(indices)
-    ranked = [i for i in scores.ranking(descending=sort == "gain") if i in wanted]
-    return ranked, {i: float(scores.score[i]) for i in ranked}, ""
-
-
-@user_errors
-def gallery(
-    studio: Studio,
-    overlap_only: bool,
-    class_filter: str,
-    sort: str,
-    run_a: str | None,
-    run_b: str | None,
-) -> tuple[list[tuple[str, str]], list[int], str, Any]:
-    """(thumbnails with captions, their val indices, status, timer update)."""
-    indices, note = filtered_indices(studio, overlap_only, class_filter)
-    indices, scores, progress = sorted_indices(studio, indices, sort, run_a, run_b)
-    shown = indices[:MAX_GALLERY]
-    items = [(str(studio.thumbnail(i)), _caption(i, scores.get(i))) for i in shown]
-    status = f"{len(indices)} of {len(studio.val)} images" + (
-        f" (first {MAX_GALLERY} shown)" if len(indices) > MAX_GALLERY else ""
-    )
-    waiting = " · ".join(n for n in (note, progress) if n)
-    return (
-        items,
-        shown,
-        status + (f" — {waiting}" if waiting else ""),
-        gr.Timer(active=bool(waiting)),
-    )
-
-
-def _caption(index: int, score: float | None) -> str:
-    return f"#{index}" if score is None or score != score else f"#{index} · {100 * score:+.1f}"
-
-
-def select_image(shown: list[int], evt: gr.SelectData) -> int:
-    """Gallery click → the val index of that thumbnail."""
-    return int(shown[evt.index])
-
-
-@user_errors
-def choose_index(studio: Studio, value: float | None) -> int:
-    """The index typed in the number box (checked against the val split)."""
-    if value is None or not 0 <= int(value) < len(studio.val):
-        raise gr.Error(f"image index must be between 0 and {len(studio.val) - 1}")
-    return int(value)
-
-
-def upload(studio: Studio, path: str | None) -> str:
-    """Validate an uploaded file → its key; conversions are reported as warnings."""
-    if not path:
-        raise gr.Error("no file received; choose an image file (PNG or JPEG)")
-    key, notes = user_errors(studio.add_upload)(path)
-    for note in notes:
-        gr.Warning(note)
-    return key
+STILL_LOADING = "**Still loading the new image — click again.**"
+"""The readout's answer to a click that arrived before the clicked image was placed."""
 
 
 # --- the panels ------------------------------------------------------------------------------
@@ -186,6 +110,48 @@ def ground_truth_panel(studio, key, view, opacity, palette, hidden, isolate) -> 
     return _labels(item["image"], item["label"], mode, opacity, palette, hidden, isolate)
 
 
+def in_checkbox_order(studio: Studio, run_ids: list[str] | None) -> list[str]:
+    """The ticked runs in the order the checkboxes list them (not the order they were ticked)."""
+    ticked = set(run_ids or [])
+    return [rid for _, rid in run_choices(studio) if rid in ticked]
+
+
+def panels(
+    studio: Studio,
+    key: ImageKey,
+    run_ids: list[str],
+    view: str,
+    opacity: float,
+    threshold: float,
+    palette: str,
+    hidden: list[str],
+    isolate: str | None,
+    show_overlap: bool = False,
+) -> list[tuple[str, np.ndarray]]:
+    """(title, RGB) of the image, the ground truth and each run, in that order; with
+    ``show_overlap`` the overlap band is drawn over every panel in magenta."""
+    item = studio.item(key)
+    if view == "errors" and item["label"] is None:
+        gr.Warning("an upload has no ground truth: showing labels instead of errors")
+        view = "labels"
+    args = (view, opacity, threshold, palette, hidden, isolate)
+    shown = [("image", item["image"])]
+    gt = ground_truth_panel(studio, key, view, opacity, palette, hidden, isolate)
+    shown += [] if gt is None else [("ground truth", gt)]
+    shown += [(studio.run(r).short_title, panel(studio, key, r, *args)) for r in run_ids]
+    return _with_overlap(studio, key, shown) if show_overlap else shown
+
+
+def _with_overlap(
+    studio: Studio, key: ImageKey, shown: list[tuple[str, np.ndarray]]
+) -> list[tuple[str, np.ndarray]]:
+    mask = studio.passes.overlap_mask(key)
+    if mask is None:
+        gr.Warning("this image has no instance map, so no overlap band to draw")
+        return shown
+    return [(title, V.mark_mask(rgb, mask)) for title, rgb in shown]
+
+
 @user_errors
 def grid(
     studio: Studio,
@@ -197,26 +163,49 @@ def grid(
     palette: str,
     hidden: list[str],
     isolate: str | None,
+    show_overlap: bool = False,
 ) -> tuple[Any, str, np.ndarray]:
-    """(panel figure with linked zoom, legend HTML, the image to click on)."""
+    """(panel figure with linked zoom, legend HTML, the image to click on). Panels follow the
+    checkbox order; the legend lists the classes of the ground truth and the shown predictions."""
+    run_ids = in_checkbox_order(studio, run_ids)
+    args = (view, opacity, threshold, palette, hidden, isolate, show_overlap)
+    shown = panels(studio, key, run_ids, *args)
+    figure = image_grid(shown) if run_ids else message_figure(EMPTY_RUNS_PLAIN)
     item = studio.item(key)
-    if view == "errors" and item["label"] is None:
-        gr.Warning("an upload has no ground truth: showing labels instead of errors")
-        view = "labels"
-    args = (view, opacity, threshold, palette, hidden, isolate)
-    panels = [("image", item["image"])]
-    gt = ground_truth_panel(studio, key, view, opacity, palette, hidden, isolate)
-    panels += [] if gt is None else [("ground truth", gt)]
-    panels += [(studio.run(r).short_title, panel(studio, key, r, *args)) for r in run_ids]
-    figure = image_grid(panels) if run_ids else message_figure(EMPTY_RUNS_PLAIN)
-    return figure, legend(view, palette), item["image"]
+    labels = [studio.predict(r, key).labels for r in run_ids]
+    labels += [] if item["label"] is None else [item["label"]]
+    overlap = " · overlap band in magenta" if show_overlap else ""
+    return figure, legend(view, palette, V.present_classes(*labels)) + overlap, item["image"]
+
+
+@user_errors
+def export_png(
+    studio: Studio,
+    key: ImageKey,
+    run_ids: list[str],
+    view: str,
+    opacity: float,
+    threshold: float,
+    palette: str,
+    hidden: list[str],
+    isolate: str | None,
+    show_overlap: bool = False,
+) -> str:
+    """The panel grid as one PNG (composed by ``dida.visualize.grid_image``); returns its path."""
+    args = (view, opacity, threshold, palette, hidden, isolate, show_overlap)
+    shown = panels(studio, key, in_checkbox_order(studio, run_ids), *args)
+    folder = Path(tempfile.mkdtemp(prefix="dida-studio-"))
+    path = folder / f"compare_{str(key).replace(':', '_')}_{view}.png"
+    Image.fromarray(V.grid_image(shown)).save(path)
+    return str(path)
 
 
 EMPTY_RUNS_PLAIN = "No trained runs yet: start one in the Train tab"
 
 
-def legend(view: str, palette: str) -> str:
-    """Legend of the current view (class colours, error or colour-map meaning)."""
+def legend(view: str, palette: str, classes: list[int] | None = None) -> str:
+    """Legend of the current view (class colours — of ``classes`` only when given — or the error
+    or colour-map meaning)."""
     if view == "errors":
         return legend_html(V.ERROR_LEGEND)
     if view == "confidence":
@@ -229,7 +218,7 @@ def legend(view: str, palette: str) -> str:
         )
     if view == "entropy":
         return legend_html([("certain (entropy 0)", "#00224e"), ("uniform (entropy 1)", "#fee838")])
-    return legend_html(V.legend_entries(palette))
+    return legend_html(V.legend_entries(palette, classes))
 
 
 # --- readout, diff, IoU table ----------------------------------------------------------------
@@ -256,11 +245,25 @@ def readout(
 
 
 def click(
-    studio: Studio, key: ImageKey, run_ids: list[str], evt: gr.SelectData
-) -> tuple[int, int, str, list[list[Any]]]:
-    """A click on the image (``evt.index == [x, y]``) → x, y and the readout there."""
+    studio: Studio,
+    key: ImageKey,
+    run_ids: list[str],
+    evt: gr.SelectData,
+    placed: ImageKey | None = None,
+) -> tuple[Any, Any, str, Any]:
+    """A click on the image (``evt.index == [x, y]``) → x, y and the readout there. ``placed`` is
+    the image the click image shows: while a new image is still being placed the click is
+    answered "still loading — click again" (never dropped silently)."""
+    if placed is not None and placed != key:
+        gr.Info("still loading the new image — click again")
+        return gr.update(), gr.update(), STILL_LOADING, gr.update()
     x, y = int(evt.index[0]), int(evt.index[1])
     return (x, y, *readout(studio, key, run_ids, x, y))
+
+
+def click_image(studio: Studio, key: ImageKey) -> tuple[np.ndarray, ImageKey]:
+    """(the image to click on, its key): placed by a cheap event as soon as the image changes."""
+    return studio.item(key)["image"], key
 
 
 @user_errors
@@ -304,6 +307,29 @@ def iou_table(
     return rows, headers, write_csv(f"iou_{key}.csv", headers, rows)
 
 
+BAND_HEADERS = ["model", "mIoU", "overlap IoU", "boundary IoU"]
+BAND_NOTE = (
+    "mIoU (%) on this image: over all labelled pixels; on the overlap band (pixels within 3 px of a"
+    " touching entity of another thing class); near class boundaries (within 3 px)."
+)
+
+
+@user_errors
+def band_table(studio: Studio, key: ImageKey, run_ids: list[str]) -> list[list[Any]]:
+    """Rows [model, mIoU, overlap IoU, boundary IoU] (%) of each run on this image (empty for
+    an upload); "–" where undefined (no overlap in the image)."""
+    item = studio.item(key)
+    if item["label"] is None:
+        return []
+    rows = []
+    for rid in in_checkbox_order(studio, run_ids):
+        pred = studio.predict(rid, key).labels
+        row = image_row(pred, item["label"], item.get("instance"))
+        values = (row["miou"], row["overlap_iou"], row["boundary_iou"])
+        rows.append([studio.run(rid).short_title, *(percent(v) for v in values)])
+    return rows
+
+
 # --- layout and wiring -----------------------------------------------------------------------
 
 
@@ -313,7 +339,7 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     empty = gr.Markdown(EMPTY_RUNS, visible=not choices)
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            picker = _picker(studio)
+            picker = compare_picker.layout(studio)
         with gr.Column(scale=3):
             ui = _panels(choices, chosen)
     _wire(studio, shared, picker, ui)
@@ -343,34 +369,23 @@ def _refresh(
     ]
 
 
-def _picker(studio: Studio) -> dict[str, Any]:
-    ui: dict[str, Any] = {}
-    gr.Markdown("#### Target image")
-    ui["overlap"] = gr.Checkbox(label="only images with overlapping entities", value=False)
-    ui["classes"] = gr.Dropdown(class_filter_choices(studio), value="all", label="contains class")
-    ui["sort"] = gr.Dropdown(SORTS, value="file", label="sort by (methods A and B below)")
-    ui["status"] = gr.Markdown()
-    ui["gallery"] = gr.Gallery(
-        columns=3, height=420, allow_preview=False, label="val images", format="jpeg",
-        object_fit="contain", elem_id="compare-gallery",
-    )  # fmt: skip
-    ui["shown"] = gr.State([])
-    ui["timer"] = gr.Timer(2.0, active=False)
-    with gr.Row():
-        ui["index"] = gr.Number(label="image index", precision=0, value=0, minimum=0)
-        ui["upload"] = gr.File(label="or upload an image", file_types=["image"], type="filepath")
-    return ui
-
-
 def _panels(choices: list[tuple[str, str]], chosen: list[str]) -> dict[str, Any]:
     ui: dict[str, Any] = {}
     ui["models"] = gr.CheckboxGroup(choices, value=chosen, label="models")
     with gr.Row():
         ui["view"] = gr.Radio(VIEWS, value="overlay", label="view")
-        ui["opacity"] = gr.Slider(0, 1, value=0.6, step=0.05, label="overlay opacity")
+        ui["opacity"] = gr.Slider(
+            0, 1, value=0.6, step=0.05, label="overlay opacity", elem_id="compare-opacity"
+        )
         ui["threshold"] = gr.Slider(
             0, 1, value=0, step=0.01, label="confidence threshold (0 = off)"
         )
+    with gr.Row():
+        ui["show_overlap"] = gr.Checkbox(
+            label="show the overlap band (magenta)", value=False, elem_id="compare-overlap-band"
+        )
+        ui["export"] = gr.Button("Export panels as PNG", size="sm", elem_id="compare-export")
+        ui["png"] = gr.File(label="panel grid (PNG)", interactive=False, elem_id="compare-png")
     with gr.Accordion("Classes: hide or isolate", open=False):
         ui["hidden"] = gr.CheckboxGroup(list(CLASSES), value=[], label="hide classes")
         ui["isolate"] = gr.Dropdown(
@@ -396,6 +411,7 @@ def _panels(choices: list[tuple[str, str]], chosen: list[str]) -> dict[str, Any]
                 elem_id="compare-readout",
                 interactive=False,
             )
+    ui["placed"] = gr.State(None)
     return {**ui, **_diff_and_table(choices, chosen)}
 
 
@@ -409,6 +425,11 @@ def _diff_and_table(choices: list[tuple[str, str]], chosen: list[str]) -> dict[s
         ui["diff"] = gr.Image(label="fixed / broke", format="png", interactive=False, height=300)
         ui["slider"] = gr.ImageSlider(label="A | B (drag the divider)", format="png", height=300)
     ui["diff_text"] = gr.HTML()
+    gr.Markdown(f"#### Scores on this image\n{BAND_NOTE}")
+    ui["bands"] = gr.Dataframe(
+        headers=BAND_HEADERS, label="mIoU / overlap IoU / boundary IoU (%)", interactive=False,
+        elem_id="compare-bands",
+    )  # fmt: skip
     gr.Markdown("#### Per-class IoU on this image (%), most frequent classes first")
     ui["iou"] = gr.Dataframe(label="IoU", interactive=False)
     ui["csv"] = gr.DownloadButton("Download IoU table (CSV)", value=None)
@@ -416,51 +437,52 @@ def _diff_and_table(choices: list[tuple[str, str]], chosen: list[str]) -> dict[s
 
 
 def _wire(studio: Studio, shared: Shared, p: dict[str, Any], ui: dict[str, Any]) -> None:
+    compare_picker.wire(studio, shared, p, ui)
+    _wire_panels(studio, shared, ui)
     key = shared.image_key
-    gallery_in = [p["overlap"], p["classes"], p["sort"], ui["run_a"], ui["run_b"]]
-    gallery_out = [p["gallery"], p["shown"], p["status"], p["timer"]]
-    gr.on(
-        [shared.demo.load, p["overlap"].change, p["classes"].change, p["sort"].change,
-         p["timer"].tick],
-        bind(gallery, studio), gallery_in, gallery_out, api_name="gallery", **HEAVY,
-    )  # fmt: skip
-    p["gallery"].select(select_image, p["shown"], key, api_name="select_image", **CHEAP)
-    p["index"].submit(bind(choose_index, studio), p["index"], key, api_name="choose_index",
-                      **CHEAP)  # fmt: skip
-    p["upload"].upload(bind(upload, studio), p["upload"], key, api_name="upload", **HEAVY)
-    view_in = [key, ui["models"], ui["view"], ui["opacity"], ui["threshold"], shared.palette,
-               ui["hidden"], ui["isolate"]]  # fmt: skip
-    gr.on(
-        [shared.demo.load, key.change, ui["models"].change, ui["view"].change, ui["opacity"].release,
-         ui["threshold"].release, shared.palette.change, ui["hidden"].change, ui["isolate"].change],
-        bind(grid, studio), view_in, [ui["grid"], ui["legend"], ui["click"]], api_name="grid",
-        **HEAVY,
-    )  # fmt: skip
-    readout_out = [ui["pixel"], ui["readout"]]
-    ui["click"].select(
-        bind(click, studio),
-        [key, ui["models"]],
-        [ui["x"], ui["y"], *readout_out],
-        api_name="click",
-        **CHEAP,
-    )
-    ui["read"].click(
-        bind(readout, studio),
-        [key, ui["models"], ui["x"], ui["y"]],
-        readout_out,
-        api_name="readout",
-        **CHEAP,
-    )
     diff_in = [key, ui["run_a"], ui["run_b"], shared.palette]
     gr.on(
         [shared.demo.load, key.change, ui["run_a"].change, ui["run_b"].change, shared.palette.change],
         bind(diff, studio), diff_in, [ui["diff"], ui["slider"], ui["diff_text"]], api_name="diff",
         **HEAVY,
     )  # fmt: skip
-    gr.on([shared.demo.load, key.change, ui["models"].change], bind(_iou_outputs, studio), [key, ui["models"]],
-          [ui["iou"], ui["csv"]], api_name="iou_table", **HEAVY)  # fmt: skip
+    gr.on([shared.demo.load, key.change, ui["models"].change], bind(_iou_outputs, studio),
+          [key, ui["models"]], [ui["bands"], ui["iou"], ui["csv"]], api_name="iou_table",
+          **HEAVY)  # fmt: skip
 
 
-def _iou_outputs(studio: Studio, key: ImageKey, run_ids: list[str]) -> tuple[Any, Any]:
+def _wire_panels(studio: Studio, shared: Shared, ui: dict[str, Any]) -> None:
+    """The grid redraws on every change of its inputs — a slider's typed value included (its
+    ``.change``; ``.release`` would only add a second draw of the same value) — always for the
+    latest values; the click image is placed by a cheap event of its own."""
+    key = shared.image_key
+    view_in = [key, ui["models"], ui["view"], ui["opacity"], ui["threshold"], shared.palette,
+               ui["hidden"], ui["isolate"], ui["show_overlap"]]  # fmt: skip
+    gr.on(
+        [shared.demo.load, key.change, ui["models"].change, ui["view"].change, ui["opacity"].change,
+         ui["threshold"].change, shared.palette.change, ui["hidden"].change, ui["isolate"].change,
+         ui["show_overlap"].change],
+        bind(_grid_outputs, studio), view_in, [ui["grid"], ui["legend"]], api_name="grid",
+        trigger_mode="always_last", **HEAVY,
+    )  # fmt: skip
+    ui["export"].click(bind(export_png, studio), view_in, ui["png"], api_name="export_png", **HEAVY)
+    gr.on([shared.demo.load, key.change], bind(click_image, studio), key,
+          [ui["click"], ui["placed"]], api_name="click_image", show_progress="hidden",
+          **CHEAP)  # fmt: skip
+    readout_out = [ui["pixel"], ui["readout"]]
+    ui["click"].select(bind(click, studio), [key, ui["models"], ui["placed"]],
+                       [ui["x"], ui["y"], *readout_out], api_name="click", **CHEAP)  # fmt: skip
+    ui["read"].click(bind(readout, studio), [key, ui["models"], ui["x"], ui["y"]], readout_out,
+                     api_name="readout", **CHEAP)  # fmt: skip
+
+
+def _grid_outputs(studio: Studio, *args: Any) -> tuple[Any, str]:
+    figure, legend_text, _ = grid(studio, *args)
+    return figure, legend_text
+
+
+def _iou_outputs(studio: Studio, key: ImageKey, run_ids: list[str]) -> tuple[Any, Any, Any]:
+    bands = pd.DataFrame(band_table(studio, key, run_ids), columns=BAND_HEADERS)
     rows, headers, path = iou_table(studio, key, run_ids)
-    return pd.DataFrame(rows, columns=headers), gr.update(value=path, interactive=path is not None)
+    update = gr.update(value=path, interactive=path is not None)
+    return bands, pd.DataFrame(rows, columns=headers), update

@@ -265,9 +265,12 @@ class Payload:
 DISALLOWED = [Payload(), {1, 2}, OrderedDict(a=Payload()), Path("x"), complex(1, 2), bytearray(3)]
 DISALLOWED += [os.system, {"state_dict": {"a": Payload()}}, {"model": {1: torch.zeros(1)}}]
 DISALLOWED += [[torch.zeros(2)], 7, "state_dict", {1: torch.zeros(1)}, {"meta": {"iter": 3}}]
+DISALLOWED += [{"state_dict": {"a": np.zeros(2)}}, np.float32(1)]
 """Pickles weights_only refuses, and allowed ones that are no state dict."""
 
 WRAPPERS = ["plain", "state_dict", "uda", "junk", "disallowed"]
+MMCV_META = {"iter": 3, "seed": np.int64(5), "hist": np.arange(3.0), "env_info": "x"}
+"""An mmcv ``meta`` block: numpy scalars and arrays are what released checkpoints pickle."""
 
 
 def official_bytes(
@@ -277,7 +280,7 @@ def official_bytes(
     ``.pth`` or ``.safetensors``, cut to the fraction ``keep`` of its bytes."""
     obj: Any = {
         "plain": state,
-        "state_dict": {"state_dict": state, "meta": {"iter": 3}},
+        "state_dict": {"state_dict": state, "meta": MMCV_META},
         "uda": {f"model.{k}": v for k, v in state.items()},
     }.get(wrapper, extra)
     if wrapper == "junk":

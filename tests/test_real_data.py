@@ -16,16 +16,12 @@ import torch
 from PIL import Image
 from test_official_checkpoints import save_mmcv_checkpoint, tiny_segmentor
 
-from app.views import longtail
+from app.views import compare_picker, longtail
+from app.views.compare_picker import filtered_indices
 from dida.data.datasets import DatasetError
 from dida.data.overlap import NO_INSTANCES
 from dida.studio import Studio
 from dida.studio.images import foreign_cache_dir, open_data_root, open_source
-
-try:  # the Compare picker's own module once it is split out of compare.py
-    from app.views.compare_picker import filtered_indices
-except ImportError:
-    from app.views.compare import filtered_indices
 
 ROAD, SKY, PERSON, CAR = 7, 23, 24, 26
 """Cityscapes label IDs."""
@@ -133,6 +129,9 @@ def test_no_instance_ids_says_unavailable_without_a_background_crash(tmp_path, c
         assert studio.index_overlaps() == NO_INSTANCES
         assert studio.worker.state("overlap-index") is None  # nothing started, nothing crashed
         assert studio.overlap_flags() is None
+        _, _, status, timer, pairs = compare_picker.gallery(studio, True, "all", "file", None, None)
+        assert status == f"3 of 3 images — {NO_INSTANCES}" and timer.active is False
+        assert pairs["choices"] == [(f"any pair type ({NO_INSTANCES})", "any")]
         for _ in range(3):  # every filter change answers the same, at once
             keep, note = filtered_indices(studio, True, "all")
             assert note == NO_INSTANCES == "unavailable: this dataset has no instanceIds"

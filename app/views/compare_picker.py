@@ -63,8 +63,9 @@ def pair_choices(studio: Studio) -> list[tuple[str, str]]:
     first, after "any pair type"; only that choice while the overlap index is being built."""
     types = studio.passes.pair_types()
     if types is None:
-        studio.index_overlaps()
-        return [("any pair type (indexing overlaps…)", "any")]
+        state = studio.index_overlaps()  # "unavailable: ..." when the data has no instanceIds
+        why = state if state.startswith("unavailable") else "indexing overlaps…"
+        return [(f"any pair type ({why})", "any")]
     return [("any pair type", "any")] + [
         (f"{label} ({len(images)} images)", label) for label, images in types.items()
     ]
@@ -155,13 +156,14 @@ def gallery(
         f" (first {MAX_GALLERY} shown)" if len(indices) > MAX_GALLERY else ""
     )
     waiting = " · ".join(n for n in (note, progress) if n)
+    polling = bool(progress) or (bool(note) and not note.startswith("unavailable"))
     pairs = pair_choices(studio)
     indexing = "indexing" in pairs[0][0]
     return (
         items,
         shown,
         status + (f" — {waiting}" if waiting else ""),
-        gr.Timer(active=bool(waiting) or indexing),
+        gr.Timer(active=polling or indexing),
         gr.update(choices=pairs),
     )
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from test_studio import make_studio
 
 from app.views import train as train_view
 from dida import runs
+from dida.presets import preset_config
 from dida.studio import Studio
+from dida.studio.catalog import RunCatalog
+from dida.train import run_config
 
 
 def _bad_names(tmp_path: Path) -> list[str]:
@@ -60,3 +64,14 @@ def test_a_safe_name_still_queues_a_run_inside_the_runs_folder(studio: Studio) -
     job = studio.train("source_only", "tiny", iters=1, name="fine_name-1.0")
     assert job.run_dir == studio.trainer.runs_dir / "fine_name-1.0"
     studio.trainer.stop(job.job_id)
+
+
+def test_the_same_run_name_in_two_runs_folders_is_reported(tmp_path: Path) -> None:
+    config = run_config(preset_config("tiny", "source_only"), ["test"])
+    for folder in ("first", "second"):
+        runs.create_run(tmp_path / folder, "same", config)
+    catalog = RunCatalog([tmp_path / "first", tmp_path / "second"], None, torch.device("cpu"))
+    listed = catalog.refresh()
+    assert [r.path for r in listed] == [tmp_path / "first" / "same"]
+    (note,) = catalog.problems
+    assert str(tmp_path / "second" / "same") in note and "rename one of the two" in note

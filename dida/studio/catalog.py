@@ -56,7 +56,8 @@ class RunSummary:
     method: str
     """Method name (a key of ``METHOD_TITLES``)."""
     state: str
-    """``finished``, ``running``, ``stopped``, ``created``, ``failed``, ``shipped`` or ``unknown``."""
+    """``finished``, ``running``, ``interrupted`` (its process died), ``stopped``, ``created``,
+    ``failed``, ``shipped`` or ``unknown``."""
     iteration: int
     """Last recorded iteration (0 when unknown)."""
     max_iters: int
@@ -174,6 +175,20 @@ def no_bank_message(summary: RunSummary) -> str:
     return f"{summary.name} has no bank snapshots (not a DIDA run?)"
 
 
+def unique_runs(summaries: list[RunSummary], problems: list[str]) -> dict[str, RunSummary]:
+    """Summaries by run id; a second folder with the same id (the same run name in two ``--runs``
+    folders) is not listed and a note in ``problems`` names both folders."""
+    found: dict[str, RunSummary] = {}
+    for summary in summaries:
+        first = found.setdefault(summary.run_id, summary)
+        if first is not summary:
+            problems.append(
+                f"{summary.path}: not listed — run name {summary.name!r} is already taken by "
+                f"{first.path}; rename one of the two folders to see both"
+            )
+    return found
+
+
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; any other name as given."""
     if device == "auto":
@@ -209,7 +224,7 @@ class RunCatalog:
     def refresh(self) -> list[RunSummary]:
         """Rediscover shipped checkpoints and run directories (new, finished or changed runs)."""
         problems: list[str] = []
-        found = {summary.run_id: summary for summary in self._discover(problems)}
+        found = unique_runs(self._discover(problems), problems)
         with self._lock:
             self._runs, self.problems = found, problems
         return self.runs()

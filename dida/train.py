@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dida import runs
+from dida.checkpoints import nonfinite_tensors
 from dida.config import TrainConfig
 from dida.data.uda import DataConfig, UDAData, build_uda_data, domain_roots
 from dida.distributed import (
@@ -255,7 +256,7 @@ def _check_finite(loop: _Loop, it: int, total: Tensor, losses: dict[str, Tensor]
 def _check_weights(loop: _Loop, it: int) -> None:
     """Refuse to checkpoint a student whose weights are no longer finite."""
     state = unwrap(loop.method.model).state_dict()
-    bad = sum(1 for t in state.values() if t.is_floating_point() and not t.isfinite().all())
+    bad = len(nonfinite_tensors(state))
     if broadcast_flag(bad > 0, loop.dist):
         what = f"{bad} of {len(state)} weight tensors are not finite"
         raise DivergedError(it, what, loop.saved_it, loop.cfg.optim.lr)

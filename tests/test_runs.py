@@ -76,13 +76,15 @@ def test_create_run_refuses_a_different_config(tmp_path: Path) -> None:
     assert runs.create_run(tmp_path, "r", {**cfg, "command": "b"}) == run  # resume is fine
     with pytest.raises(runs.RunError, match="different config"):
         runs.create_run(tmp_path, "r", {**cfg, "iters": 6})
-    info = runs.run_info(run)
+    with runs.RunLock(run):  # a live owner: the state as written
+        info = runs.run_info(run)
     assert (info.method, info.state, info.max_iters, info.miou) == (
         "source_only",
         "created",
         5,
         None,
     )
+    assert runs.run_info(run).state == "interrupted"  # nobody holds it: interrupted at 0
 
 
 def test_load_checkpoint_model_reads_a_network_stored_in_the_checkpoint(tmp_path: Path) -> None:

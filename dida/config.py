@@ -10,6 +10,9 @@ from dida.methods.registry import method_config
 from dida.model import ModelConfig
 from dida.optim import OptimConfig
 
+MAX_SEED = 2**32 - 1
+"""Largest seed accepted (numpy's seeds are 32-bit)."""
+
 
 @dataclass
 class TrainConfig:
@@ -46,6 +49,8 @@ class TrainConfig:
         if isinstance(self.data, dict):
             self.data = DataConfig(**self.data)
         method_config(self.method, self.method_options)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be between 0 and {MAX_SEED} (got {self.seed})")
         if self.iters < 1:
             raise ValueError(f"iters must be >= 1 (got {self.iters})")
         for name in ("eval_interval", "log_interval", "checkpoint_interval"):

@@ -172,7 +172,7 @@ def test_bank_snapshot_views_and_stepping(studio: Studio) -> None:
     assert nxt == 2 and timer.active is False
     text, crop = bank.slot_detail(studio, "run:dida", 2, 5)
     assert "Slot 5" in text and "No source crop recorded" in text and crop is None
-    with pytest.raises(gr.Error, match="slot must be between 0 and 37"):
+    with pytest.raises(gr.Error, match="slot must be a number between 0 and 37"):
         bank.slot_detail(studio, "run:dida", 2, 99)
     assert bank.show(studio, None, 0, "cityscapes")[0] == bank.NO_BANK
 

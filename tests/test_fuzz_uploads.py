@@ -38,9 +38,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     name=st.sampled_from(["upload.png", "photo.jpg", "x"]),
 )
 @example(data=crafted_png(40_000, 400, 8, 2), name="wide.png")
-@example(data=TRUNCATED_QOI, name="upload.png").xfail(
-    raises=IndexError, reason="handed over: dida/studio/uploads.py lets PIL's IndexError through"
-)
+@example(data=TRUNCATED_QOI, name="upload.png")
 def test_uploads_become_rgb_or_say_why(folder: Path, data: bytes, name: str) -> None:
     path = folder / name
     path.write_bytes(data)

@@ -22,6 +22,7 @@ from app.views.common import (
     bind,
     dropdown_update,
     message_figure,
+    number,
     run_choices,
     style,
     user_errors,
@@ -97,6 +98,11 @@ def select_run(studio: Studio, run_id: str | None) -> dict:
     return gr.update(minimum=0, maximum=max(last, 1), value=last, interactive=bool(history))
 
 
+def snapshot_index(history: list[BankSnapshot], index: Any) -> int:
+    """The snapshot slider's value as an index of ``history`` (a cleared box: the first)."""
+    return number(index, "snapshot", 0, len(history) - 1, default=0)
+
+
 @user_errors
 def show(
     studio: Studio, run_id: str | None, index: float, palette: str
@@ -106,7 +112,7 @@ def show(
         empty = message_figure(NO_BANK)
         return NO_BANK, empty, empty, pd.DataFrame(columns=SLOT_HEADERS), None
     history = studio.bank_history(run_id)
-    index = int(min(max(index or 0, 0), len(history) - 1))
+    index = snapshot_index(history, index)
     snap = history[index]
     rows = slot_rows(snap)
     changed = [r for r in rows if r["changed"]]
@@ -128,7 +134,7 @@ def step(studio: Studio, run_id: str | None, index: float, delta: int) -> int:
     history = studio.bank_history(run_id) if run_id else None
     if not history:
         return 0
-    return int(min(max(int(index or 0) + delta, 0), len(history) - 1))
+    return min(max(snapshot_index(history, index) + delta, 0), len(history) - 1)
 
 
 @user_errors
@@ -138,9 +144,9 @@ def play(studio: Studio, run_id: str | None, index: float) -> tuple[int, Any]:
     history = studio.bank_history(run_id) if run_id else None
     if not history or len(history) < 2:
         gr.Info("This run has a single bank snapshot: nothing to play.")
-        return int(index or 0), gr.Timer(active=False)
-    at_end = int(index or 0) >= len(history) - 1
-    return (0 if at_end else int(index or 0)), gr.Timer(active=True)
+        return 0, gr.Timer(active=False)
+    index = snapshot_index(history, index)
+    return (0 if index >= len(history) - 1 else index), gr.Timer(active=True)
 
 
 @user_errors
@@ -151,7 +157,7 @@ def play_tick(
     history = studio.bank_history(run_id) if run_id else None
     if not history:
         return 0, gr.Timer(active=False)
-    if loop and int(index or 0) >= len(history) - 1:
+    if loop and snapshot_index(history, index) >= len(history) - 1:
         return 0, gr.Timer(active=True)
     nxt = step(studio, run_id, index, 1)
     return nxt, gr.Timer(active=loop or nxt < len(history) - 1)
@@ -164,10 +170,8 @@ def slot_detail(
     """(description, source image or crop) of one slot of the current snapshot."""
     if not run_id or slot is None:
         return "Select a slot in the table (or type its number).", None
-    snap = studio.snapshot(run_id, int(index or 0))
-    if not 0 <= int(slot) < len(snap.labels):
-        raise gr.Error(f"slot must be between 0 and {len(snap.labels) - 1}")
-    row = slot_rows(snap)[int(slot)]
+    snap = studio.snapshot(run_id, snapshot_index(studio.bank_history(run_id), index))
+    row = slot_rows(snap)[number(slot, "slot", 0, len(snap.labels) - 1)]
     text = (
         f"**Slot {row['slot']}** — class *{row['class']}*, last written at iteration {row['written_at']} "
         f"(age {row['age']})."

@@ -12,6 +12,8 @@ import csv
 import functools
 import inspect
 import io
+import math
+import numbers
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -91,10 +93,32 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except gr.Error:  # already the page's message (gr.Error is a ValueError)
+            raise
         except USER_ERRORS as err:
             raise gr.Error(client_text(err)) from err  # the full text goes to the server log
 
     return wrapper
+
+
+MAX_INDEX = 2**31 - 1
+"""Upper bound of typed indexes and pixel coordinates the engine then checks against its data."""
+
+
+def number(
+    value: Any, name: str, lo: float, hi: float, integer: bool = True, default: float | None = None
+) -> int | float:
+    """A typed UI value as a finite number in [lo, hi] (an int with ``integer``); ``default``
+    stands in for a cleared box (None). Anything else (text, None, nan, inf) → ``gr.Error``."""
+    if value is None and default is not None:
+        return default
+    try:
+        x = float(value) if isinstance(value, numbers.Real) else math.nan
+    except OverflowError:  # an int beyond float
+        x = math.nan
+    if not lo <= x <= hi:  # also false for nan
+        raise gr.Error(f"{name} must be a number between {lo} and {hi} (got {value!r})")
+    return int(x) if integer else x
 
 
 # --- run choices -----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from app.views.common import (
     CHEAP,
     EMPTY_RUNS,
     HEAVY,
+    MAX_INDEX,
     RunPickers,
     Shared,
     bind,
@@ -33,6 +34,7 @@ from app.views.common import (
     image_grid,
     legend_html,
     message_figure,
+    number,
     percent,
     run_choices,
     user_errors,
@@ -134,6 +136,8 @@ def panels(
     if view == "errors" and item["label"] is None:
         gr.Warning("an upload has no ground truth: showing labels instead of errors")
         view = "labels"
+    opacity = number(opacity, "opacity", 0, 1, integer=False)
+    threshold = number(threshold, "confidence threshold", 0, 1, integer=False, default=0)
     args = (view, opacity, threshold, palette, hidden, isolate)
     shown = [("image", item["image"])]
     gt = ground_truth_panel(studio, key, view, opacity, palette, hidden, isolate)
@@ -231,7 +235,8 @@ def readout(
     """(heading, rows) of the class and probability of every model at pixel (x, y)."""
     if x is None or y is None:
         raise gr.Error("enter both x and y (pixels from the top-left corner)")
-    readings = studio.readout(run_ids, key, int(x), int(y))
+    x, y = number(x, "x", 0, MAX_INDEX), number(y, "y", 0, MAX_INDEX)
+    readings = studio.readout(run_ids, key, x, y)
     rows = [
         [
             r.source,
@@ -241,7 +246,7 @@ def readout(
         ]
         for r in readings
     ]
-    return f"**Pixel (x={int(x)}, y={int(y)})**", rows
+    return f"**Pixel (x={x}, y={y})**", rows
 
 
 def click(

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from app.errors import client_text
-from app.views.common import CHEAP, HEAVY, Shared, bind, user_errors
+from app.views.common import CHEAP, HEAVY, Shared, bind, number, user_errors
 from dida.analysis import ranking_by
 from dida.data.classes import CLASSES
 from dida.studio import ImageKey, Studio, UploadError
@@ -180,9 +180,7 @@ def select_image(shown: list[int], evt: gr.SelectData) -> int:
 @user_errors
 def choose_index(studio: Studio, value: float | None) -> int:
     """The index typed in the number box (checked against the val split)."""
-    if value is None or not 0 <= int(value) < len(studio.val):
-        raise gr.Error(f"image index must be between 0 and {len(studio.val) - 1}")
-    return int(value)
+    return number(value, "image index", 0, len(studio.val) - 1)
 
 
 def upload(studio: Studio, path: str | None) -> str:

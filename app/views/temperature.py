@@ -18,11 +18,13 @@ from plotly.subplots import make_subplots
 
 from app.views.common import (
     CHEAP,
+    MAX_INDEX,
     RunPickers,
     Shared,
     bind,
     dropdown_update,
     message_figure,
+    number,
     run_choices,
     style,
     user_errors,
@@ -30,6 +32,7 @@ from app.views.common import (
 from dida import visualize as V
 from dida.data.classes import CLASSES
 from dida.explain import PixelExplanation
+from dida.methods.dida import MAX_TP
 from dida.studio import ImageKey, Studio
 
 TP_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -117,9 +120,10 @@ def explain(
         return message_figure(NO_BANK), NO_BANK
     if x is None or y is None:
         return message_figure("Click a pixel of the image"), "Click a pixel of the image."
-    index = -1 if snapshot is None else int(snapshot)
-    e = studio.explain(run_id, key, int(x), int(y), float(tp), index)
-    sweep = studio.tp_sweep(run_id, key, int(x), int(y), TP_GRID, index)
+    index = number(snapshot, "snapshot", -1, MAX_INDEX, default=-1)
+    x, y = number(x, "x", 0, MAX_INDEX), number(y, "y", 0, MAX_INDEX)
+    e = studio.explain(run_id, key, x, y, number(tp, "tp", 0, MAX_TP, integer=False), index)
+    sweep = studio.tp_sweep(run_id, key, x, y, TP_GRID, index)
     y_max = max(sweep.y_max, float(e.q.max()))
     return explanation_figure(e, y_max, palette), summary_text(e, len(e.q))
 

@@ -24,11 +24,14 @@ from app.views.common import (
     bind,
     dropdown_update,
     message_figure,
+    number,
     run_choices,
     style,
     user_errors,
 )
 from dida import runs
+from dida.config import MAX_SEED
+from dida.methods.dida import MAX_BANK_SIZE, MAX_LAMBDA, MAX_TP
 from dida.methods.registry import METHODS
 from dida.presets import PRESETS
 from dida.studio import METHOD_TITLES, Studio, TrainJob
@@ -37,6 +40,8 @@ from dida.train import command_line
 JOB_HEADERS = ["job", "run", "method", "state", "iteration"]
 SCRATCH = "scratch"
 """The start-from choice for random weights."""
+MAX_ITERS = 10_000_000
+"""Most iterations a run started here may ask for."""
 PRESET_NOTES = {
     "tiny": "tiny: 64×64 crops on the tiny SynthCity (generated beside the data on first use) — seconds.",
     "quick": "quick: ~5 min for source-only on 2 CPU cores; the first run generates SynthCity's training splits.",
@@ -62,6 +67,16 @@ def method_choices() -> list[tuple[str, str]]:
     return [(METHOD_TITLES.get(m, m), m) for m in METHODS]
 
 
+def dida_options(bank_size: Any, tp: Any, ins_lambda: Any) -> dict[str, Any]:
+    """DIDA's options typed in the tab (a cleared K: 300; a cleared lambda: the default)."""
+    lam = None if ins_lambda is None else number(ins_lambda, "lambda", 0, MAX_LAMBDA, False)
+    return {
+        "bank_size": number(bank_size, "bank size K", 1, MAX_BANK_SIZE, default=300),
+        "tp": number(tp, "tp", 0, MAX_TP, integer=False),
+        "ins_lambda": lam,
+    }
+
+
 @user_errors
 def start(
     studio: Studio,
@@ -77,15 +92,13 @@ def start(
 ) -> tuple[str, str, Any]:
     """Queue a run → (job id, status, timer update). A run name that is not a safe folder name is
     refused with the rule, in a warning and the status (the session's job, if any, stays shown)."""
-    options = {}
-    if method == "dida":
-        options = {"bank_size": int(bank_size or 300), "tp": float(tp), "ins_lambda": ins_lambda}
+    options = dida_options(bank_size, tp, ins_lambda) if method == "dida" else {}
     try:
         job = studio.train(
             method,
             preset,
-            int(iters) if iters else None,
-            int(seed or 0),
+            number(iters, "iterations", 1, MAX_ITERS) if iters else None,
+            number(seed, "seed", 0, MAX_SEED, default=0),
             options,
             (name or "").strip() or None,
             None if start_from in (None, "", SCRATCH) else start_from,

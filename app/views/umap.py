@@ -24,11 +24,13 @@ from app.errors import client_text
 from app.views.common import (
     CHEAP,
     HEAVY,
+    MAX_INDEX,
     RunPickers,
     Shared,
     bind,
     dropdown_update,
     message_figure,
+    number,
     run_choices,
     style,
     user_errors,
@@ -39,6 +41,8 @@ from dida.data.classes import CLASSES, IGNORE_INDEX
 from dida.studio import ImageKey, PointSet, Studio
 
 COLOR_BY = ["class", "domain", "age", "correct"]
+MAX_POINTS = 2000
+"""Most target pixels sampled into the map (the slider's maximum)."""
 NO_BANK = "No run with an instance bank yet: train a DIDA run in the Train tab."
 CATEGORY_COLORS = {
     "bank (source)": "#0072B2",
@@ -132,6 +136,12 @@ def scatter_figure(
     return style(fig, 560, title)
 
 
+def bank_points(snapshot: Any, with_pixels: bool, count: Any) -> tuple[int, int]:
+    """(snapshot index, number of pixel points) typed in the tab (-1: the last snapshot)."""
+    index = number(snapshot, "snapshot", -1, MAX_INDEX, default=-1)
+    return index, number(count, "point count", 0, MAX_POINTS) if with_pixels else 0
+
+
 @user_errors
 def project(
     studio: Studio,
@@ -148,8 +158,8 @@ def project(
     update of the projection radio)."""
     if not run_id:
         return message_figure(NO_BANK), NO_BANK, gr.Timer(active=False), None, gr.update()
-    index = -1 if snapshot is None else int(snapshot)
-    pixels, n = (key, int(count)) if with_pixels else (None, 0)
+    index, n = bank_points(snapshot, with_pixels, count)
+    pixels = key if with_pixels else None
     points = studio.points(run_id, index, pixels, n)
     xy, used = studio.projection(run_id, index, pixels, n, method.lower())
     state = studio.projection_state(run_id, index, pixels, n)
@@ -202,8 +212,8 @@ def selection(
     if not run_id or not indices:
         empty = pd.DataFrame(columns=SELECTION_HEADERS)
         return "Draw a lasso or box on the map to select points.", empty, None
-    index = -1 if snapshot is None else int(snapshot)
-    pixels, n = (key, int(count)) if with_pixels else (None, 0)
+    index, n = bank_points(snapshot, with_pixels, count)
+    pixels = key if with_pixels else None
     points = studio.points(run_id, index, pixels, n)
     chosen = np.array(sorted({int(i) for i in indices if 0 <= int(i) < len(points.label)}))
     rows = [_hover(points, [i])[0][0][:5] for i in chosen]
@@ -244,7 +254,7 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
     with gr.Row():
         ui["color_by"] = gr.Radio(COLOR_BY, value="class", label="colour by")
         ui["with_pixels"] = gr.Checkbox(label="add target pixels of the current image", value=False)
-        ui["count"] = gr.Slider(50, 2000, value=300, step=50, label="target pixels")
+        ui["count"] = gr.Slider(50, MAX_POINTS, value=300, step=50, label="target pixels")
     ui["status"] = gr.Markdown(NO_BANK if not choices else "")
     gr.Markdown("Bank features (circles) and target pixels (crosses) — lasso or box to select.")
     ui["figure"] = gr.HTML(

@@ -87,6 +87,14 @@ MODE_DEFAULTS: dict[str, tuple[Any, Any]] = {
 """Option -> (paper value, released value), taken where the option is left at None."""
 
 
+MAX_BANK_SIZE = 100_000
+"""Largest bank K accepted (the bank holds K feature vectors in memory)."""
+MAX_TP = 100.0
+"""Largest softmax temperature tp accepted (far above any useful one)."""
+MAX_LAMBDA = 1000.0
+"""Largest L_ins weight accepted."""
+
+
 @dataclass
 class DIDAConfig(DAFormerConfig):
     """DAFormer's knobs plus the instance level. ``None`` means "the mode's value"
@@ -184,8 +192,15 @@ def _check_numbers(cfg: DIDAConfig) -> None:
         raise ValueError("bank_start and ins_warmup must be >= 0")
     if min(cfg.bank_size, cfg.update_interval, cfg.bank_stride, cfg.bank_init_images) < 1:
         raise ValueError("bank_size, update_interval, bank_stride, bank_init_images must be >= 1")
-    if cfg.tp < 0 or cfg.ins_lambda < 0 or not 0 <= cfg.scatter_alpha <= 1:
-        raise ValueError("tp and ins_lambda must be >= 0 and scatter_alpha in [0, 1]")
+    if not 1 <= cfg.bank_size <= MAX_BANK_SIZE:
+        raise ValueError(f"bank_size must be between 1 and {MAX_BANK_SIZE} (got {cfg.bank_size})")
+    if not (0 <= cfg.tp <= MAX_TP and 0 <= cfg.ins_lambda <= MAX_LAMBDA):
+        raise ValueError(
+            f"tp must be between 0 and {MAX_TP} and ins_lambda between 0 and {MAX_LAMBDA} "
+            f"(got tp={cfg.tp}, ins_lambda={cfg.ins_lambda})"
+        )
+    if not 0 <= cfg.scatter_alpha <= 1:
+        raise ValueError(f"scatter_alpha must be between 0 and 1 (got {cfg.scatter_alpha})")
     if cfg.centre and cfg.mode == "released":
         raise ValueError("centre needs the tp-softmax of mode='paper' (centred scores go negative)")
     if cfg.kmeans_iters and cfg.slot_resolution == "label":

@@ -35,7 +35,7 @@ def load_upload(path: str | Path) -> tuple[np.ndarray, list[str]]:
             image, notes = _to_rgb(im, path.name)
     except ImageSizeError as err:
         raise UploadError(str(err)) from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, IndexError) as err:  # IndexError: truncated QOI
         if isinstance(err, UploadError):
             raise
         raise UploadError(

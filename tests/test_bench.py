@@ -142,10 +142,14 @@ def test_a_run_folder_of_another_preset_is_refused_not_mixed(
     assert bench.mismatched_runs([oracle, job], tmp_path / "runs") == []
     quick = next(j for j in bench.main_jobs("quick") if j.name == "proda_s0")
     assert {"iters", "data.val_images"} <= set(bench.config_mismatch(quick, tmp_path / "runs"))
-    assert bench.describe_run(job, tmp_path / "runs") == "created"
-    assert bench.describe_run(quick, tmp_path / "runs").startswith("created; ANOTHER CONFIG (")
+    with runs.RunLock(job.run_dir(tmp_path / "runs")):  # a live owner
+        assert bench.describe_run(job, tmp_path / "runs") == "created"
+    assert bench.describe_run(job, tmp_path / "runs") == "interrupted at 0/1500"  # nobody holds it
+    described = bench.describe_run(quick, tmp_path / "runs")
+    assert described.startswith("interrupted at 0/1000; ANOTHER CONFIG (")
     runs.write_status(job.run_dir(tmp_path / "runs"), "running", it=550, max_iters=1000)
-    assert bench.describe_run(job, tmp_path / "runs") == "running at 550/1000"
+    with runs.RunLock(job.run_dir(tmp_path / "runs")):
+        assert bench.describe_run(job, tmp_path / "runs") == "running at 550/1000"
     assert bench.describe_run(bench.main_jobs()[-1], tmp_path / "runs") == "not started"
     args = ["--suite", "main", "--preset", "quick", "--runs", "runs", "--out", "docs", "--report"]
     assert bench.main(args) == 1

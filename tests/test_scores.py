@@ -5,7 +5,9 @@ the evaluator's) and the studio reading it at once or scoring other runs in the 
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +238,8 @@ def test_studio_reads_shipped_scores_at_once_and_scores_runs_in_background(
     run_dir = tmp_path_factory.mktemp("runs")
     source = fixture_runs(tmp_path_factory, synthcity_tiny) / "source_only"
     shutil.copytree(source, run_dir / "source_only")
+    stamp = time.time_ns()  # a model version no earlier test has scored into the shared data cache
+    os.utime(run_dir / "source_only" / "model.safetensors", ns=(stamp, stamp))
     studio = make_studio(synthcity_tiny, run_dir, shipped.parent.parent)
     try:
         table = studio.passes.scores("shipped:dida")

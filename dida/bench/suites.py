@@ -437,7 +437,7 @@ def describe_run(job: Job, runs_root: Path) -> str:
     status = runs.run_state(job.run_dir(runs_root))
     state = {"unknown": "not started"}.get(status["state"], status["state"])
     if "it" in status and state != "finished":
-        state += f" at {status['it']}/{status.get('max_iters', '?')}"
+        state += f" at {status['it']}/{status.get('max_iters') or job_config(job, runs_root).iters}"
     elif state == "finished" and not is_finished(job.run_dir(runs_root)):
         state += " (not scored: --report scores it)"
     diff = config_mismatch(job, runs_root)

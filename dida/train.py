@@ -117,7 +117,7 @@ def train(
     fresh = not run_dir.exists()
     lock = runs.RunLock(run_dir) if dist.is_main else None
     try:
-        loop = _build_or_clean(cfg, run_dir, dist, argv, fresh and lock)
+        loop = _build_or_clean(cfg, run_dir, dist, argv, lock if fresh else None)
         yield _event(loop, "start", loop.start_it)
         yield from _iterate(loop, stop or (lambda: False))
     finally:
@@ -126,13 +126,17 @@ def train(
 
 
 def _build_or_clean(
-    cfg: TrainConfig, run_dir: Path, dist: DistInfo, argv: list[str] | None, lock: Any
+    cfg: TrainConfig,
+    run_dir: Path,
+    dist: DistInfo,
+    argv: list[str] | None,
+    lock: runs.RunLock | None,
 ) -> _Loop:
     """:func:`_build`; on failure a run folder created by this call (``lock`` given) is removed."""
     try:
         return _build(cfg, run_dir, dist, argv)
     except BaseException:
-        if lock:
+        if lock is not None:
             lock.release()
             shutil.rmtree(run_dir, ignore_errors=True)
         raise

@@ -28,7 +28,7 @@ from dida.config import TrainConfig
 from dida.data.datasets import CityscapesDataset
 from dida.data.pipeline import EvalImages
 from dida.data.synthcity import synthcity_roots
-from dida.data.uda import target_val_images
+from dida.data.uda import domain_roots, target_val_images
 from dida.studio.scores import SCORES_FILE, ScoreTable, file_digest, model_predictor, score_dataset
 from dida.validate import evaluate_model
 
@@ -92,9 +92,9 @@ def card(name: str, config: dict, run_name: str, metrics: dict, slice_value: flo
     ])  # fmt: skip
 
 
-def ship_run(run_dir: Path, out: Path, name: str, data_root: Path = DEFAULT_DATA) -> Path:
+def ship_run(run_dir: Path, out: Path, name: str, data_root: Path | None = None) -> Path:
     """Export one finished run to ``out/name`` and measure it there (scores on the val split of
-    ``data_root``); returns the folder."""
+    the SynthCity tree ``data_root``, or of the run's own target when None); returns the folder."""
     if runs.read_status(run_dir).get("state") != "finished":
         raise runs.RunError(f"{run_dir} is not a finished run; finish it with python -m dida.bench")
     folder = out / name
@@ -112,13 +112,19 @@ def ship_run(run_dir: Path, out: Path, name: str, data_root: Path = DEFAULT_DATA
     value = slice_miou(folder, val)
     runs.atomic_write_json(folder / EXPECTED, {"val_images": SLICE_IMAGES, "mIoU": value})
     (folder / "MODEL_CARD.md").write_text(card(name, config, run_dir.name, metrics, value))
-    write_scores(folder, val_split(data_root))
+    split = val_split(data_root) if data_root else run_val_split(TrainConfig.from_dict(config))
+    write_scores(folder, split)
     return folder
 
 
 def val_split(data_root: Path) -> CityscapesDataset:
     """The target val split of a SynthCity tree, read as the studio reads it."""
     return CityscapesDataset(synthcity_roots(data_root)[1], "val")
+
+
+def run_val_split(config: TrainConfig) -> CityscapesDataset:
+    """The target val split a run was evaluated on, read as the studio reads it."""
+    return CityscapesDataset(domain_roots(config.data)[1], "val")
 
 
 def checkpoint_scores(folder: Path, val: CityscapesDataset) -> ScoreTable:
@@ -156,7 +162,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("assets/checkpoints"))
     p.add_argument("--names", nargs="*", default=[f"{k}_s0" for k in SHIPPED_ROWS])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SynthCity root")
+    p.add_argument(
+        "--data", type=Path, default=None,
+        help=f"SynthCity root whose val split is scored (default: each run's own target; {DEFAULT_DATA} with --scores-only)",
+    )  # fmt: skip
     p.add_argument(
         "--scores-only", action="store_true",
         help="only (re)write scores.npz of the shipped folders in --out (--names: folder names)",
@@ -170,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     if args.scores_only:
         names = [] if args.names == parse_args([]).names else args.names
-        return scores_main(args.out, names, args.data)
+        return scores_main(args.out, names, args.data or DEFAULT_DATA)
     known = {row.key for row in MAIN_ROWS}
     for run_name in args.names:
         name = run_name.rsplit("_s", 1)[0] if run_name.rsplit("_s", 1)[0] in known else run_name

@@ -29,8 +29,19 @@ _SYNTHCITY_DATA = {
 }
 
 LONG_ITERS = 16000
-CURVE_SNAPSHOTS = [round(250 * 2 ** (k / 2)) for k in range(13)]
-"""250, 354, 500, 707, 1000, ..., 11314, 16000: √2-spaced learning-curve points."""
+
+
+def curve_snapshots(iters: int) -> list[int]:
+    """The √2-spaced learning-curve iterations 250, 354, 500, 707, 1000, ... up to ``iters``."""
+    points, k = [], 0
+    while round(250 * 2 ** (k / 2)) <= iters:
+        points.append(round(250 * 2 ** (k / 2)))
+        k += 1
+    return points
+
+
+CURVE_SNAPSHOTS = curve_snapshots(LONG_ITERS)
+"""250, 354, 500, 707, 1000, ..., 11314, 16000."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {

@@ -44,7 +44,7 @@ from dida.methods.base import Method, MethodContext, unwrap
 from dida.methods.registry import METHODS, build_method, trained_domains
 from dida.model import ModelConfig, SegModel
 from dida.optim import OptimConfig, build_optimizer, set_lr
-from dida.presets import PRESETS, preset_config
+from dida.presets import PRESETS, curve_snapshots, preset_config
 from dida.records import Recorder
 from dida.validate import evaluate_model
 
@@ -106,8 +106,13 @@ def train(
     run_dir: str | Path,
     stop: Callable[[], bool] | None = None,
     argv: list[str] | None = None,
+    stop_cpu_h: float | None = None,
 ) -> Iterator[TrainEvent]:
     """Train ``cfg`` into ``run_dir`` (resuming from its checkpoint if any), yielding events.
+
+    ``stop_cpu_h``: stop (evaluated, checkpointed, status "stopped", resumable) once the run's
+    cumulative training CPU time reaches this many hours; the schedule (``cfg.iters``, LR) is
+    unchanged, so equal-budget comparisons of recipes can go on to full length later.
 
     The main rank holds the run folder's lock (``runs.RunLock``) until the generator ends, so a
     second writer is refused; a folder this call created is removed again if building the run fails.
@@ -119,7 +124,7 @@ def train(
     try:
         loop = _build_or_clean(cfg, run_dir, dist, argv, lock if fresh else None)
         yield _event(loop, "start", loop.start_it)
-        yield from _iterate(loop, stop or (lambda: False))
+        yield from _iterate(loop, stop or (lambda: False), stop_cpu_h)
     finally:
         if lock is not None:
             lock.release()
@@ -174,17 +179,22 @@ def _wrap(model: nn.Module, dist: DistInfo) -> nn.Module:
     return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
 
-def _iterate(loop: _Loop, stop: Callable[[], bool]) -> Iterator[TrainEvent]:
+def _iterate(
+    loop: _Loop, stop: Callable[[], bool], stop_cpu_h: float | None = None
+) -> Iterator[TrainEvent]:
     try:
-        yield from _steps(loop, stop)
+        yield from _steps(loop, stop, stop_cpu_h)
     except DivergedError as err:
         yield from _fail(loop, err.it, str(err))
 
 
-def _steps(loop: _Loop, stop: Callable[[], bool]) -> Iterator[TrainEvent]:
+def _steps(loop: _Loop, stop: Callable[[], bool], stop_cpu_h: float | None) -> Iterator[TrainEvent]:
     cfg, timer = loop.cfg, loop.timer
     batches = loop.data.batches(start_it=loop.start_it)
     for it in range(loop.start_it, cfg.iters):
+        if broadcast_flag(stop_cpu_h is not None and timer.cpu_s >= 3600 * stop_cpu_h, loop.dist):
+            yield from _stop_at_budget(loop, it, stop_cpu_h)
+            return
         if broadcast_flag(stop(), loop.dist):
             yield from _finish(loop, it, "stopped")
             return
@@ -194,6 +204,15 @@ def _steps(loop: _Loop, stop: Callable[[], bool]) -> Iterator[TrainEvent]:
         yield from _after_step(loop, it + 1, losses, lr)
     yield _evaluate(loop, cfg.iters)
     yield from _finish(loop, cfg.iters, "finished")
+
+
+def _stop_at_budget(loop: _Loop, it: int, stop_cpu_h: float) -> Iterator[TrainEvent]:
+    """Evaluate at ``it`` (unless the schedule just did) and stop: the CPU budget is spent."""
+    cfg = loop.cfg
+    evaluated = it in cfg.snapshot_iters or _due(it, cfg.eval_interval)
+    if not evaluated and it > loop.start_it:
+        yield _evaluate(loop, it)
+    yield from _finish(loop, it, "stopped", stop_reason=f"CPU budget {stop_cpu_h:g} h reached")
 
 
 def _after_step(loop: _Loop, done: int, losses: dict, lr: float) -> Iterator[TrainEvent]:
@@ -339,10 +358,10 @@ def _save_model(loop: _Loop, it: int) -> None:
     runs.save_state(loop.run_dir / runs.MODEL, loop.method.eval_model.state_dict(), {"it": it})
 
 
-def _finish(loop: _Loop, it: int, state: str) -> Iterator[TrainEvent]:
+def _finish(loop: _Loop, it: int, state: str, **info: Any) -> Iterator[TrainEvent]:
     yield _checkpoint(loop, it)
     if loop.dist.is_main:
-        runs.write_status(loop.run_dir, state, it=it, saved_it=it, max_iters=loop.cfg.iters)
+        runs.write_status(loop.run_dir, state, it=it, saved_it=it, max_iters=loop.cfg.iters, **info)
         runs.write_summary(loop.run_dir)
     yield _event(loop, "done" if state == "finished" else "stopped", it)
 
@@ -437,8 +456,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Preset → method → CLI overrides, in that order (``--iters`` below a preset's snapshot
-    iterations drops those snapshots)."""
+    """Preset → method → CLI overrides, in that order (a preset's learning-curve snapshots follow
+    ``--iters``: the √2 series up to the new length)."""
     cfg = preset_config(args.preset, args.method)
     overrides = parse_overrides(args.set or [])
     data = {**asdict(cfg.data), **overrides.pop("data", {})}
@@ -449,8 +468,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         data["source_root"] = data["target_root"] = args.data
     iters = args.iters or overrides.pop("iters", None) or cfg.iters
     snapshots = overrides.pop("snapshot_iters", None)
-    if snapshots is None:  # --iters shortens a preset's schedule: its later snapshots go with it
-        snapshots = [i for i in cfg.snapshot_iters if i <= iters]
+    if snapshots is None:
+        snapshots = curve_snapshots(iters) if cfg.snapshot_iters else []
     return replace(
         cfg,
         method_options={**cfg.method_options, **overrides.pop("method", {})},
@@ -515,6 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--stop-cpu-h", type=float, dest="stop_cpu_h", metavar="HOURS",
+        help="stop (resumable) once the run's training CPU time reaches HOURS; schedule unchanged",
+    )  # fmt: skip
     return p
 
 
@@ -526,6 +549,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.stop_cpu_h is not None and not args.stop_cpu_h > 0:
+        print(f"error: --stop-cpu-h must be a positive number of hours (got {args.stop_cpu_h})",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     name = args.name or f"{args.method}_{args.preset}_s{args.seed}"
@@ -534,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         is_main = init_distributed(cfg.device).is_main
         last = None
         run_dir = runs.run_path(args.runs, name)
-        for last in train(cfg, run_dir, stop.is_set, ["python -m dida.train", *argv]):
+        command = ["python -m dida.train", *argv]
+        for last in train(cfg, run_dir, stop.is_set, command, args.stop_cpu_h):
             if is_main:
                 print(format_event(last), flush=True)
     except (runs.RunError, ValueError, FileNotFoundError) as e:

@@ -75,3 +75,48 @@ def test_the_long_preset_resolves_and_two_iterations_run(
     assert [r["it"] for r in evals] == [1, 2] and evals[0]["train_cpu_s"] > 0
     assert (tmp_path / "long" / runs.SNAPSHOTS / "model_000001.safetensors").exists()
     assert [p.it for p in run_curve(tmp_path / "long")] == [1, 2]
+
+
+def test_snapshots_follow_the_schedule_length_both_ways() -> None:
+    def snapshots(iters: str) -> list[int]:
+        argv = ["--preset", "long", "--method", "oracle", "--set", f"iters={iters}"]
+        return config_from_args(build_parser().parse_args(argv)).snapshot_iters
+
+    assert snapshots("16000") == CURVE_SNAPSHOTS
+    assert snapshots("27000") == [*CURVE_SNAPSHOTS, 22627]  # 16000 * sqrt(2)
+    assert snapshots("600") == [250, 354, 500]
+    assert CURVE_SNAPSHOTS[:3] == [250, 354, 500] and CURVE_SNAPSHOTS[-1] == 16000
+
+
+def _tiny_cfg(synthcity_tiny: Path, iters: int):
+    cfg = preset_config("tiny", "source_only", iters=iters, eval_interval=0, checkpoint_interval=0)
+    data = replace(cfg.data, source_root=str(synthcity_tiny), target_root=str(synthcity_tiny))
+    return replace(cfg, data=replace(data, rcs=False, val_images=2))
+
+
+def test_a_cpu_budget_stops_evaluated_and_resumable_with_the_schedule_unchanged(
+    synthcity_tiny: Path, tmp_path: Path
+) -> None:
+    cfg, run = _tiny_cfg(synthcity_tiny, 10_000), tmp_path / "budget"
+    events = list(train(cfg, run, stop_cpu_h=1e-5))  # 0.036 CPU-s: stops after the first step
+    status = runs.read_status(run)
+    assert events[-1].kind == "stopped" and status["state"] == "stopped"
+    assert status["stop_reason"] == "CPU budget 1e-05 h reached"
+    assert status["max_iters"] == 10_000 and status["it"] >= 1
+    evals = runs.read_metrics(run, "eval")
+    assert [r["it"] for r in evals] == [status["it"]] and evals[0]["train_cpu_s"] >= 0.036
+    again = list(train(cfg, run, stop_cpu_h=1e-5))  # spent already: stops at once, no re-evaluation
+    assert again[-1].kind == "stopped" and runs.read_status(run)["it"] == status["it"]
+    assert len(runs.read_metrics(run, "eval")) == 1
+
+
+def test_curve_alternatives_stop_at_the_equal_budget_and_the_current_recipe_runs_long() -> None:
+    from dida.bench.suites import CURVE_BUDGET_CPU_H, curve_jobs
+
+    jobs = {j.name: j for j in curve_jobs()}
+    assert jobs["oracle_long"].stop_cpu_h is None and "source_only_long" in jobs
+    alternatives = [j for j in jobs.values() if j.tags["recipe"] != "long"]
+    assert len(alternatives) >= 3
+    for job in alternatives:
+        argv = job.train_args(Path("runs"), 1)
+        assert argv[argv.index("--stop-cpu-h") + 1] == f"{CURVE_BUDGET_CPU_H:g}"

@@ -51,6 +51,10 @@ class Job:
     """Run (``name`` of the same suite or ``suite/name``) whose final weights initialise this one;
     it trains first."""
 
+    stop_cpu_h: float | None = None
+    """Stop (resumable) once the run has spent this many training CPU-hours (``--stop-cpu-h``):
+    recipes compared at an equal budget; the schedule stays the full one."""
+
     def run_dir(self, runs_root: Path) -> Path:
         return Path(runs_root) / self.suite / self.name
 
@@ -67,7 +71,14 @@ class Job:
             args += ["--set", pair]
         if self.init_from is not None:
             args += ["--set", f"model.init_weights={self.init_dir(runs_root) / runs.MODEL}"]
+        if self.stop_cpu_h is not None:
+            args += ["--stop-cpu-h", f"{self.stop_cpu_h:g}"]
         return args
+
+    def budget_spent(self, runs_root: Path) -> bool:
+        """The run stopped at this job's CPU budget (done for now; a larger budget resumes it)."""
+        status = runs.read_status(self.run_dir(runs_root))
+        return self.stop_cpu_h is not None and "CPU budget" in status.get("stop_reason", "")
 
     def init_dir(self, runs_root: Path) -> Path:
         """The folder of the run this one starts from."""

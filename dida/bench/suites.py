@@ -29,7 +29,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -199,20 +199,48 @@ def shift_warm_jobs(preset: str = "quick") -> list[Job]:
 
 
 CURVE_METHODS = ("oracle", "source_only")
-CURVE_RECIPES: dict[str, tuple[str, ...]] = {
-    "long": (),
+CURVE_BUDGET_CPU_H = 0.5
+"""The equal training-CPU budget at which alternative recipes are compared with the current one."""
+
+
+@dataclass(frozen=True)
+class CurveRecipe:
+    """A learning-curve recipe: ``--set`` settings over the ``long`` preset."""
+
+    settings: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ("oracle",)
+    stop_cpu_h: float | None = CURVE_BUDGET_CPU_H
+    """Where an alternative stops (resumable) for the equal-budget comparison; None = full length."""
+    why: str = ""
+
+
+# Step costs measured with one thread, 60 oracle iterations each (CPU-s/it): embed_dim 64 0.651,
+# embed_dim 32 0.381, crop 256x512 batch 1 0.574. Alternatives get the schedule length whose full
+# run costs what 16,000 iterations of the current recipe cost, so at any equal CPU budget they are
+# at the same fraction of their LR schedule.
+CURVE_RECIPES: dict[str, CurveRecipe] = {
+    "long": CurveRecipe(methods=CURVE_METHODS, stop_cpu_h=None, why="the current recipe"),
+    "lr2x": CurveRecipe(("optim.lr=0.0012",), why="twice the learning rate (head x10 kept)"),
+    "wide": CurveRecipe(
+        ("data.crop=[256,512]", "data.batch_size=1", "iters=18000"),
+        why="whole-width 256x512 crops, batch 1: the same pixels per step, more context",
+    ),
+    "d32": CurveRecipe(
+        ("model.embed_dim=32", "iters=27000"),
+        why="decoder width 32 (the decoder costs more than the encoder): 1.7x the steps per CPU-hour",
+    ),
 }
-"""Learning-curve recipes (``--set`` settings over the ``long`` preset): the current recipe for
-16,000 iterations (issue 13's learning curves; docs/BENCHMARKS.md)."""
+"""Learning-curve recipes (issue 13): the current recipe for 16,000 iterations (oracle and
+source-only), and alternatives on the oracle compared at an equal CPU budget (docs/BENCHMARKS.md)."""
 
 
 def curve_jobs(preset: str = "long") -> list[Job]:
-    """Oracle and source-only learning curves of each recipe (evaluated at the preset's
-    ``snapshot_iters``, snapshots kept)."""
+    """Learning curves of each recipe (evaluated at the preset's ``snapshot_iters``, snapshots
+    kept); alternatives stop at their CPU budget."""
     return [
-        Job("curves", f"{method}_{recipe}", method, preset, 0, settings,
-            {"recipe": recipe, "row": f"{method}_{recipe}"})
-        for recipe, settings in CURVE_RECIPES.items() for method in CURVE_METHODS
+        Job("curves", f"{method}_{name}", method, preset, 0, recipe.settings,
+            {"recipe": name, "row": f"{method}_{name}"}, stop_cpu_h=recipe.stop_cpu_h)
+        for name, recipe in CURVE_RECIPES.items() for method in recipe.methods
     ]  # fmt: skip
 
 
@@ -262,6 +290,8 @@ def run_job(
 
 def _train_and_score(job: Job, runs_root: Path, threads: int, log_dir: Path) -> Path:
     run_dir = job.run_dir(runs_root)
+    if job.budget_spent(runs_root):
+        return run_dir
     if runs.read_status(run_dir).get("state") != "finished":
         log = log_dir / f"{job.suite}_{job.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -270,6 +300,8 @@ def _train_and_score(job: Job, runs_root: Path, threads: int, log_dir: Path) -> 
             done = subprocess.run(job.argv(runs_root, threads), stdout=f, stderr=subprocess.STDOUT)
         if done.returncode != 0:
             raise RuntimeError(f"{job.name} failed (exit {done.returncode}); see {log}")
+    if job.budget_spent(runs_root):
+        return run_dir  # learning-curve points only: scored at the full schedule
     torch.set_num_threads(threads)
     score_run(run_dir)
     return run_dir

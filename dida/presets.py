@@ -5,6 +5,9 @@
 * ``default`` — the benchmark preset (docs/BENCHMARKS.md): 1500 iterations.
 * ``long``    — the default recipe for 16,000 iterations, evaluated and snapshotted at √2-spaced
   iterations (learning curves: ``python -m dida.bench --suite curves``).
+* ``showcase`` — the recipe that won the equal-CPU comparison of the learning curves, at the
+  longest schedule (the shipped models: ``python -m dida.bench --suite showcase``); adaptation
+  starts from its source-only model with the methods' published options.
 
 Each preset is a plain dict of TrainConfig fields; ``preset_config`` builds the TrainConfig.
 """
@@ -89,6 +92,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {**_SYNTHCITY_DATA, "val_images": None},
     },
 }
+SHOWCASE_RECIPE: dict[str, Any] = {}
+"""What the showcase recipe changes in ``long`` (nothing: see docs/BENCHMARKS.md, learning curves)."""
+PRESETS["showcase"] = {**PRESETS["long"], **SHOWCASE_RECIPE}
 
 
 # Runs of 1-2k iterations instead of DAFormer's 40k: the EMA teacher averages over ~100 iterations
@@ -121,6 +127,7 @@ METHOD_OPTIONS: dict[str, dict[str, dict[str, Any]]] = {
         "mic": _SHORT_RUN,
         "dida_mic": {**_DIDA_SHORT, "bank_start": 300},
     },
+    "showcase": {},  # warm starts of 8,000 iterations: the methods' published options
 }
 """Per preset, per method: method options that differ from the method's defaults (why: beside each)."""
 

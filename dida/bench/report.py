@@ -295,6 +295,7 @@ MAIN_TITLES = {
     "main": "SynthCity, default preset",
     "quick": "SynthCity, quick preset",
     "warm": "SynthCity, default preset, adaptation from the source-only run",
+    "showcase": "SynthCity, showcase preset, adaptation from the source-only run",
 }
 WARM_PAIRS = (
     ("daformer_warm", "dida_warm"),
@@ -302,12 +303,33 @@ WARM_PAIRS = (
     ("source_only_more", "dida_warm"),
 )
 """The warm table's comparisons: DIDA against DAFormer-style, each against the control row."""
+SHOWCASE_PAIRS = (
+    ("daformer", "dida"),
+    ("daformer", "dida_released"),
+    ("source_only_more", "daformer"),
+    ("source_only_more", "dida"),
+)
+GAP_ROWS = ("source_only_more", "proda", "daformer", "dida", "dida_released", "mic", "dida_mic")
 
 
 def comparisons(suite: str, rows: dict) -> list[str]:
     """The comparison sentences under a main-style table, one paragraph each."""
-    pairs = WARM_PAIRS if suite == "warm" else (("daformer", "dida"),)
-    return [line for a, b in pairs for line in (compare(rows, a, b), "")]
+    pairs = {"warm": WARM_PAIRS, "showcase": SHOWCASE_PAIRS}.get(suite, (("daformer", "dida"),))
+    lines = [line for a, b in pairs for line in (compare(rows, a, b), "")]
+    return lines + ([gap_closed(rows), ""] if suite == "showcase" else [])
+
+
+def gap_closed(rows: dict) -> str:
+    """The share of the source-only → oracle mIoU gap each adaptation row closes."""
+    if "source_only" not in rows or "oracle" not in rows:
+        return "(source-only or oracle not finished: no gap)"
+    low, high = rows["source_only"]["mIoU"][0], rows["oracle"]["mIoU"][0]
+    parts = [
+        f"{key} {100 * (rows[key]['mIoU'][0] - low) / (high - low):.0f} %"
+        for key in GAP_ROWS
+        if key in rows
+    ]
+    return f"Gap closed (source-only {low:.1f} → oracle {high:.1f} mIoU): " + ", ".join(parts)
 
 
 def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -> Path:

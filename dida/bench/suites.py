@@ -43,7 +43,7 @@ from dida.data.synthcity import SynthCityConfig
 from dida.data.uda import DataConfig, domain_roots
 from dida.train import TrainConfig, build_parser, config_from_args, flat_config
 
-SUITES = ("main", "quick", "ablations", "shift", "warm", "shiftwarm", "curves")
+SUITES = ("main", "quick", "ablations", "shift", "warm", "shiftwarm", "curves", "showcase")
 SEEDS = (0, 1, 2)
 TP_VALUES = (0.05, 0.1, 0.2, 0.5, 1.0)
 LAMBDA_VALUES = (0.05, 0.1, 0.5, 1.0, 2.0)
@@ -244,6 +244,47 @@ def curve_jobs(preset: str = "long") -> list[Job]:
     ]  # fmt: skip
 
 
+SHOWCASE_RECIPE = "long"
+"""The learning-curve recipe of the showcase models (``dida.presets.SHOWCASE_RECIPE`` holds its
+settings): the winner of the equal-CPU comparison."""
+SHOWCASE_ADAPT_ITERS = 8000
+SHOWCASE_ROWS = (
+    Row("daformer", "daformer", "DAFormer-style"),
+    Row("dida", "dida", "DIDA (paper mode)"),
+    Row("dida_released", "dida", "DIDA (released mode)", settings=("method.mode=released",)),
+    Row("source_only_more", "source_only", "source-only, trained on (control)"),
+    Row("proda", "proda", "ProDA-style", settings=PRODA_SETTINGS),
+    Row("mic", "mic", "MIC-style"),
+    Row("dida_mic", "dida_mic", "DIDA + MIC"),
+)
+"""Adaptation rows of the showcase: each starts from the showcase source-only model and trains
+``SHOWCASE_ADAPT_ITERS`` more iterations (the control trains source-only as long)."""
+SHOWCASE_BASE_LABELS = {"source_only": "source-only", "oracle": "oracle (target labels)"}
+
+
+def showcase_jobs(preset: str = "showcase") -> list[Job]:
+    """The showcase models: source-only and the oracle are the winning recipe's learning-curve
+    runs at full length (trained once, reported in both suites); the adaptation rows and the
+    control start from that source-only model."""
+    base = [
+        replace(
+            job,
+            stop_cpu_h=None,
+            tags={"row": job.method, "label": SHOWCASE_BASE_LABELS[job.method]},
+        )
+        for job in curve_jobs()
+        if job.tags["recipe"] == SHOWCASE_RECIPE and job.method in SHOWCASE_BASE_LABELS
+    ]
+    start = f"curves/source_only_{SHOWCASE_RECIPE}"
+    adapt = [
+        Job("showcase", f"{row.key}_s0", row.method, preset, 0,
+            (*row.settings, f"iters={SHOWCASE_ADAPT_ITERS}"),
+            {"row": row.key, "label": row.label}, init_from=start)
+        for row in SHOWCASE_ROWS
+    ]  # fmt: skip
+    return sorted(base, key=lambda j: j.method != "source_only") + adapt
+
+
 SUITE_JOBS = {
     "main": main_jobs,
     "quick": quick_jobs,
@@ -252,6 +293,7 @@ SUITE_JOBS = {
     "warm": warm_jobs,
     "shiftwarm": shift_warm_jobs,
     "curves": curve_jobs,
+    "showcase": showcase_jobs,
 }
 
 
@@ -434,7 +476,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def suite_jobs(suite: str, preset: str | None) -> list[Job]:
-    default = {"main": "default", "warm": "default", "curves": "long"}.get(suite, "quick")
+    default = {"main": "default", "warm": "default", "curves": "long", "showcase": "showcase"}
+    default = default.get(suite, "quick")
     return SUITE_JOBS[suite](preset or default)
 
 

@@ -16,6 +16,7 @@ from dida.data.pipeline import (
     Draw,
     EvalImages,
     TrainCrops,
+    boxes_in_image,
     choose_box,
     crop_accepted,
     cut,
@@ -201,6 +202,28 @@ def test_small_images_are_resized_then_padded() -> None:
     assert (item["image"][:, :, 12:] == 0).all() and (item["instance"][:, 12:] == 0).all()
 
 
+@pytest.mark.parametrize("ratio", [None, 0.5])
+def test_crop_frame_maps_a_crop_box_onto_the_raw_item(ratio: float | None) -> None:
+    """The coded image says which raw column / row each crop pixel shows (channels 1 and 2)."""
+    config = CropConfig(resize=None, ratio=ratio, crop=(8, 8), cat_max_ratio=1.0)
+    crops = TrainCrops(_Arrays([_coded_item(24, 32, seed=0)]), config)
+    flips = set()
+    for key in range(16):
+        item = crops[Draw(0, (key,))]
+        raw = boxes_in_image(
+            torch.tensor([[[2, 1, 5, 7], [-1, -1, -1, -1]]]), item["crop_frame"][None]
+        )
+        image = denormalize(item["image"]).long() // 4
+        cols, rows = image[1, 1:7, 2:5], image[2, 1:7, 2:5]  # crop rows 1-6, columns 2-4
+        x0, y0, x1, y1 = raw[0, 0].tolist()
+        if ratio is None:  # no resize: the box is exact
+            assert [x0, y0, x1, y1] == [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+        assert x0 <= cols.min() and cols.max() < x1 and y0 <= rows.min() and rows.max() < y1
+        assert raw[0, 1].tolist() == [-1, -1, -1, -1]
+        flips.add(bool(item["crop_frame"][0] < 0))
+    assert flips == {False, True}
+
+
 def test_int_key_is_a_fixed_draw() -> None:
     crops = TrainCrops(_Arrays([_coded_item(24, 32, seed=0)]), CropConfig(resize=None, crop=(8, 8)))
     assert torch.equal(crops[0]["image"], crops[Draw(0, (0,))]["image"])
@@ -211,7 +234,7 @@ def test_unlabelled_dataset_needs_cat_max_ratio_one() -> None:
     with pytest.raises(ValueError, match="cat_max_ratio=1.0"):
         TrainCrops(unlabelled, CropConfig())
     item = TrainCrops(unlabelled, CropConfig(resize=None, crop=(4, 4), cat_max_ratio=1.0))[0]
-    assert set(item) == {"image", "index"} and int(item["index"]) == 0
+    assert set(item) == {"image", "index", "crop_frame"} and int(item["index"]) == 0
 
 
 def _rare_tree(root: Path) -> GTA5Dataset:

@@ -170,15 +170,55 @@ def choose_box(rng: np.random.Generator, arrays: dict, config: CropConfig) -> tu
     return box
 
 
-def random_crop(arrays: dict, rng: np.random.Generator, config: CropConfig) -> dict:
-    """Crop then maybe flip every array of ``arrays`` consistently."""
-    box = choose_box(rng, arrays, config)
-    flip = rng.random() < config.flip_p
+class CropWindow(NamedTuple):
+    """Where a training crop lies in the resized image: top-left (y, x) and a horizontal flip."""
+
+    top: int
+    left: int
+    flip: bool
+
+
+def draw_window(rng: np.random.Generator, arrays: dict, config: CropConfig) -> CropWindow:
+    """A crop box (``choose_box``) then the flip draw, in that order."""
+    top, left = choose_box(rng, arrays, config)
+    return CropWindow(top, left, bool(rng.random() < config.flip_p))
+
+
+def apply_window(arrays: dict, window: CropWindow, crop: tuple[int, int]) -> dict:
+    """Cut then maybe flip every array of ``arrays`` consistently."""
     out = {}
     for key, value in arrays.items():
-        part = cut(value, box, config.crop)
-        out[key] = np.ascontiguousarray(part[:, ::-1] if flip else part)
+        part = cut(value, (window.top, window.left), crop)
+        out[key] = np.ascontiguousarray(part[:, ::-1] if window.flip else part)
     return out
+
+
+def random_crop(arrays: dict, rng: np.random.Generator, config: CropConfig) -> dict:
+    """Crop then maybe flip every array of ``arrays`` consistently."""
+    return apply_window(arrays, draw_window(rng, arrays, config), config.crop)
+
+
+def crop_frame(
+    window: CropWindow, resized: tuple[int, int], original: tuple[int, int], crop: tuple[int, int]
+) -> torch.Tensor:
+    """(4,) float32 (ax, bx, ay, by): a crop pixel edge (x, y) lies at (ax·x + bx, ay·y + by) in
+    the raw image (``original`` (H, W), before the resize to ``resized``); ax < 0 when flipped."""
+    sy, sx = original[0] / resized[0], original[1] / resized[1]
+    width = min(crop[1], resized[1] - window.left)  # unpadded crop width
+    ax, bx = (-sx, sx * (window.left + width)) if window.flip else (sx, sx * window.left)
+    return torch.tensor([ax, bx, sy, sy * window.top], dtype=torch.float32)
+
+
+def boxes_in_image(boxes: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """Boxes (B, ..., 4) (x0, y0, x1, y1) in crop pixels → int64 boxes in each raw image's pixels
+    through its ``crop_frame`` (B, 4) (rounded outwards); boxes with a negative entry stay -1."""
+    frame = frame.to(boxes.device, torch.float64).view(-1, *[1] * (boxes.dim() - 2), 4)
+    xs = boxes[..., 0::2].double() * frame[..., :1] + frame[..., 1:2]  # (B, ..., 2)
+    ys = boxes[..., 1::2].double() * frame[..., 2:3] + frame[..., 3:4]
+    out = torch.stack(
+        [xs.amin(-1).floor(), ys.amin(-1).floor(), xs.amax(-1).ceil(), ys.amax(-1).ceil()], -1
+    ).long()
+    return torch.where((boxes < 0).any(-1, keepdim=True), -1, out)
 
 
 def to_tensors(arrays: dict, config: CropConfig) -> dict[str, torch.Tensor]:
@@ -204,8 +244,9 @@ class Draw(NamedTuple):
 
 
 class TrainCrops(Dataset):
-    """Training crops of a raw dataset; ``crops[key]`` is ``{"image", "label"?, "instance"?, "index"}``
-    (``index``: the raw dataset item the crop came from, e.g. for the instance bank's provenance).
+    """Training crops of a raw dataset; ``crops[key]`` is ``{"image", "label"?, "instance"?, "index",
+    "crop_frame"}`` (``index``: the raw dataset item the crop came from; ``crop_frame``: where the
+    crop's pixels lie in that item (see :func:`crop_frame`); both for the bank's provenance).
 
     ``key`` is a :class:`Draw` or an int ``i`` (= ``Draw(i, (i,))``, the same crop every time).
     With a :class:`RareClassSampler` the image is drawn by RCS and the crop re-drawn up to
@@ -236,19 +277,30 @@ class TrainCrops(Dataset):
         rare_class, index = self.sampler.sample(rng) if self.sampler else (None, draw.index)
         item = self.dataset[index]
         arrays = {k: v for k, v in item.items() if k != "name"}
-        arrays = resize_arrays(arrays, self.config.target_size(*arrays["image"].shape[:2]))
-        crop = random_crop(arrays, rng, self.config)
+        original = arrays["image"].shape[:2]
+        arrays = resize_arrays(arrays, self.config.target_size(*original))
+        window = draw_window(rng, arrays, self.config)
+        crop = apply_window(arrays, window, self.config.crop)
         if rare_class is not None:
-            crop = self._recrop(arrays, crop, rare_class, rng)
-        return {**to_tensors(crop, self.config), "index": torch.tensor(index)}
+            crop, window = self._recrop(arrays, crop, window, rare_class, rng)
+        frame = crop_frame(window, arrays["image"].shape[:2], original, self.config.crop)
+        return {**to_tensors(crop, self.config), "index": torch.tensor(index), "crop_frame": frame}
 
-    def _recrop(self, arrays: dict, crop: dict, rare_class: int, rng: np.random.Generator) -> dict:
+    def _recrop(
+        self,
+        arrays: dict,
+        crop: dict,
+        window: CropWindow,
+        rare_class: int,
+        rng: np.random.Generator,
+    ) -> tuple[dict, CropWindow]:
         """RCS: re-crop until the crop holds more than ``crop_min_pixels`` of ``rare_class``."""
         for _ in range(self.sampler.config.max_recrops):
             if (crop["label"] == rare_class).sum() > self.sampler.crop_min_pixels:
                 break
-            crop = random_crop(arrays, rng, self.config)
-        return crop
+            window = draw_window(rng, arrays, self.config)
+            crop = apply_window(arrays, window, self.config.crop)
+        return crop, window
 
 
 class EvalImages(Dataset):

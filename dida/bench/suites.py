@@ -1,12 +1,15 @@
 """The SynthCity benchmark in one command: the main table, the supplement's ablations, the shift sweep.
 
-    python -m dida.bench                          # main table (default preset; 3 seeds DAFormer/DIDA)
+    python -m dida.bench                          # = --suite warm: the benchmark's default protocol
+    python -m dida.bench --suite main             # every method from scratch (secondary; default preset)
     python -m dida.bench --suite quick            # every method once at the quick preset
     python -m dida.bench --suite ablations        # tp, lambda and K sweeps of DIDA (quick preset;
                                                   # default point and DAFormer = the quick suite's)
     python -m dida.bench --suite shift            # shift in {0, .25, .5, .75, 1} (quick preset)
     python -m dida.bench --suite warm             # DAFormer-style and DIDA started from the main
                                                   # suite's source-only run, against its control
+    python -m dida.bench --suite curves           # learning curves; recipes at an equal CPU budget
+    python -m dida.bench --suite showcase         # the shipped models (winning recipe, long)
     python -m dida.bench --suite shiftwarm        # the shift sweep, adaptation started from each
                                                   # shift's source-only run, against its control
     python -m dida.bench --suite all --workers 2  # everything; 2 runs side by side, 1 thread each
@@ -450,7 +453,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dida.bench", description=__doc__)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument(
-        "--suite", nargs="+", choices=(*SUITES, "all"), default=["main"],
+        "--suite", nargs="+", choices=(*SUITES, "all"), default=["warm"],
         help="one queue of runs for all the suites named (init runs train first)",
     )  # fmt: skip
     p.add_argument("--preset", default=None, help="training preset (main: default, else quick)")

@@ -1,6 +1,9 @@
-"""Overlapping entities on a hand-drawn instance map: golden instances, pairs, masks, index round-trip."""
+"""Overlapping entities on a hand-drawn instance map: golden instances, pairs (person–person included),
+masks, index round-trip and version."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ import pytest
 from dida.data.classes import CITYSCAPES_TO_TRAIN, INSTANCE_CLASSES
 from dida.data.overlap import (
     OVERLAP_INDEX_FILE,
+    OVERLAP_INDEX_VERSION,
     POLE_CLASSES,
     OverlapIndex,
     build_overlap_index,
@@ -66,10 +70,18 @@ def test_pairs_golden_touch_1() -> None:
 
 
 def test_touch_distance_semantics() -> None:
-    assert _pairs(_scene(), touch=2) == [(GROUP, CAR, 8), (PERSON, CAR, 22), (RIDER, BICYCLE, 8)]
+    # 2 apart, the person group and the person touch (person–person): group column 1 rows 7-9 (3)
+    # + person rows 5-7 (3)
+    assert _pairs(_scene(), touch=2) == [
+        (GROUP, PERSON, 6),
+        (GROUP, CAR, 8),
+        (PERSON, CAR, 22),
+        (RIDER, BICYCLE, 8),
+    ]
     # 3 apart: car column 5 / bicycle column 8 and bicycle row 5 / far car row 8 now touch
     far = [(a, b) for a, b, _ in _pairs(_scene(), touch=3)]
     assert far == [
+        (GROUP, PERSON),
         (GROUP, CAR),
         (PERSON, CAR),
         (RIDER, BICYCLE),
@@ -106,8 +118,9 @@ def _brute_force(scene: np.ndarray, width: int) -> tuple[np.ndarray, dict[tuple[
     mask, contacts = np.zeros(scene.shape, dtype=bool), {}
     for (y, x), c in np.ndenumerate(cls):
         window = (slice(max(0, y - width), y + width + 1), slice(max(0, x - width), x + width + 1))
-        others = {int(v) for v in scene[window][(cls[window] >= 0) & (cls[window] != c)]}
-        mask[y, x] = c >= 0 and bool(others)
+        near = scene[window][cls[window] >= 0]
+        mask[y, x] = c >= 0 and bool((cls[window][cls[window] >= 0] != c).any())
+        others = {int(v) for v in near if v != scene[y, x]}  # any other entity pairs
         for v in others if c >= 0 else ():
             key = tuple(sorted((int(scene[y, x]), v), key=lambda u: (cls[scene == u][0], u)))
             contacts[key] = contacts.get(key, 0) + 1
@@ -147,12 +160,63 @@ def test_no_things_no_pairs() -> None:
     stuff[2:4, 2:4] = 24  # a lone person group touching only stuff
     assert overlap_pairs(stuff, touch=2) == []
     assert not overlap_mask(stuff, 2).any()
-    same_class = np.full((4, 7), 7, dtype=np.int32)
-    same_class[1:3, 0:3], same_class[1:3, 3:6] = CAR, FAR_CAR  # two adjacent cars
-    assert len(instances(same_class)) == 2
-    assert overlap_pairs(same_class) == []
     assert instances(np.full((1, 1), 11, dtype=np.int32)) == []
     assert overlap_pairs(np.full((1, 1), CAR, dtype=np.int32)) == []
+
+
+PERSON_2, PERSON_3 = 24001, 24002
+
+
+def _crowd() -> np.ndarray:
+    """6 x 9 street: three people in a row (the middle one occludes both), the third in front of a car;
+    two adjacent cars; a lone person far away."""
+    m = np.full((6, 9), 7, dtype=np.int32)
+    m[0:3, 0], m[0:3, 1], m[0:3, 2] = PERSON, PERSON_2, PERSON_3
+    m[0:3, 3:5] = CAR
+    m[5, 0:2], m[5, 2:4] = 26002, 26003  # two cars side by side
+    m[5, 8] = 24003  # a lone person
+    return m
+
+
+def test_same_class_instances_pair_person_person() -> None:
+    pairs = overlap_pairs(_crowd())
+    assert [p.classes for p in pairs] == [
+        ("person", "person"),
+        ("person", "person"),
+        ("person", "car"),
+        ("car", "car"),
+    ]
+    # each person column has 3 pixels, all within 1 of the next column; cars 26002/26003 share 1 + 1
+    assert _pairs(_crowd()) == [
+        (PERSON, PERSON_2, 6),
+        (PERSON_2, PERSON_3, 6),
+        (PERSON_3, CAR, 6),
+        (26002, 26003, 2),
+    ]
+    # the band marks only where the semantic label changes: person 3 and the car's first column
+    expected = np.zeros((6, 9), dtype=bool)
+    expected[0:3, 2:4] = True
+    np.testing.assert_array_equal(overlap_mask(_crowd(), 1), expected)
+
+
+def test_index_counts_person_person_pairs(tmp_path) -> None:
+    index = build_overlap_index([("crowd", _crowd()), ("street", _scene())], touch=1, width=1)
+    assert index.images[0].pairs == {
+        ("person", "person"): 2,
+        ("person", "car"): 1,
+        ("car", "car"): 1,
+    }
+    assert index.images[0].overlap_pixels == 6
+    assert images_with_overlap(index, ("person",)) == ["crowd"]
+    assert index.version == OVERLAP_INDEX_VERSION == 2
+    assert OverlapIndex.load(index.save(tmp_path / OVERLAP_INDEX_FILE)) == index
+
+
+def test_index_without_version_loads_as_version_1(tmp_path) -> None:
+    path = tmp_path / OVERLAP_INDEX_FILE
+    data = {"touch": 1, "width": 3, "classes": [11], "images": []}
+    path.write_text(json.dumps(data))
+    assert OverlapIndex.load(path).version == 1
 
 
 def test_integer_dtypes_agree_and_bad_maps_raise() -> None:

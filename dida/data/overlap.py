@@ -1,4 +1,4 @@
-"""Overlapping entities: instances of different thing classes that touch in Cityscapes-style instance maps.
+"""Overlapping entities: thing instances that touch in Cityscapes-style instance maps.
 
 An instance map (``*_gtFine_instanceIds.png``, SynthCity's copy of that format) is an int32 (H, W) array:
 pixels of an annotated instance hold ``label_id * 1000 + k`` (k >= 0); every other pixel holds its plain
@@ -9,8 +9,11 @@ asked for.  Label IDs map to train IDs with ``classes.CITYSCAPES_TO_TRAIN``; car
 instances but no train ID and are never entities.
 
 Painter's-order occlusion (a person in front of a car, a rider on a bicycle) leaves the two masks adjacent, so
-"overlapping" means: within ``touch`` pixels (Chebyshev distance) of each other.  Everything is computed with
-shifted-array comparisons over the (2 touch + 1)^2 offsets, no per-pixel Python loops.
+"overlapping" means: within ``touch`` pixels (Chebyshev distance) of each other.  Pairs are any two
+different entities, of two classes (person–car) or of one class (person–person: two people occluding each
+other); the overlap *band* (``overlap_mask``, the overlap IoU) is where entities of different classes meet,
+i.e. where the semantic label changes.  Everything is computed with shifted-array comparisons over the
+(2 touch + 1)^2 offsets, no per-pixel Python loops.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from dida.data.classes import CITYSCAPES_TO_TRAIN, CLASSES, INSTANCE_CLASSES, cl
 
 POLE_CLASSES: tuple[int, ...] = (5, 6, 7)
 """Pole, traffic light, traffic sign: add to ``classes`` to also find signs on poles (and things at poles)."""
+OVERLAP_INDEX_VERSION = 2
+"""Version of what an ``OverlapIndex`` records; 2 added same-class pairs (person–person). A saved index of
+another version is stale: rebuild it (files without a version are version 1)."""
 OVERLAP_INDEX_FILE = "overlap_index.json"
 """Default file name of a saved ``OverlapIndex``, kept next to the data like the class statistics."""
 NO_INSTANCES = "unavailable: this dataset has no instanceIds"
@@ -59,12 +65,12 @@ class Instance:
 
 @dataclass(frozen=True)
 class OverlapPair:
-    """Two touching entities of different classes, ordered by (train ID, value)."""
+    """Two touching entities (of two classes, or two instances of one class), ordered by (train ID, value)."""
 
     a: Instance
-    """The entity with the smaller train ID."""
+    """The entity first in (train ID, value) order."""
     b: Instance
-    """The entity with the larger train ID."""
+    """The entity second in (train ID, value) order."""
     contact_pixels: int
     """Pixels of a within ``touch`` of b plus pixels of b within ``touch`` of a."""
 
@@ -135,14 +141,15 @@ def _span(d: int) -> tuple[slice, slice]:
 
 
 def _contacts(
-    index: np.ndarray, entities: list[Instance], touch: int
+    index: np.ndarray, entities: list[Instance], touch: int, same_class: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unique (pixel, other) pairs: flat index of an entity pixel that has a pixel of entity ``other``,
-    of another class, within ``touch`` pixels (Chebyshev)."""
+    """Unique (pixel, other) pairs: flat index of an entity pixel that has a pixel of entity ``other``
+    within ``touch`` pixels (Chebyshev); ``other`` of another class, or with ``same_class`` any other
+    entity (another instance of the pixel's own class included)."""
     if touch < 1:
         raise ValueError(f"touch / width must be >= 1 pixel, got {touch}")
     train_of = np.array([e.train_id for e in entities] + [-1], dtype=np.int64)
-    cls = train_of[index]  # (H, W) train ID, -1 off entities (index -1 picks the sentinel)
+    cls = index if same_class else train_of[index]  # (H, W) entity or train ID, -1 off entities
     flat = np.arange(index.size).reshape(index.shape)
     pixels, others = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     reach_y, reach_x = (min(touch, size - 1) for size in index.shape)
@@ -161,10 +168,11 @@ def _contacts(
 def overlap_pairs(
     instance_map: np.ndarray, touch: int = 1, classes: Sequence[int | str] = INSTANCE_CLASSES
 ) -> list[OverlapPair]:
-    """Pairs of entities of different ``classes`` within ``touch`` pixels of each other (1 = adjacent,
-    8-neighbourhood), with their contact pixel counts; sorted by (a, b)."""
+    """Pairs of different entities of ``classes`` within ``touch`` pixels of each other (1 = adjacent,
+    8-neighbourhood), with their contact pixel counts; sorted by (a, b). Two instances of one class
+    (person–person) pair too, and so does a group region with an instance of its class."""
     index, entities = _entities(instance_map, classes)
-    pixels, others = _contacts(index, entities, touch)
+    pixels, others = _contacts(index, entities, touch, same_class=True)
     owners = index.ravel()[pixels]
     n = len(entities)
     keys, counts = np.unique(
@@ -182,7 +190,9 @@ def overlap_mask(
     """Bool (H, W): entity pixels within ``width`` pixels of an entity of another class.
 
     The band on both sides of every contact line between different-class entities, ``width`` pixels deep
-    (background pixels are never marked); the union of the contact pixels of ``overlap_pairs(touch=width)``.
+    (background pixels are never marked); the union of the contact pixels of the different-class pairs of
+    ``overlap_pairs(touch=width)``. Same-class contacts (person–person) are not in it: the semantic label
+    does not change there.
     """
     index, entities = _entities(instance_map, classes)
     mask = np.zeros(index.size, dtype=bool)
@@ -197,7 +207,8 @@ class ImageOverlap:
     name: str
     """Image name (as the dataset reports it)."""
     pairs: dict[tuple[str, str], int]
-    """Number of touching entity pairs per class-name pair, e.g. {("person", "car"): 2}."""
+    """Number of touching entity pairs per class-name pair, e.g. {("person", "car"): 2} or
+    {("person", "person"): 1}."""
     overlap_pixels: int
     """Pixels of ``overlap_mask(width)``."""
 
@@ -214,6 +225,8 @@ class OverlapIndex:
     """Band width of the overlap pixel counts."""
     classes: tuple[int, ...]
     """Train IDs whose entities were considered."""
+    version: int = OVERLAP_INDEX_VERSION
+    """What the index records (``OVERLAP_INDEX_VERSION``); 1: different-class pairs only."""
 
     def save(self, path: str | Path) -> Path:
         """Write the index as JSON (conventionally ``<data dir>/overlap_index.json``); returns the path."""
@@ -245,6 +258,7 @@ def _index_to_json(index: OverlapIndex) -> dict:
         for i in index.images
     ]
     return {
+        "version": index.version,
         "touch": index.touch,
         "width": index.width,
         "classes": list(index.classes),
@@ -262,9 +276,9 @@ def _index_from_json(data: dict) -> OverlapIndex:
         )
         for i in data["images"]
     ]
-    return OverlapIndex(
-        images, int(data["touch"]), int(data["width"]), tuple(int(c) for c in data["classes"])
-    )
+    classes = tuple(int(c) for c in data["classes"])
+    version = int(data.get("version", 1))
+    return OverlapIndex(images, int(data["touch"]), int(data["width"]), classes, version)
 
 
 def summarize_overlaps(

@@ -33,7 +33,12 @@ from dida.data.datasets import (
     class_pixel_totals,
     load_class_stats,
 )
-from dida.data.overlap import NO_INSTANCES, OverlapIndex, build_overlap_index
+from dida.data.overlap import (
+    NO_INSTANCES,
+    OVERLAP_INDEX_VERSION,
+    OverlapIndex,
+    build_overlap_index,
+)
 from dida.data.synthcity import ensure_synthcity, read_manifest, synthcity_roots
 from dida.studio.predictions import LRU
 from dida.studio.uploads import load_upload, upload_key
@@ -314,12 +319,16 @@ class ValImages:
         return index
 
     def _saved_overlap_index(self) -> OverlapIndex | None:
-        """The saved index when it lists exactly the val images, else None."""
+        """The saved index when it is of the current version (``OVERLAP_INDEX_VERSION``: an older
+        one lacks same-class pairs) and lists exactly the val images, else None (rebuild it)."""
         with self._overlap_lock:
             if self._overlaps is None:
                 index = OverlapIndex.load(self.cache_dir / OVERLAP_FILE)
                 names = [s.name for s in self.val.samples]
-                self._overlaps = index if [i.name for i in index.images] == names else False
+                current = index.version == OVERLAP_INDEX_VERSION
+                self._overlaps = (
+                    index if current and [i.name for i in index.images] == names else False
+                )
             return self._overlaps or None
 
     def index_overlaps(self, wait: bool = False) -> str:

@@ -1,6 +1,7 @@
 """Compare tab: one target image, the ground truth and every chosen model side by side.
 
-Synced zoom (linked plotly panels), overlay opacity, class hide/isolate, error / confidence /
+Synced zoom (linked plotly panels; "window i of n" progress per model while a slow image is
+predicted by sliding windows), overlay opacity, class hide/isolate, error / confidence /
 entropy views, a fixed-vs-broke diff of two methods (also as an image slider), a click-a-pixel
 readout of every model and a per-image per-class IoU table (with overlap and boundary IoU) with a
 CSV download, the overlap band drawn over the panels, the panel grid as a PNG download, and
@@ -12,6 +13,7 @@ disagree most on overlaps); scores come from ``Studio.passes`` (shipped files re
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +64,7 @@ __all__ = [
     "build", "grid", "panels", "export_png", "legend", "readout", "click", "click_image", "diff",
     "iou_table", "band_table", "in_checkbox_order", "gallery", "filtered_indices", "sorted_indices",
     "pair_choices", "select_image", "choose_index", "upload", "step_image", "previous_image",
-    "next_image", "SORTS", "VIEWS",
+    "next_image", "window_progress", "SORTS", "VIEWS",
 ]  # fmt: skip
 """The handlers (the picker's re-exported from ``compare_picker``)."""
 
@@ -70,6 +72,10 @@ VIEWS = ["overlay", "labels", "errors", "confidence", "entropy"]
 READOUT_HEADERS = ["source", "class", "probability", "top 3"]
 STILL_LOADING = "**Still loading the new image — click again.**"
 """The readout's answer to a click that arrived before the clicked image was placed."""
+PROGRESS = gr.Progress()
+"""The grid's progress tracker (Gradio passes it to a handler whose parameter defaults to it)."""
+WindowProgress = Callable[[int, int], None]
+"""``progress(windows done, windows in all)`` of one model's prediction (``Studio.predict``)."""
 
 
 # --- the panels ------------------------------------------------------------------------------
@@ -85,9 +91,11 @@ def panel(
     palette: str,
     hidden: list[str],
     isolate: str | None,
+    progress: WindowProgress | None = None,
 ) -> np.ndarray:
-    """One model's image for ``view`` (the colouring itself is ``dida.visualize``'s)."""
-    item, pred = studio.item(key), studio.predict(run_id, key)
+    """One model's image for ``view`` (the colouring itself is ``dida.visualize``'s);
+    ``progress`` follows the windows of a prediction that is not cached yet."""
+    item, pred = studio.item(key), studio.predict(run_id, key, progress=progress)
     if view == "errors" and item["label"] is not None:
         return V.error_map(pred.labels, item["label"])
     if view == "confidence":
@@ -118,6 +126,22 @@ def in_checkbox_order(studio: Studio, run_ids: list[str] | None) -> list[str]:
     return [rid for _, rid in run_choices(studio) if rid in ticked]
 
 
+def window_progress(
+    progress: Callable[..., Any] | None, title: str, position: int, count: int
+) -> WindowProgress | None:
+    """A ``Studio.predict`` progress callback that tells ``progress`` (a ``gr.Progress``)
+    "<title>: window i of n", at the fraction of all ``count`` models done (this one is the
+    ``position``-th, from 0)."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        fraction = (position + done / max(total, 1)) / max(count, 1)
+        progress(fraction, desc=f"{title}: window {done} of {total}")
+
+    return report
+
+
 def panels(
     studio: Studio,
     key: ImageKey,
@@ -129,9 +153,11 @@ def panels(
     hidden: list[str],
     isolate: str | None,
     show_overlap: bool = False,
+    progress: Callable[..., Any] | None = None,
 ) -> list[tuple[str, np.ndarray]]:
     """(title, RGB) of the image, the ground truth and each run, in that order; with
-    ``show_overlap`` the overlap band is drawn over every panel in magenta."""
+    ``show_overlap`` the overlap band is drawn over every panel in magenta; ``progress``
+    (a ``gr.Progress``) shows "window i of n" while a model predicts a slow image."""
     item = studio.item(key)
     if view == "errors" and item["label"] is None:
         gr.Warning("an upload has no ground truth: showing labels instead of errors")
@@ -142,7 +168,10 @@ def panels(
     shown = [("image", item["image"])]
     gt = ground_truth_panel(studio, key, view, opacity, palette, hidden, isolate)
     shown += [] if gt is None else [("ground truth", gt)]
-    shown += [(studio.run(r).short_title, panel(studio, key, r, *args)) for r in run_ids]
+    for position, rid in enumerate(run_ids):
+        title = studio.run(rid).short_title
+        report = window_progress(progress, title, position, len(run_ids))
+        shown.append((title, panel(studio, key, rid, *args, progress=report)))
     return _with_overlap(studio, key, shown) if show_overlap else shown
 
 
@@ -168,12 +197,14 @@ def grid(
     hidden: list[str],
     isolate: str | None,
     show_overlap: bool = False,
+    progress: Callable[..., Any] | None = None,
 ) -> tuple[Any, str, np.ndarray]:
     """(panel figure with linked zoom, legend HTML, the image to click on). Panels follow the
-    checkbox order; the legend lists the classes of the ground truth and the shown predictions."""
+    checkbox order; the legend lists the classes of the ground truth and the shown predictions;
+    ``progress`` (a ``gr.Progress``) shows "window i of n" per model while a slow image runs."""
     run_ids = in_checkbox_order(studio, run_ids)
     args = (view, opacity, threshold, palette, hidden, isolate, show_overlap)
-    shown = panels(studio, key, run_ids, *args)
+    shown = panels(studio, key, run_ids, *args, progress=progress)
     figure = image_grid(shown) if run_ids else message_figure(EMPTY_RUNS_PLAIN)
     item = studio.item(key)
     labels = [studio.predict(r, key).labels for r in run_ids]
@@ -481,8 +512,21 @@ def _wire_panels(studio: Studio, shared: Shared, ui: dict[str, Any]) -> None:
                      api_name="readout", **CHEAP)  # fmt: skip
 
 
-def _grid_outputs(studio: Studio, *args: Any) -> tuple[Any, str]:
-    figure, legend_text, _ = grid(studio, *args)
+def _grid_outputs(
+    studio: Studio,
+    key: ImageKey,
+    run_ids: list[str],
+    view: str,
+    opacity: float,
+    threshold: float,
+    palette: str,
+    hidden: list[str],
+    isolate: str | None,
+    show_overlap: bool,
+    progress: gr.Progress = PROGRESS,
+) -> tuple[Any, str]:
+    args = (view, opacity, threshold, palette, hidden, isolate, show_overlap)
+    figure, legend_text, _ = grid(studio, key, run_ids, *args, progress=progress)
     return figure, legend_text
 
 

@@ -15,7 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402  (the analytics switch must be set before the import)
 import numpy as np  # noqa: E402
 
-from app.errors import client_text  # noqa: E402
+from app.errors import client_text, short_path  # noqa: E402
 from app.views import bank, compare, confusion, longtail, temperature, train, umap  # noqa: E402
 from app.views.common import (  # noqa: E402
     CHEAP,
@@ -51,6 +51,19 @@ MAX_FILE_SIZE = "25mb"
 """Largest upload the server accepts (bigger files are refused before they reach a handler)."""
 
 
+def header_text(studio: Studio) -> str:
+    """The page header: what the app compares and on which data — the dataset loaded (kind,
+    SynthCity preset or read-only Cityscapes, val images) and its folder (name only: no server path)."""
+    data = studio.data
+    folder = short_path(str(data.root.resolve()))
+    split = f"preset {studio.data_preset}, target" if data.owned else "read only"
+    return (
+        "## DIDA Studio\nDomain-adaptive segmentation: source-only, ProDA-style, DAFormer-style and "
+        f"DIDA side by side, on **{data.title}** val images ({split}: {len(studio.val)} images "
+        f"in `{folder}`)."
+    )
+
+
 def problems_text(studio: Studio) -> str:
     """Runs that could not be listed (shown under the header, never silently skipped)."""
     if not studio.problems:
@@ -71,10 +84,7 @@ def build_app(studio: Studio) -> gr.Blocks:
     gr.set_static_paths([umap.PLOTLY_JS, studio.thumbnail_dir])  # served as is, never copied
     with gr.Blocks(title="DIDA Studio", delete_cache=(1800, 3600)) as demo:
         with gr.Row():
-            gr.Markdown(
-                "## DIDA Studio\nDomain-adaptive segmentation: source-only, ProDA-style, "
-                "DAFormer-style and DIDA side by side, on SynthCity's target val images.",
-            )
+            gr.Markdown(header_text(studio), elem_id="app-header")
             with gr.Column(scale=0, min_width=260):
                 palette = gr.Radio(PALETTE_CHOICES, value="cityscapes", label="palette")
                 refresh = gr.Button("Refresh runs", size="sm", elem_id="refresh-runs")

@@ -52,6 +52,8 @@ ImageKey = int | str
 
 
 SYNTHCITY, CITYSCAPES = "synthcity", "cityscapes"
+DATASET_TITLES = {SYNTHCITY: "SynthCity", CITYSCAPES: "Cityscapes"}
+"""Display names of the data root kinds."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,11 @@ class DataRoot:
     def owned(self) -> bool:
         """Whether the project created this tree (only then is anything written into it)."""
         return self.kind == SYNTHCITY
+
+    @property
+    def title(self) -> str:
+        """The dataset's name for people: ``"SynthCity"`` or ``"Cityscapes"``."""
+        return DATASET_TITLES[self.kind]
 
 
 def cache_home() -> Path:

@@ -187,6 +187,7 @@ def _prepare(args: Any, open_studio: Callable[[Any], Any], readiness: Readiness)
         return None
     featured = studio.featured_runs()
     studio.prefetch(featured)
+    studio.precompute(featured)
     return studio, featured, build_app(studio)
 
 

@@ -92,6 +92,7 @@ class Studio:
         self.device = resolve_device(device)
         self.catalog = RunCatalog(self.runs_dirs, self.assets_dir, self.device, checkpoints)
         self.worker, self.umap_worker = Tasks("studio-batch"), Tasks("studio-umap")
+        self.precomputing = Tasks("studio-precompute")
         self.images = ValImages(self.data, self.worker, source)
         self.results, self.progress = (
             ResultStore(self.data.cache_dir / "predictions"),
@@ -242,6 +243,24 @@ class Studio:
                 self.thumbnail(i)
 
         return self.worker.submit(("prefetch", tuple(run_ids), key), work)
+
+    def precompute(self, run_ids: Sequence[str], share: float = 0.5) -> str:
+        """Write each run's prediction of every val image to the disk cache in the background, one
+        image at a time and after any waiting request (Compare and readouts then read instead of
+        computing); stops once the cache holds ``share`` of its budget. Returns the task's state."""
+
+        def work() -> None:
+            for index in range(len(self.val)):
+                for rid in run_ids:
+                    if self.precomputing.closing.is_set() or self.results.full(share):
+                        return
+                    self._stored_or_new(rid, index, batch=True, progress=None)
+
+        return self.precomputing.submit(("precompute", tuple(run_ids)), work)
+
+    def precompute_state(self, run_ids: Sequence[str]) -> str | None:
+        """``queued``, ``running``, ``done``, ``failed: ...`` or None (see ``precompute``)."""
+        return self.precomputing.state(("precompute", tuple(run_ids)))
 
     def predict(
         self, run_id: str, key: ImageKey, batch: bool = False, progress: Progress | None = None
@@ -472,6 +491,7 @@ class Studio:
         no job runs, so the process never exits with torch busy in a worker thread."""
         self.worker.close()
         self.umap_worker.close()
+        self.precomputing.close()
         self.trainer.stop_all(timeout)
 
 

@@ -1,0 +1,104 @@
+"""The on-disk prediction store (dida.studio.results): format 2 (compressed, probabilities in
+1/255 steps), round trips, stale and corrupt files, the budget, and the background precompute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dida.studio import Studio
+from dida.studio import results as R
+from dida.studio.predictions import (
+    ImagePrediction,
+    dequantize_probs,
+    image_prediction,
+    quantize_probs,
+)
+
+
+def _prediction(seed: int = 0, classes: int = 19, h: int = 32, w: int = 64) -> ImagePrediction:
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(3 * torch.randn(classes, h, w, generator=g), dim=0)
+    return image_prediction(probs, torch.randn(8, h // 4, w // 4, generator=g))
+
+
+def test_quantized_probabilities_round_trip_exactly_and_stay_within_half_a_step() -> None:
+    probs = torch.softmax(3 * torch.randn(19, 16, 16), dim=0).numpy()
+    steps = quantize_probs(probs)
+    assert steps.dtype == np.uint8 and np.abs(steps / 255 - probs).max() <= 0.5 / 255 + 1e-7
+    kept = dequantize_probs(steps)
+    assert kept.dtype == np.float16 and np.array_equal(quantize_probs(kept), steps)
+    assert quantize_probs(np.array([0.0, 1.0, 0.5])).tolist() == [0, 255, 128]
+
+
+def test_a_stored_prediction_reads_back_identical_and_smaller(tmp_path: Path) -> None:
+    store, pred = R.ResultStore(tmp_path), _prediction()
+    path = store.put("ckpt", "img", ("whole",), pred)
+    back = store.get("ckpt", "img", ("whole",))
+    assert back is not None and np.array_equal(back.labels, pred.labels)
+    assert np.array_equal(back.probs, pred.probs) and back.probs.dtype == np.float16
+    torch.testing.assert_close(back.features, pred.features.half().float())
+    assert path.stat().st_size < pred.probs.nbytes / 2  # uint8 steps, compressed
+    assert store.get("ckpt", "img", ("slide",)) is None and store.get("other", "img", ()) is None
+
+
+def test_files_of_the_old_layout_are_neither_read_nor_kept(tmp_path: Path) -> None:
+    store, pred = R.ResultStore(tmp_path), _prediction()
+    path = store.path("ckpt", "img", ())
+    np.savez(path, labels=pred.labels, probs=pred.probs, features=pred.features.numpy())
+    assert store.get("ckpt", "img", ()) is None and not path.exists()  # float16 probs refused
+    path.write_bytes(b"PK\x03\x04 truncated")
+    assert store.get("ckpt", "img", ()) is None and not path.exists()
+
+
+def test_the_store_reports_its_share_of_the_budget_and_trims_oldest_first(tmp_path: Path) -> None:
+    store = R.ResultStore(tmp_path, max_bytes=10**9)
+    first = store.put("c", "a", (), _prediction(1))
+    size = first.stat().st_size
+    assert store.total_bytes() == size and not store.full(0.5)
+    store.max_bytes = 2 * size
+    assert store.full(0.5)
+    store.put("c", "b", (), _prediction(2))
+    store.put("c", "d", (), _prediction(3))
+    assert not first.exists() and store.get("c", "d", ()) is not None
+
+
+@pytest.fixture
+def studio_for_precompute(
+    synthcity_tiny: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    """A Studio over the tiny fixture runs with a private, empty cache folder."""
+    from tests.test_studio import fixture_runs
+
+    runs_dir = fixture_runs(tmp_path_factory, synthcity_tiny)
+    studio = Studio(synthcity_tiny, [runs_dir], None, data_preset="tiny", cache_dir=tmp_path)
+    yield studio, "run:source_only"
+    studio.shutdown()
+
+
+def test_precompute_writes_every_val_prediction_then_readouts_need_no_forward(
+    studio_for_precompute,
+) -> None:
+    studio, run_id = studio_for_precompute
+    studio.precompute([run_id])
+    studio.precomputing.wait(("precompute", (run_id,)), timeout=300)
+    assert studio.precompute_state([run_id]) == "done"
+    files = list(studio.results.folder.glob("*.npz"))
+    assert len(files) == len(studio.val)
+    calls = []
+    studio._compute = lambda *a, **k: calls.append(a)  # a forward would be recorded here
+    for index in range(len(studio.val)):
+        assert studio.predict(run_id, index).labels.shape == studio.item(index)["image"].shape[:2]
+    assert calls == []
+
+
+def test_precompute_stops_at_its_share_of_the_cache_budget(studio_for_precompute) -> None:
+    studio, run_id = studio_for_precompute
+    studio.results.max_bytes = 1  # any stored file fills it
+    studio.precompute([run_id], share=0.5)
+    studio.precomputing.wait(("precompute", (run_id,)), timeout=300)
+    assert studio.precompute_state([run_id]) == "done"
+    assert len(list(studio.results.folder.glob("*.npz"))) <= 1

@@ -58,6 +58,23 @@ def wait_ready(url: str, server: subprocess.Popen, timeout: float = 600.0) -> fl
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
+PREDICTIONS = REPO / "data" / "synthcity" / ".studio" / "predictions"
+
+
+def wait_precomputed(folder: Path, quiet_s: float = 30.0, timeout: float = 1800.0) -> int:
+    """Block until the app's background precompute stops adding prediction files to ``folder``
+    (no new file for ``quiet_s``); returns how many there are."""
+    start, last_count, last_change = time.monotonic(), -1, time.monotonic()
+    while time.monotonic() - start < timeout:
+        count = len(list(folder.glob("*.npz")))
+        if count != last_count:
+            last_count, last_change = count, time.monotonic()
+        elif count and time.monotonic() - last_change >= quiet_s:
+            return count
+        time.sleep(2.0)
+    return last_count
+
+
 def client(url: str):
     from gradio_client import Client
 
@@ -142,6 +159,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=7899)
     p.add_argument("--work", type=Path, default=Path("/tmp/dida_load"))
     p.add_argument("--no-train", action="store_true", help="no training job during the load")
+    p.add_argument(
+        "--precomputed", action="store_true",
+        help="start the users once the app's background precompute of val predictions is done",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -152,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     server = start_server(args.work, args.port)
     try:
         print(f"server answered after {wait_ready(url, server):.1f} s")
+        if args.precomputed:
+            began = time.monotonic()
+            count = wait_precomputed(PREDICTIONS)
+            print(f"{count} predictions precomputed after {time.monotonic() - began:.0f} s more")
         if not args.no_train:
             print("training:", start_training(url).splitlines()[0][:160])
         record, errors = run_users(url, args.users, args.duration)

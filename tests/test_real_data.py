@@ -184,7 +184,7 @@ def test_source_is_explicit_and_named(tmp_path, checkpoint):
     stats = studio.source_stats(wait=True)
     assert stats[0]["0"] == 64 * 24 and stats[0]["10"] == 64 * 8  # road, sky pixels
     table, note = longtail.frequency_table(studio)
-    assert note == f"Source bars: GTA5 ({gta}); target bars: val split."
+    assert note == "Source bars: GTA5 (…/gta); target bars: Cityscapes val split (…/cs)."
     assert table.loc[table["class"] == "sky", "source_pixels"].item() == pytest.approx(0.25)
     studio.shutdown()
     assert listing(gta) == before, "source statistics were written into the source folder"

@@ -1,8 +1,11 @@
 """Long tail tab: how often each class occurs in source and target, and how every method does on it.
 
-Class pixel and image frequencies (log scale, sorted by source pixel frequency) and per-class IoU of
-every run against the class pixel frequency. IoUs come from each run's last evaluation, or from a
-whole-val-split pass when requested (computed in the background).
+Class pixel and image frequencies (log scale, sorted by source pixel frequency; every bar series
+named by its dataset and folder) and per-class IoU of every run against the class pixel frequency.
+IoUs come from each run's last evaluation, or from a whole-val-split pass when requested (computed
+in the background). When a ticked run trained on other source data (another SynthCity preset,
+another folder) than the one counted, the source bars are withheld and the note says which run
+trained on what, instead of setting that run beside another dataset's statistics.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from app.errors import client_text, short_path
 from app.views.common import (
     HEAVY,
     RunPickers,
@@ -37,12 +41,47 @@ LABELLED_RARE = 5
 """How many of the rarest classes carry their name as text beside the points (all have a hover)."""
 
 
-def frequency_table(studio: Studio) -> tuple[pd.DataFrame, str]:
-    """Per-class fractions (source sorted when available) and a note on what is missing."""
+def dataset_names(studio: Studio) -> dict[str, str | None]:
+    """The dataset behind each bar series, paths cut to the folder name (``…/name``)."""
+    source = studio.source_name()
+    target = f"{studio.data.title} val split ({short_path(str(studio.data.root.resolve()))})"
+    return {"source": None if source is None else client_text(source), "target": target}
+
+
+def mismatch_note(studio: Studio, mismatched: list[str]) -> str:
+    """Why the source bars are withheld: the data they count and what the runs trained on."""
+    runs_text = "; ".join(client_text(m) for m in mismatched)
+    return (
+        f"**Source bars withheld:** they count {dataset_names(studio)['source']}, but {runs_text}"
+        " — that is not those runs' training data. Untick those runs, or start the app with "
+        "--source set to the data they trained on."
+    )
+
+
+def frequency_table(studio: Studio, run_ids: list[str] | None = None) -> tuple[pd.DataFrame, str]:
+    """Per-class fractions (source sorted when available) and a note naming the dataset of each
+    bar series or saying what is missing — or why the source is withheld: a run of ``run_ids``
+    trained on other source data than the one counted."""
+    mismatched = studio.source_mismatches(run_ids or [])
     source, target = studio.source_stats(), studio.target_stats()
-    if source is not None:
-        rows = long_tail(source, target).rows()
-        return pd.DataFrame(rows), f"Source bars: {studio.source_name()}; target bars: val split."
+    names = dataset_names(studio)
+    if source is not None and not mismatched:
+        note = f"Source bars: {names['source']}; target bars: {names['target']}."
+        return pd.DataFrame(long_tail(source, target).rows()), note
+    if mismatched:
+        return target_table(target), mismatch_note(studio, mismatched)
+    state = studio.source_stats_state() or ""
+    note = (
+        "computing source statistics…"
+        if state in ("queued", "running")
+        else "No source dataset (start the app with --source DIR: a GTA5, SYNTHIA or SynthCity "
+        f"folder): target only ({names['target']})."
+    )
+    return target_table(target), note
+
+
+def target_table(target: Any) -> pd.DataFrame:
+    """Per-class target fractions, most frequent first, without source columns."""
     pixels, images = class_fractions(target, "target_stats")
     order = np.argsort(-pixels, kind="stable")
     rows = [
@@ -50,35 +89,37 @@ def frequency_table(studio: Studio) -> tuple[pd.DataFrame, str]:
          "target_pixels": float(pixels[c]), "target_images": float(images[c])}
         for c in order
     ]  # fmt: skip
-    state = studio.source_stats_state() or ""
-    note = (
-        "computing source statistics…"
-        if state in ("queued", "running")
-        else "No source dataset (start the app with --source DIR: a GTA5, SYNTHIA or SynthCity "
-        "folder): target only."
-    )
-    return pd.DataFrame(rows), note
+    return pd.DataFrame(rows)
 
 
-def frequency_figure(table: pd.DataFrame, kind: str) -> go.Figure:
-    """Grouped bars of source and target fractions, log y."""
-    fig = go.Figure()
+def frequency_figure(
+    table: pd.DataFrame, kind: str, names: dict[str, str | None] | None = None
+) -> go.Figure:
+    """Grouped bars of source and target fractions, log y; each series named by its dataset
+    (``names``: domain → dataset) in the legend."""
+    fig, names = go.Figure(), names or {}
     for domain in ("source", "target"):
         values = table[f"{domain}_{kind}"]
         if values.isna().all():
             continue
-        fig.add_bar(x=table["class"], y=values, name=domain, marker_color=DOMAIN_COLORS[domain])
+        name = f"{domain}: {names[domain]}" if names.get(domain) else domain
+        fig.add_bar(x=table["class"], y=values, name=name, marker_color=DOMAIN_COLORS[domain])
     what = "labelled pixels" if kind == "pixels" else "images containing the class"
-    fig.update_layout(showlegend=True)
     fig.update_yaxes(type="log", title_text=f"fraction of {what}")
     fig.update_xaxes(tickangle=-45)
-    return style(fig, 340, f"Class frequency: {what} (sorted, log scale)")
+    style(fig, 380, f"Class frequency: {what} (sorted, log scale)")
+    legend = {"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0}  # the datasets, on top
+    return fig.update_layout(showlegend=True, legend=legend, margin={"t": 90})
 
 
 @user_errors
-def frequencies(studio: Studio) -> tuple[Any, Any, pd.DataFrame, str | None, str]:
-    """(pixel figure, image figure, table, CSV, note)."""
-    table, note = frequency_table(studio)
+def frequencies(
+    studio: Studio, run_ids: list[str] | None = None
+) -> tuple[Any, Any, pd.DataFrame, str | None, str]:
+    """(pixel figure, image figure, table, CSV, note); the source bars are withheld when a run of
+    ``run_ids`` trained on other source data (see ``frequency_table``)."""
+    table, note = frequency_table(studio, run_ids)
+    names = dataset_names(studio)
     shown = table.copy()
     for col in ("source_pixels", "source_images", "target_pixels", "target_images"):
         shown[col] = [percent(v) for v in table[col]]
@@ -86,7 +127,8 @@ def frequencies(studio: Studio) -> tuple[Any, Any, pd.DataFrame, str | None, str
         columns={c: f"{c} (%)" for c in shown.columns if "_" in c and c != "train_id"}
     )
     csv = write_csv("class_frequencies.csv", list(table.columns), table.values.tolist())
-    return frequency_figure(table, "pixels"), frequency_figure(table, "images"), shown, csv, note
+    figures = [frequency_figure(table, kind, names) for kind in ("pixels", "images")]
+    return *figures, shown, csv, note
 
 
 def run_metrics(studio: Studio, run_ids: list[str], whole_split: bool) -> tuple[dict, list[str]]:
@@ -188,6 +230,8 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     iou_out = [scatter, iou_table, iou_csv, status, timer]
     gr.on([runs.change, whole.change], bind(iou_frequency, studio), [runs, whole], iou_out,
           api_name="longtail_iou", **HEAVY)  # fmt: skip
+    runs.change(bind(frequencies, studio), runs, freq_out, api_visibility="private",
+                **HEAVY)  # fmt: skip
     timer.tick(bind(_open, studio), [runs, whole], [*freq_out, *iou_out], api_visibility="private",
                **HEAVY)  # fmt: skip
     on_open = (bind(_open, studio), [runs, whole], [*freq_out, *iou_out])
@@ -212,6 +256,6 @@ def _refresh(studio: Studio, current: list[str] | None) -> list[Any]:
 
 def _open(studio: Studio, run_ids: list[str], whole: bool) -> list[Any]:
     """Both views; the timer keeps polling while source statistics or val passes compute."""
-    freq, iou = frequencies(studio), iou_frequency(studio, run_ids, whole)
+    freq, iou = frequencies(studio, run_ids), iou_frequency(studio, run_ids, whole)
     waiting = (studio.source_stats_state() or "") in ("queued", "running") or iou[-1].active
     return [*freq, *iou[:-1], gr.Timer(active=waiting)]

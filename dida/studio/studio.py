@@ -53,6 +53,7 @@ from dida.studio.predictions import (
     pixel_reading,
 )
 from dida.studio.results import ProgressBoard, ResultStore, file_identity
+from dida.studio.sources import dataset_source, mismatches, run_source
 from dida.studio.work import InferenceGate, Tasks
 from dida.train import cli_args
 
@@ -214,8 +215,20 @@ class Studio:
         return self.images.overlap_state()
 
     def source_name(self) -> str | None:
-        """The dataset behind the long-tail source bars (None when no source is known)."""
-        return self.images.source_name()
+        """The dataset behind the long-tail source bars, e.g. ``SynthCity source split, preset
+        default (data/synthcity)`` or ``GTA5 (/data/gta)`` (None when no source is known)."""
+        source = self.images.source
+        return None if source is None else dataset_source(source[0], source[1]).name
+
+    def source_mismatches(self, run_ids: Sequence[str]) -> list[str]:
+        """``"<run> trained on <its source>"`` for each run whose recorded source data (its
+        config's source, SynthCity preset or folder) is not the data behind the long-tail source
+        bars; [] without a source (official checkpoints record none)."""
+        source = self.images.source
+        if source is None:
+            return []
+        trained = [(self.run(r).short_title, run_source(self.run(r).path)) for r in run_ids]
+        return mismatches(dataset_source(source[0], source[1]), trained)
 
     def index_overlaps(self, wait: bool = False) -> str:
         """Build (or load) the overlap index of the val split in the background."""

@@ -48,10 +48,20 @@ def test_a_stored_prediction_reads_back_identical_and_smaller(tmp_path: Path) ->
 def test_files_of_the_old_layout_are_neither_read_nor_kept(tmp_path: Path) -> None:
     store, pred = R.ResultStore(tmp_path), _prediction()
     path = store.path("ckpt", "img", ())
+    path.parent.mkdir(parents=True)
     np.savez(path, labels=pred.labels, probs=pred.probs, features=pred.features.numpy())
     assert store.get("ckpt", "img", ()) is None and not path.exists()  # float16 probs refused
     path.write_bytes(b"PK\x03\x04 truncated")
     assert store.get("ckpt", "img", ()) is None and not path.exists()
+
+
+def test_format_1_files_are_removed_when_a_store_opens(tmp_path: Path) -> None:
+    old = tmp_path / "0123abcd.npz"
+    old.write_bytes(b"format 1")
+    keep = tmp_path / "notes.txt"
+    keep.write_text("not a prediction")
+    store = R.ResultStore(tmp_path)
+    assert not old.exists() and keep.exists() and store.folder == tmp_path / f"v{R.FORMAT}"
 
 
 def test_the_store_reports_its_share_of_the_budget_and_trims_oldest_first(tmp_path: Path) -> None:

@@ -44,8 +44,12 @@ class ResultStore:
     """Predictions on disk keyed by (checkpoint identity, image identity, settings)."""
 
     def __init__(self, folder: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.folder, self.max_bytes = Path(folder), max_bytes
+        """Predictions live in ``folder/v<FORMAT>``; files of format 1 (directly in ``folder``)
+        are removed: a stale cache of this project, never read again."""
+        self.folder, self.max_bytes = Path(folder) / f"v{FORMAT}", max_bytes
         self._lock = threading.Lock()
+        for old in Path(folder).glob("*.npz"):
+            old.unlink(missing_ok=True)
 
     def path(self, checkpoint: str, image: str, settings: Hashable) -> Path:
         """The file of one prediction (hash of the three identities)."""

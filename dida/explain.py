@@ -3,8 +3,9 @@
 For the pixel (x, y) of an image (METHOD.md §4.1, §4.5 paper form), with teacher probabilities p (C,)
 at the pixel and the decoder feature E at its 1/4-resolution cell:
 
-* q^A = softmax_k(s / tp) over the K bank slots, s = ⟨E, M_k⟩ (cosine when ``normalize``); tp = 0 is
-  the one-hot argmax;
+* q^A = softmax_k(s / tp) over the K bank slots, s = ⟨E, M_k⟩ (after subtracting the bank mean from
+  both when ``centre``; cosine when ``normalize``, as the run's DIDA config says); tp = 0 is the
+  one-hot argmax;
 * gathering: g_k = p_{y_k} (semantic -> instance), calibrated q̂_k = q_k g_k / Σ_j q_j g_j;
 * scattering: a_c = Σ_{k: y_k = c} q̂_k (instance -> semantic);
 * regenerated semantic scores α p + (1 − α) a, and the two pseudo-labels argmax p, argmax of those.
@@ -63,17 +64,34 @@ def _bank_tensors(bank: Bank, dim: int) -> tuple[Tensor, Tensor]:
     return features, bank.labels.detach().to("cpu", torch.int64)
 
 
-def instance_scores_1d(feature: Tensor, bank: Tensor, normalize: bool = True) -> Tensor:
-    """s_k = ⟨E, M_k⟩ (cosine when ``normalize``): feature (D,), bank (K, D) -> (K,)."""
-    scores = instance_scores(feature.float()[None, :, None, None], bank.float(), normalize)
-    return scores[0, :, 0, 0]  # (K,)
+def _written(bank: Bank) -> Tensor | None:
+    """(K,) bool: the slots a bank snapshot has written (``ages >= 0``); None when it does not say."""
+    ages = getattr(bank, "ages", None)
+    return None if ages is None else ages.detach().cpu() >= 0
+
+
+def instance_scores_1d(
+    feature: Tensor,
+    bank: Tensor,
+    normalize: bool = True,
+    centre: bool = False,
+    written: Tensor | None = None,
+) -> Tensor:
+    """s_k = ⟨E, M_k⟩: feature (D,), bank (K, D) -> (K,), by DIDA's own ``instance_scores``
+    (``centre``: minus the bank mean, ``normalize``: cosine). With ``written`` (K,) bool the bank
+    mean is taken over the written slots only, as the method centres on its active slots."""
+    feature, bank = feature.float()[None, :, None, None], bank.float()  # (1, D, 1, 1), (K, D)
+    if centre and written is not None and bool(written.any()) and not bool(written.all()):
+        mean = bank[written].mean(dim=0)  # (D,) centred on the active slots, as the method is
+        feature, bank, centre = feature - mean[None, :, None, None], bank - mean, False
+    return instance_scores(feature, bank, normalize, centre)[0, :, 0, 0]  # (K,)
 
 
 def instance_distribution(
-    feature: Tensor, bank: Tensor, tp: float, normalize: bool = True
+    feature: Tensor, bank: Tensor, tp: float, normalize: bool = True, centre: bool = False
 ) -> Tensor:
     """q_k = softmax_k(s_k / tp): feature (D,), bank (K, D) -> (K,); tp = 0 gives the argmax one-hot."""
-    return temperature_softmax(instance_scores_1d(feature, bank, normalize), tp, dim=0)
+    return temperature_softmax(instance_scores_1d(feature, bank, normalize, centre), tp, dim=0)
 
 
 def entropy(q: Tensor) -> float:
@@ -94,13 +112,21 @@ class TpSweep(NamedTuple):
 
 
 def distribution_over_tps(
-    feature: Tensor, bank: Bank | Tensor, tps: Sequence[float], normalize: bool = True
+    feature: Tensor,
+    bank: Bank | Tensor,
+    tps: Sequence[float],
+    normalize: bool = True,
+    centre: bool = False,
 ) -> TpSweep:
-    """q at every tp in ``tps`` for one feature (D,) and a bank (K, D) (or a snapshot)."""
+    """q at every tp in ``tps`` for one feature (D,) and a bank (K, D) (or a snapshot), under the
+    run's similarity (``normalize``, ``centre``: its DIDA config's)."""
     if not len(tps):
         raise ValueError("tps is empty; pass the temperatures to compare, e.g. (0.05, 0.1, 1.0)")
-    features = bank if isinstance(bank, Tensor) else _bank_tensors(bank, feature.shape[0])[0]
-    scores = instance_scores_1d(feature, features, normalize)
+    if isinstance(bank, Tensor):
+        features, written = bank, None
+    else:
+        features, written = _bank_tensors(bank, feature.shape[0])[0], _written(bank)
+    scores = instance_scores_1d(feature, features, normalize, centre, written)
     q = torch.stack([temperature_softmax(scores, float(tp), dim=0) for tp in tps])  # (T, K)
     return TpSweep(
         tuple(float(t) for t in tps), q, tuple(entropy(row) for row in q), float(q.max())
@@ -259,6 +285,7 @@ def explain_features(
     alpha: float = 0.5,
     normalize: bool = True,
     top_k: int = 10,
+    centre: bool = False,
 ) -> PixelExplanation:
     """``explain_pixel`` on already computed image outputs (pure tensor maths)."""
     if not 0.0 <= alpha <= 1.0:
@@ -266,7 +293,7 @@ def explain_features(
     row, col = feature_cell(x, y, outputs.logits.shape[-2:], outputs.features.shape[-2:])
     feature = outputs.features[:, row, col]  # (D,)
     bank_features, slot_labels = _bank_tensors(bank, feature.shape[0])
-    s = instance_scores_1d(feature, bank_features, normalize)  # (K,)
+    s = instance_scores_1d(feature, bank_features, normalize, centre, _written(bank))  # (K,)
     q = temperature_softmax(s, tp, dim=0)
     p = torch.softmax(outputs.logits[:, int(y), int(x)].float(), dim=0)  # (C,)
     g = gather_from_classes(p[None, :, None, None], slot_labels)  # (1, K, 1, 1)
@@ -308,11 +335,13 @@ def explain_pixel(
     cache: ImageFeatureCache | None = None,
     top_k: int = 10,
     model_key: Hashable | None = None,
+    centre: bool = False,
 ) -> PixelExplanation:
     """Explain pixel (x, y) of a uint8 (H, W, 3) image for a bank snapshot at temperature tp.
 
     The image's logits and features come from ``cache`` (computed on a miss) or, without a cache,
-    from one forward pass. ``model_key`` names the model in the cache (e.g. a run id).
+    from one forward pass. ``model_key`` names the model in the cache (e.g. a run id). ``alpha``,
+    ``normalize`` and ``centre`` are the run's DIDA options (scatter_alpha, normalize, centre).
     """
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
         raise ValueError(
@@ -325,4 +354,4 @@ def explain_pixel(
         if cache is None
         else cache.get(model, image, model_key)
     )
-    return explain_features(outputs, bank, x, y, tp, alpha, normalize, top_k)
+    return explain_features(outputs, bank, x, y, tp, alpha, normalize, top_k, centre)

@@ -3,7 +3,9 @@
 Click a pixel of the target image: q over the K bank slots at the chosen tp (sorted bars coloured by
 slot class, on one y-scale for every tp of the slider), its entropy, the gathered / calibrated
 distribution, the teacher's semantic probabilities, the scattered class scores, and the regenerated
-pseudo-label next to the semantic-only one. The maths is ``dida.explain``; this tab only draws it.
+pseudo-label next to the semantic-only one, under the run's own DIDA options (its config's tp,
+normalize, centre and scatter_alpha, read through ``method_config`` for ``dida`` and ``dida_mic`` runs).
+The maths is ``dida.explain``; this tab only draws it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dida.data.classes import CLASSES
 from dida.explain import PixelExplanation
 from dida.methods.dida import MAX_TP
 from dida.studio import ImageKey, Studio
+from dida.studio.catalog import DIDAOptions
 
 TP_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 """Temperatures whose largest q sets the common y-scale (the slider's range)."""
@@ -44,7 +47,8 @@ FORMULAS = r"""
 
 For the clicked pixel, **E** is its decoder feature and **M₁…M_K** the bank slots (class *y_k*).
 
-1. **Similarity** $s_k = \langle E, M_k\rangle$ (cosine: both L2-normalised).
+1. **Similarity** $s_k = \langle E, M_k\rangle$ as the run trained: with *centre* the bank mean
+   is first subtracted from E and every slot; with *normalize* both are L2-normalised (cosine).
 2. **Instance distribution** $q_k = \dfrac{\exp(s_k/t_p)}{\sum_j \exp(s_j/t_p)}$ — small *tp*
    sharpens it toward the nearest slot, large *tp* flattens it toward uniform (entropy → log K).
 3. **Gathering** (semantic → instance) $g_k = p_{y_k}$: each slot gets the teacher's probability
@@ -87,9 +91,18 @@ def explanation_figure(
     return style(fig, 620)
 
 
-def summary_text(e: PixelExplanation, slots: int) -> str:
+def similarity_text(options: DIDAOptions) -> str:
+    """The run's similarity in words, e.g. "cosine after centring on the bank mean"."""
+    kind = "cosine" if options.normalize else "dot product (not normalised)"
+    return kind + (" after centring on the bank mean" if options.centre else "")
+
+
+def summary_text(e: PixelExplanation, slots: int, options: DIDAOptions | None = None) -> str:
     semantic, regenerated = CLASSES[e.pseudo_label_semantic], CLASSES[e.pseudo_label_regenerated]
     change = "same" if semantic == regenerated else "**changed by the instance level**"
+    similarity = (
+        "" if options is None else f"\n- similarity (the run's config): {similarity_text(options)}"
+    )
     nearest = ", ".join(
         f"{int(k)} ({CLASSES[int(c)]}, s={float(s):.2f})"
         for k, c, s in zip(
@@ -100,7 +113,7 @@ def summary_text(e: PixelExplanation, slots: int) -> str:
         f"**Pixel (x={e.x}, y={e.y})**, feature cell {e.cell} · tp = {e.tp:g}\n\n"
         f"- entropy H(q) = {e.entropy:.3f} nats (uniform over K = {slots}: {math.log(slots):.3f})\n"
         f"- pseudo-label, semantic only: **{semantic}** → regenerated: **{regenerated}** ({change})\n"
-        f"- nearest slots: {nearest}"
+        f"- nearest slots: {nearest}{similarity}"
     )
 
 
@@ -125,7 +138,8 @@ def explain(
     e = studio.explain(run_id, key, x, y, number(tp, "tp", 0, MAX_TP, integer=False), index)
     sweep = studio.tp_sweep(run_id, key, x, y, TP_GRID, index)
     y_max = max(sweep.y_max, float(e.q.max()))
-    return explanation_figure(e, y_max, palette), summary_text(e, len(e.q))
+    options = studio.dida_options(run_id)
+    return explanation_figure(e, y_max, palette), summary_text(e, len(e.q), options)
 
 
 def click(
@@ -141,7 +155,7 @@ def select_run(studio: Studio, run_id: str | None) -> tuple[dict, dict]:
     """(snapshot slider over the run's history, tp slider at the run's tp)."""
     history = studio.bank_history(run_id) if run_id else None
     last = max(len(history) - 1, 0) if history else 0
-    tp = studio.run(run_id).method_options.get("tp", 0.1) if run_id else 0.1
+    tp = studio.dida_options(run_id).tp if run_id else 0.1
     return gr.update(maximum=max(last, 1), value=last), gr.update(value=tp)
 
 

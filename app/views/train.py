@@ -31,7 +31,8 @@ from app.views.common import (
 )
 from dida import runs
 from dida.config import MAX_SEED
-from dida.methods.dida import MAX_BANK_SIZE, MAX_LAMBDA, MAX_TP
+from dida.methods.dida import MAX_BANK_SIZE, MAX_LAMBDA, MAX_TP, DIDAConfig
+from dida.methods.mic import MICConfig
 from dida.methods.registry import METHODS
 from dida.presets import PRESETS
 from dida.studio import METHOD_TITLES, Studio, TrainJob
@@ -67,6 +68,30 @@ def method_choices() -> list[tuple[str, str]]:
     return [(METHOD_TITLES.get(m, m), m) for m in METHODS]
 
 
+def has_options(method: str, config_cls: type) -> bool:
+    """Whether ``method``'s config carries the options of ``config_cls`` (``DIDAConfig``: DIDA's
+    instance level, for dida and dida_mic; ``MICConfig``: MIC's masking, for mic and dida_mic)."""
+    return method in METHODS and issubclass(METHODS[method][1], config_cls)
+
+
+def option_groups(method: str) -> tuple[dict, dict]:
+    """(DIDA accordion update, MIC accordion update): each shown when the method has its options."""
+    return (
+        gr.update(visible=has_options(method, DIDAConfig)),
+        gr.update(visible=has_options(method, MICConfig)),
+    )
+
+
+def mic_options(mask_ratio: Any, mask_patch: Any, mic_lambda: Any) -> dict[str, Any]:
+    """MIC's options typed in the tab (cleared fields: MIC's defaults)."""
+    defaults = MICConfig()
+    return {
+        "mask_ratio": number(mask_ratio, "mask ratio", 0, 0.99, False, defaults.mask_ratio),
+        "mask_patch": number(mask_patch, "mask patch", 1, 4096, default=defaults.mask_patch),
+        "mic_lambda": number(mic_lambda, "MIC λ", 0, MAX_LAMBDA, False, defaults.mic_lambda),
+    }
+
+
 def dida_options(bank_size: Any, tp: Any, ins_lambda: Any) -> dict[str, Any]:
     """DIDA's options typed in the tab (a cleared K: 300; a cleared lambda: the default)."""
     lam = None if ins_lambda is None else number(ins_lambda, "lambda", 0, MAX_LAMBDA, False)
@@ -89,10 +114,16 @@ def start(
     tp: float,
     ins_lambda: float | None,
     start_from: str | None = SCRATCH,
+    mask_ratio: float | None = None,
+    mask_patch: float | None = None,
+    mic_lambda: float | None = None,
 ) -> tuple[str, str, Any]:
-    """Queue a run → (job id, status, timer update). A run name that is not a safe folder name is
-    refused with the rule, in a warning and the status (the session's job, if any, stays shown)."""
-    options = dida_options(bank_size, tp, ins_lambda) if method == "dida" else {}
+    """Queue a run → (job id, status, timer update); the DIDA options go to dida and dida_mic, the
+    MIC options to mic and dida_mic. A run name that is not a safe folder name is refused with
+    the rule, in a warning and the status (the session's job, if any, stays shown)."""
+    options = dida_options(bank_size, tp, ins_lambda) if has_options(method, DIDAConfig) else {}
+    if has_options(method, MICConfig):
+        options |= mic_options(mask_ratio, mask_patch, mic_lambda)
     try:
         job = studio.train(
             method,
@@ -293,6 +324,16 @@ def _inputs(studio: Studio) -> dict[str, Any]:
         ui["bank_size"] = gr.Number(value=300, precision=0, minimum=19, label="K (bank slots)")
         ui["tp"] = gr.Slider(0.01, 1.0, value=0.1, step=0.01, label="tp (temperature)")
         ui["ins_lambda"] = gr.Number(value=1.0, minimum=0, label="λ (weight of L_ins)")
+    mic = MICConfig()
+    mic_box = gr.Accordion("MIC masked consistency", open=True, visible=False)
+    with mic_box as ui["mic_options"], gr.Row():
+        ui["mask_ratio"] = gr.Slider(
+            0, 0.95, value=mic.mask_ratio, step=0.05, label="mask ratio (patches masked)"
+        )
+        ui["mask_patch"] = gr.Number(
+            value=mic.mask_patch, precision=0, minimum=1, label="mask patch (pixels)"
+        )
+        ui["mic_lambda"] = gr.Number(value=mic.mic_lambda, minimum=0, label="λ_M (weight of L_M)")
     with gr.Row():
         ui["start"] = gr.Button("Start training", variant="primary", elem_id="train-start")
         ui["stop"] = gr.Button("Stop", variant="stop", elem_id="train-stop", interactive=False)
@@ -325,10 +366,10 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     ui["preset"].change(
         preset_changed, ui["preset"], [ui["iters"], ui["note"]], api_visibility=private, **CHEAP
     )
-    ui["method"].change(lambda m: gr.update(visible=m == "dida"), ui["method"], ui["dida_options"],
+    ui["method"].change(option_groups, ui["method"], [ui["dida_options"], ui["mic_options"]],
                         api_visibility=private, **CHEAP)  # fmt: skip
     names = ("method", "preset", "iters", "seed", "name", "bank_size", "tp", "ins_lambda",
-             "start_from")  # fmt: skip
+             "start_from", "mask_ratio", "mask_patch", "mic_lambda")  # fmt: skip
     enable = (bind(stop_button, studio), job_id, ui["stop"])
     ui["start"].click(bind(start, studio), [ui[n] for n in names], [job_id, status, timer],
                       api_name="train_start", **CHEAP).then(*enable, **CHEAP)  # fmt: skip

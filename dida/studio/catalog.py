@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -22,6 +23,8 @@ from dida import runs
 from dida.bank import BankHistory, BankSnapshot
 from dida.checkpoints import parse_checkpoint_arg, read_checkpoint_meta
 from dida.inference import InferenceSettings
+from dida.methods.dida import DIDAConfig
+from dida.methods.registry import METHODS, method_config
 from dida.model import SegModel, load_official
 
 METHOD_TITLES: dict[str, str] = {
@@ -29,6 +32,7 @@ METHOD_TITLES: dict[str, str] = {
     "proda": "ProDA-style",
     "daformer": "DAFormer-style",
     "dida": "DIDA",
+    "dida_mic": "DIDA + MIC",
     "oracle": "oracle",
     "mic": "MIC",
     "official": "official checkpoint",
@@ -100,6 +104,31 @@ class RunSummary:
         score = "" if self.miou is None else f" (mIoU {100 * self.miou:.1f})"
         tag = f" · {self.kind}" if self.kind in (SHIPPED, OFFICIAL) else f" · {self.state}"
         return f"{METHOD_TITLES.get(self.method, self.method)} · {self.name}{score}{tag}"
+
+
+class DIDAOptions(NamedTuple):
+    """The options of a run's DIDA config that the explain views follow."""
+
+    tp: float
+    """Temperature of the instance softmax the run trained with."""
+    scatter_alpha: float
+    """Weight α of p in the regenerated scores α p + (1 − α) a."""
+    normalize: bool
+    """Cosine similarity (L2-normalised features and bank)."""
+    centre: bool
+    """Bank mean subtracted from features and slots before the similarity."""
+
+
+def dida_options(summary: RunSummary) -> DIDAOptions:
+    """A run's DIDA options read through its method's config (``method_config``: ``dida`` or
+    ``dida_mic`` with the run's options, the mode's defaults filled in — e.g. normalize=False in
+    released mode); a method without DIDA options (an official checkpoint) gets DIDAConfig()'s.
+    Raises ValueError naming the options when the run's options are not valid for its method."""
+    known = summary.method in METHODS
+    cfg = method_config(summary.method, summary.method_options) if known else None
+    if not isinstance(cfg, DIDAConfig):
+        cfg = DIDAConfig()
+    return DIDAOptions(cfg.tp, cfg.scatter_alpha, cfg.normalize, cfg.centre)
 
 
 def run_id(kind: str, name: str) -> str:

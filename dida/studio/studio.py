@@ -32,7 +32,7 @@ from dida.explain import (
 from dida.inference import InferenceSettings, Progress, run_image
 from dida.model import SegModel
 from dida.presets import PRESETS
-from dida.studio.catalog import RunCatalog, RunSummary, resolve_device
+from dida.studio.catalog import DIDAOptions, RunCatalog, RunSummary, dida_options, resolve_device
 from dida.studio.images import ImageKey, ValImages, ValItem, open_data_root, source_crop
 from dida.studio.jobs import TrainJob, TrainQueue, latest_snapshot, train_config, warm_start
 from dida.studio.passes import ValPasses
@@ -369,23 +369,31 @@ class Studio:
 
     # --- explanation -----------------------------------------------------------------------
 
+    def dida_options(self, run_id: str) -> DIDAOptions:
+        """The run's DIDA options (tp, scatter_alpha, normalize, centre) read through its method's
+        config (``dida`` or ``dida_mic``; the mode's defaults filled in)."""
+        return dida_options(self.run(run_id))
+
     def explain(
         self, run_id: str, key: ImageKey, x: int, y: int, tp: float, snapshot: int = -1
     ) -> PixelExplanation:
-        """``dida.explain.explain_pixel`` with a run's model, options and bank snapshot; the image's
-        features are cached, so a new pixel or tp costs only the K-way softmax."""
-        options = self.run(run_id).method_options
+        """``dida.explain.explain_pixel`` with a run's model, DIDA options (its config's
+        scatter_alpha, normalize, centre) and bank snapshot; the image's features are cached, so a
+        new pixel or tp costs only the K-way softmax."""
+        bank = self.snapshot(run_id, snapshot)  # first: a run without a bank says so
+        options = self.dida_options(run_id)
         return explain_pixel(
             self.model(run_id),
             self.item(key)["image"],
-            self.snapshot(run_id, snapshot),
+            bank,
             x,
             y,
             tp,
-            alpha=_option(options, "scatter_alpha", 0.5),
-            normalize=_option(options, "normalize", True),
+            alpha=options.scatter_alpha,
+            normalize=options.normalize,
             cache=self._features,
             model_key=(run_id, self.model_stamp(run_id)),
+            centre=options.centre,
         )
 
     def tp_sweep(
@@ -393,10 +401,11 @@ class Studio:
     ) -> TpSweep:
         """q at every tp of ``tps`` for one pixel (the common y-scale of the tp view)."""
         explanation = self.explain(run_id, key, x, y, tps[0], snapshot)
-        normalize = _option(self.run(run_id).method_options, "normalize", True)
+        options = self.dida_options(run_id)
         return distribution_over_tps(
-            explanation.feature, self.snapshot(run_id, snapshot), tps, normalize
-        )
+            explanation.feature, self.snapshot(run_id, snapshot), tps, options.normalize,
+            options.centre,
+        )  # fmt: skip
 
     # --- projections -----------------------------------------------------------------------
 
@@ -510,8 +519,3 @@ class Studio:
 
 def _default_name(method: str, preset: str, seed: int) -> str:
     return f"{method}_{preset}_s{seed}_{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _option(options: dict, key: str, default: Any) -> Any:
-    value = options.get(key)
-    return default if value is None else value

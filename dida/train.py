@@ -38,6 +38,7 @@ from dida.distributed import (
     barrier,
     broadcast_flag,
     init_distributed,
+    resolve_device,
     shutdown_distributed,
 )
 from dida.methods.base import Method, MethodContext, unwrap
@@ -92,8 +93,26 @@ def run_config(cfg: TrainConfig, argv: list[str] | None = None) -> dict[str, Any
             "python": platform.python_version(),
             "torch": torch.__version__,
             "platform": platform.platform(),
+            "hardware": hardware_name(cfg.device),
         },
     }
+
+
+def hardware_name(device: str) -> str:
+    """What the run starts training on: the GPU's name, or the CPU model and torch's threads."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        return torch.cuda.get_device_name(resolved)
+    return f"{platform.processor() or _cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "CPU"
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else "CPU"
 
 
 def command_line(argv: list[str]) -> str:

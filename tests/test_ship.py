@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dida import runs
-from dida.bench.ship import EXPECTED, half_state, ship_run, slice_miou
+from dida.bench.ship import EXPECTED, half_state, ship_run, slice_miou, training_cost
 from dida.data.uda import target_val_images
 from dida.presets import preset_config
 from dida.train import TrainConfig, train
@@ -39,7 +39,13 @@ def test_ship_exports_half_weights_card_bank_and_expected_score(
     expected = runs.read_json(folder / EXPECTED)
     assert slice_miou(folder, val) == pytest.approx(expected["mIoU"], abs=1e-9)
     miou = runs.run_info(folder).miou
-    assert f"**{100 * miou:.1f}**" in (folder / "MODEL_CARD.md").read_text()
+    text = (folder / "MODEL_CARD.md").read_text()
+    assert f"**{100 * miou:.1f}**" in text
+    cost = training_cost(tiny_dida_run)
+    assert cost is not None and cost["train_cpu_s"] > 0
+    hardware = runs.read_json(tiny_dida_run / runs.CONFIG)["environment"]["hardware"]
+    assert f"- Training cost: {cost['train_cpu_s'] / 3600:.2f} CPU-hours" in text
+    assert f"on {hardware}" in text and hardware.endswith("threads)")
     fp32 = runs.load_run_model(tiny_dida_run)
     fp16 = runs.load_run_model(folder)
     x = torch.randn(1, 3, 64, 128)

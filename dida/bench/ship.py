@@ -70,7 +70,28 @@ def _init_line(init_weights: str | None) -> list[str]:
     ]
 
 
-def card(name: str, config: dict, run_name: str, metrics: dict, slice_value: float) -> str:
+def training_cost(run_dir: Path) -> dict[str, float] | None:
+    """The run's cumulative training cost (``train_cpu_s``, ``train_wall_s``) at its last train
+    record; None for runs trained before the cost was recorded."""
+    costs = [r for r in runs.read_metrics(run_dir, "train") if "train_cpu_s" in r]
+    return None if not costs else {k: costs[-1][k] for k in ("train_cpu_s", "train_wall_s")}
+
+
+def _cost_line(cost: dict[str, float] | None, device: str) -> str:
+    if cost is None:
+        return f"- Training cost: not recorded (trained before costs were logged), on {device}"
+    cpu_h, wall_h = cost["train_cpu_s"] / 3600, cost["train_wall_s"] / 3600
+    return f"- Training cost: {cpu_h:.2f} CPU-hours ({wall_h:.2f} h wall), on {device}"
+
+
+def card(
+    name: str,
+    config: dict,
+    run_name: str,
+    metrics: dict,
+    slice_value: float,
+    cost: dict[str, float] | None = None,
+) -> str:
     """The MODEL_CARD.md text."""
     data, options = config["data"], config["method"]["options"]
     per_class = ", ".join(f"{c} {100 * v:.1f}" for c, v in metrics["IoU"].items() if v is not None)
@@ -83,6 +104,7 @@ def card(name: str, config: dict, run_name: str, metrics: dict, slice_value: flo
         f"- Model: {config['model']['backbone']}, decoder embed_dim {config['model']['embed_dim']}; "
         f"method options {options or 'defaults'}",
         *_init_line(config["model"].get("init_weights")),
+        _cost_line(cost, config.get("environment", {}).get("hardware", "hardware not recorded")),
         f"- Environment: {config.get('environment', {})}",
         "- Weights: the student, stored in float16 (`python -m dida.bench.ship`).",
         f"- Target mIoU measured after saving (float16 weights, whole val split): **{100 * metrics['mIoU']['19']:.1f}**",
@@ -111,7 +133,8 @@ def ship_run(run_dir: Path, out: Path, name: str, data_root: Path | None = None)
     runs.append_metrics(folder, {"kind": "eval", "it": config["iters"], **metrics})
     value = slice_miou(folder, val)
     runs.atomic_write_json(folder / EXPECTED, {"val_images": SLICE_IMAGES, "mIoU": value})
-    (folder / "MODEL_CARD.md").write_text(card(name, config, run_dir.name, metrics, value))
+    cost = training_cost(run_dir)
+    (folder / "MODEL_CARD.md").write_text(card(name, config, run_dir.name, metrics, value, cost))
     split = val_split(data_root) if data_root else run_val_split(TrainConfig.from_dict(config))
     write_scores(folder, split)
     return folder

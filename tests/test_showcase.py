@@ -60,3 +60,37 @@ def test_gap_closed_is_the_share_of_the_source_only_to_oracle_gap() -> None:
     line = gap_closed(rows)
     assert line.endswith("daformer 40 %, dida -5 %") and "30.0 → oracle 70.0" in line
     assert "no gap" in gap_closed({"oracle": rows["oracle"]})
+
+
+def test_fidelity_rows_start_from_the_showcase_source_only_snapshot() -> None:
+    from dida.bench.suites import FIDELITY_ITERS, FIDELITY_START_IT, fidelity_jobs
+
+    jobs = fidelity_jobs()
+    seeds = {
+        row: sorted(j.seed for j in jobs if j.tags["row"] == row) for row in ("dida", "rel_online")
+    }
+    assert seeds == {"dida": [0, 1, 2], "rel_online": [0]}
+    assert [j.seed for j in jobs[: len({j.tags["row"] for j in jobs})]] == [0] * 14
+    job = next(j for j in jobs if j.name == "rel_weighted_s0")
+    argv = job.train_args(Path("r"), 1)
+    assert {"method.mode=released", "method.ins_weight=confidence"} <= set(argv)
+    assert f"iters={FIDELITY_ITERS}" in argv
+    start = Path("r/curves") / f"source_only_{SHOWCASE_RECIPE}" / runs.SNAPSHOTS
+    assert f"model.init_weights={start / f'model_{FIDELITY_START_IT:06d}.safetensors'}" in argv
+    assert job.init_dir(Path("r")) == Path("r/curves") / f"source_only_{SHOWCASE_RECIPE}"
+
+
+def test_a_snapshot_start_waits_only_for_its_file(tmp_path: Path) -> None:
+    import threading
+
+    import pytest
+
+    from dida.bench.suites import fidelity_jobs, wait_for_start
+
+    job = fidelity_jobs()[0]
+    with pytest.raises(RuntimeError, match="does not exist yet; train .* past that iteration"):
+        wait_for_start(job, tmp_path, {})
+    snapshot = job.init_file(tmp_path)
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_bytes(b"weights")
+    wait_for_start(job, tmp_path, {job.init_dir(tmp_path): threading.Event()})  # never set: no wait

@@ -48,8 +48,8 @@ class Job:
     tags: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     """What the report groups by (row, sweep, value)."""
     init_from: str | None = None
-    """Run (``name`` of the same suite or ``suite/name``) whose final weights initialise this one;
-    it trains first."""
+    """Run (``name`` of the same suite or ``suite/name``) whose final weights initialise this one
+    (it trains first), or ``suite/name@IT``: its learning-curve snapshot of iteration IT."""
 
     stop_cpu_h: float | None = None
     """Stop (resumable) once the run has spent this many training CPU-hours (``--stop-cpu-h``):
@@ -70,7 +70,7 @@ class Job:
         for pair in self.settings:
             args += ["--set", pair]
         if self.init_from is not None:
-            args += ["--set", f"model.init_weights={self.init_dir(runs_root) / runs.MODEL}"]
+            args += ["--set", f"model.init_weights={self.init_file(runs_root)}"]
         if self.stop_cpu_h is not None:
             args += ["--stop-cpu-h", f"{self.stop_cpu_h:g}"]
         return args
@@ -83,5 +83,13 @@ class Job:
     def init_dir(self, runs_root: Path) -> Path:
         """The folder of the run this one starts from."""
         assert self.init_from is not None
-        suite, _, name = self.init_from.rpartition("/")
+        suite, _, name = self.init_from.partition("@")[0].rpartition("/")
         return Path(runs_root) / (suite or self.suite) / name
+
+    def init_file(self, runs_root: Path) -> Path:
+        """The weights this run starts from: the init run's model, or its snapshot ``@IT``."""
+        assert self.init_from is not None
+        _, at, it = self.init_from.partition("@")
+        if not at:
+            return self.init_dir(runs_root) / runs.MODEL
+        return self.init_dir(runs_root) / runs.SNAPSHOTS / f"model_{int(it):06d}.safetensors"

@@ -296,6 +296,7 @@ MAIN_TITLES = {
     "quick": "SynthCity, quick preset",
     "warm": "SynthCity, default preset, adaptation from the source-only run",
     "showcase": "SynthCity, showcase preset, adaptation from the source-only run",
+    "fidelity": "SynthCity, 2,000 iterations from the showcase source-only model at 8,000",
 }
 WARM_PAIRS = (
     ("daformer_warm", "dida_warm"),
@@ -309,12 +310,26 @@ SHOWCASE_PAIRS = (
     ("source_only_more", "daformer"),
     ("source_only_more", "dida"),
 )
+FIDELITY_PAIRS = (
+    ("daformer", "dida"),
+    ("daformer", "dida_released"),
+    ("daformer", "mic"),
+    ("mic", "dida_mic"),
+    ("source_only_more", "daformer"),
+    *(("dida_released", key) for key in ("rel_online", "rel_cosine", "rel_weighted")),
+    *(("dida_released", key) for key in ("rel_scatter", "rel_teacher", "rel_quarter")),
+    ("dida", "paper_weighted"),
+    ("dida", "paper_centred"),
+)
+"""The fidelity table's comparisons: the deciding pairs, then each switch against its mode."""
 GAP_ROWS = ("source_only_more", "proda", "daformer", "dida", "dida_released", "mic", "dida_mic")
 
 
 def comparisons(suite: str, rows: dict) -> list[str]:
     """The comparison sentences under a main-style table, one paragraph each."""
-    pairs = {"warm": WARM_PAIRS, "showcase": SHOWCASE_PAIRS}.get(suite, (("daformer", "dida"),))
+    pairs = {"warm": WARM_PAIRS, "showcase": SHOWCASE_PAIRS, "fidelity": FIDELITY_PAIRS}.get(
+        suite, (("daformer", "dida"),)
+    )
     lines = [line for a, b in pairs for line in (compare(rows, a, b), "")]
     return lines + ([gap_closed(rows), ""] if suite == "showcase" else [])
 

@@ -46,7 +46,9 @@ from dida.data.synthcity import SynthCityConfig
 from dida.data.uda import DataConfig, domain_roots
 from dida.train import TrainConfig, build_parser, config_from_args, flat_config
 
-SUITES = ("main", "quick", "ablations", "shift", "warm", "shiftwarm", "curves", "showcase")
+SUITES = (
+    "main", "quick", "ablations", "shift", "warm", "shiftwarm", "curves", "showcase", "fidelity",
+)  # fmt: skip
 SEEDS = (0, 1, 2)
 TP_VALUES = (0.05, 0.1, 0.2, 0.5, 1.0)
 LAMBDA_VALUES = (0.05, 0.1, 0.5, 1.0, 2.0)
@@ -288,6 +290,47 @@ def showcase_jobs(preset: str = "showcase") -> list[Job]:
     return sorted(base, key=lambda j: j.method != "source_only") + adapt
 
 
+FIDELITY_ITERS = 2000
+FIDELITY_START_IT = 8000
+"""The fidelity suite starts from the showcase source-only run's snapshot at this iteration (so it
+can run before that run's 16,000 iterations are done) and adapts for ``FIDELITY_ITERS``."""
+_RELEASED = ("method.mode=released",)
+FIDELITY_ROWS = (
+    Row("daformer", "daformer", "DAFormer-style", seeds=3),
+    Row("dida", "dida", "DIDA paper", seeds=3),
+    Row("dida_released", "dida", "DIDA released", seeds=3, settings=_RELEASED),
+    Row("mic", "mic", "MIC-style", seeds=3),
+    Row("dida_mic", "dida_mic", "DIDA + MIC", seeds=3),
+    Row("source_only_more", "source_only", "source-only, trained on (control)"),
+    Row("rel_online", "dida", "released, online bank", settings=(*_RELEASED, "method.bank_init=online")),
+    Row("rel_cosine", "dida", "released, cosine", settings=(*_RELEASED, "method.normalize=true")),
+    Row("rel_weighted", "dida", "released, confidence-weighted L_ins",
+        settings=(*_RELEASED, "method.ins_weight=confidence")),
+    Row("rel_scatter", "dida", "released, scattering α 0.5",
+        settings=(*_RELEASED, "method.scatter_alpha=0.5")),
+    Row("rel_teacher", "dida", "released, gathering teacher probabilities",
+        settings=(*_RELEASED, "method.gather_from=teacher")),
+    Row("rel_quarter", "dida", "released, slot means at 1/4 resolution",
+        settings=(*_RELEASED, "method.slot_resolution=feature")),
+    Row("paper_weighted", "dida", "paper, confidence-weighted L_ins",
+        settings=("method.ins_weight=confidence",)),
+    Row("paper_centred", "dida", "paper, centred features", settings=("method.centre=true",)),
+)  # fmt: skip
+"""Issue 14: the deciding rows (3 seeds) and one-at-a-time switches of the released and paper
+modes (seed 0), all started from the showcase source-only model under the warm protocol."""
+
+
+def fidelity_jobs(preset: str = "showcase") -> list[Job]:
+    """Seed 0 of every row first (the one-at-a-time table early), then seeds 1 and 2."""
+    start = f"curves/source_only_{SHOWCASE_RECIPE}@{FIDELITY_START_IT}"
+    return [
+        Job("fidelity", f"{row.key}_s{seed}", row.method, preset, seed,
+            (*row.settings, f"iters={FIDELITY_ITERS}"),
+            {"row": row.key, "label": row.label}, init_from=start)
+        for seed in SEEDS for row in FIDELITY_ROWS if seed < row.seeds
+    ]  # fmt: skip
+
+
 SUITE_JOBS = {
     "main": main_jobs,
     "quick": quick_jobs,
@@ -297,6 +340,7 @@ SUITE_JOBS = {
     "shiftwarm": shift_warm_jobs,
     "curves": curve_jobs,
     "showcase": showcase_jobs,
+    "fidelity": fidelity_jobs,
 }
 
 
@@ -318,6 +362,21 @@ def wait_for(run_dir: Path, waiting: str, events: dict[Path, threading.Event]) -
         raise RuntimeError(f"{waiting} starts from {run_dir}, which is not trained; train it first")
 
 
+def wait_for_start(job: Job, runs_root: Path, events: dict[Path, threading.Event]) -> None:
+    """Block until the weights ``job`` starts from exist: a finished init run, or its snapshot
+    (which a still-running init run may already have written)."""
+    start = job.init_file(runs_root)
+    if "@" not in str(job.init_from):
+        return wait_for(job.init_dir(runs_root), job.name, events)
+    if not start.exists() and job.init_dir(runs_root) in events:
+        events[job.init_dir(runs_root)].wait()
+    if not start.exists():
+        raise RuntimeError(
+            f"{job.name} starts from {start}, which does not exist yet; train "
+            f"{job.init_dir(runs_root)} past that iteration first"
+        )
+
+
 def run_job(
     job: Job, runs_root: Path, threads: int, log_dir: Path, events: dict[Path, threading.Event]
 ) -> Path:
@@ -327,7 +386,7 @@ def run_job(
     run_dir = job.run_dir(runs_root)
     try:
         if job.init_from is not None:
-            wait_for(job.init_dir(runs_root), job.name, events)
+            wait_for_start(job, runs_root, events)
         return _train_and_score(job, runs_root, threads, log_dir)
     finally:
         events.setdefault(run_dir, threading.Event()).set()
@@ -479,7 +538,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def suite_jobs(suite: str, preset: str | None) -> list[Job]:
-    default = {"main": "default", "warm": "default", "curves": "long", "showcase": "showcase"}
+    default = {
+        "main": "default", "warm": "default", "curves": "long",
+        "showcase": "showcase", "fidelity": "showcase",
+    }  # fmt: skip
     default = default.get(suite, "quick")
     return SUITE_JOBS[suite](preset or default)
 

@@ -1,5 +1,6 @@
 """DIDA's labelled instance bank (METHOD.md §4.2, §4.3): its pure helpers (``regions``), the bank
-object (``instance``), its snapshot history (``history``) and data-parallel collectives
+object (``instance``), its snapshots and their history (``history``), slot provenance
+(``provenance``: source image and region box of each write) and data-parallel collectives
 (``collectives``). Every name is importable from ``dida.bank``."""
 
 from dida.bank.collectives import (
@@ -9,8 +10,23 @@ from dida.bank.collectives import (
     distributed_sum_,
     reduce_class_stats,
 )
-from dida.bank.history import HISTORY_FORMAT, HISTORY_VERSION, BankHistory
-from dida.bank.instance import SNAPSHOT_KEYS, BankSnapshot, BankUpdateConfig, InstanceBank
+from dida.bank.history import (
+    HISTORY_FORMAT,
+    HISTORY_VERSION,
+    SNAPSHOT_KEYS,
+    BankHistory,
+    BankSnapshot,
+)
+from dida.bank.instance import BankUpdateConfig, InstanceBank
+from dida.bank.provenance import (
+    class_counts,
+    latest_source,
+    latest_sources,
+    per_class_boxes,
+    region_boxes,
+    scale_boxes,
+    source_provenance,
+)
 from dida.bank.regions import (
     BalancedSlots,
     allocate_slot_labels,
@@ -45,6 +61,7 @@ __all__ = [
     "bilinear_matrix",
     "boundary_mask",
     "check_labels",
+    "class_counts",
     "class_means",
     "class_sums",
     "distributed_cat",
@@ -52,9 +69,15 @@ __all__ = [
     "first_per_class",
     "grouped_kmeans",
     "interior_labels",
+    "latest_source",
+    "latest_sources",
     "oldest_per_class",
+    "per_class_boxes",
     "rank_in_class",
     "reduce_class_stats",
+    "region_boxes",
     "region_means",
     "region_sums",
+    "scale_boxes",
+    "source_provenance",
 ]

@@ -1,17 +1,40 @@
-"""The bank's snapshot history: a bounded list of ``BankSnapshot`` saved as ONE safetensors file
-(JSON description in its metadata) for the app."""
+"""Bank snapshots (``BankSnapshot``) and their history: a bounded list saved as ONE safetensors file
+(JSON description in its metadata) for the app. Histories saved before provenance was recorded
+load with ``boxes = None``."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from dida.bank.instance import SNAPSHOT_KEYS, BankSnapshot
 
+@dataclass
+class BankSnapshot:
+    """The bank at one iteration, on CPU, for the app (features stored as float16)."""
+
+    iteration: int
+    features: Tensor
+    """(K, D) float16."""
+    labels: Tensor
+    """(K,) int64 slot classes."""
+    ages: Tensor
+    """(K,) int64 iteration of each slot's last write (-1 = never)."""
+    source_ids: Tensor
+    """(K,) int64 dataset index of the source image of the slot's last write (for a momentum
+    update the latest contributing image); -1 = never written or not recorded."""
+    changed: Tensor
+    """(K,) bool, slots written since the previous snapshot."""
+    boxes: Tensor | None = None
+    """(K, 4) int64 box (x0, y0, x1, y1) of the class region in that source image's pixels, -1
+    when unknown; None in histories saved before provenance was recorded."""
+
+
+SNAPSHOT_KEYS = ("features", "labels", "ages", "source_ids", "changed", "boxes")
 HISTORY_FORMAT = "dida-bank-history"
 HISTORY_VERSION = 1
 

@@ -17,6 +17,12 @@ average E itself; full-resolution labels average E bilinearly upsampled to them 
 code's label resolution; ``regions.region_sums``). Data parallel: every statistic is reduced over
 ranks before it is applied (``collectives``). The bank knows nothing of optimizers, files of a run,
 or the UI.
+
+Provenance: every write records, per slot, the dataset index of the source image the written
+feature came from and the box of the class region in that image's pixels (``source_ids``,
+``boxes``; ``provenance``). A momentum update averages many pixels, possibly of several images: it
+records the latest contributing image (the last one in the batch, over ranks the last rank, that
+holds the slot's class); a slot whose class no image holds keeps what it had.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import torch
 from torch import Tensor
 
 from dida.bank.collectives import Gatherer, Reducer, distributed_cat, reduce_class_stats
+from dida.bank.history import BankSnapshot
+from dida.bank.provenance import latest_sources, per_class_boxes
 from dida.bank.regions import (
     allocate_slot_labels,
     boundary_mask,
@@ -71,40 +79,21 @@ class BankUpdateConfig:
             )
 
 
-@dataclass
-class BankSnapshot:
-    """The bank at one iteration, on CPU, for the app (features stored as float16)."""
-
-    iteration: int
-    features: Tensor
-    """(K, D) float16."""
-    labels: Tensor
-    """(K,) int64 slot classes."""
-    ages: Tensor
-    """(K,) int64 iteration of each slot's last write (-1 = never)."""
-    source_ids: Tensor
-    """(K,) int64 source image that filled the slot (-1 = none or an aggregate of several)."""
-    changed: Tensor
-    """(K,) bool, slots written since the previous snapshot."""
-    boxes: Tensor | None = None
-    """(K, 4) int64 crop box (x0, y0, x1, y1) of the filling image, -1 when unknown."""
-
-
 _STATE_KEYS = ("features", "labels", "ages", "source_ids", "filled", "changed")
-SNAPSHOT_KEYS = ("features", "labels", "ages", "source_ids", "changed", "boxes")
+_ALL_KEYS = (*_STATE_KEYS, "boxes")
+"""State tensors; ``boxes`` may be missing from checkpoints made before provenance was recorded."""
 
 
 class InstanceBank:
     """DIDA's labelled instance bank: features (K, D) float32 and per-slot bookkeeping.
 
     State (all tensors, on one device): ``features`` (K, D) float32, ``labels`` (K,) int64,
-    ``ages`` (K,) int64 iteration of the last write (-1 never), ``source_ids`` (K,) int64,
-    ``filled`` (K,) bool, ``changed`` (K,) bool since the last snapshot, optional ``boxes`` (K, 4).
+    ``ages`` (K,) int64 iteration of the last write (-1 never), ``source_ids`` (K,) int64 and
+    ``boxes`` (K, 4) int64 (provenance, see the module docstring), ``filled`` (K,) bool,
+    ``changed`` (K,) bool since the last snapshot.
     """
 
-    def __init__(
-        self, labels: Tensor, dim: int, num_classes: int = NUM_CLASSES, track_boxes: bool = False
-    ) -> None:
+    def __init__(self, labels: Tensor, dim: int, num_classes: int = NUM_CLASSES) -> None:
         if (
             labels.dim() != 1
             or len(labels) == 0
@@ -119,9 +108,7 @@ class InstanceBank:
         self.source_ids = torch.full((slots,), -1, dtype=torch.long, device=device)
         self.filled = torch.zeros(slots, dtype=torch.bool, device=device)
         self.changed = torch.zeros(slots, dtype=torch.bool, device=device)
-        self.boxes = (
-            torch.full((slots, 4), -1, dtype=torch.long, device=device) if track_boxes else None
-        )
+        self.boxes = torch.full((slots, 4), -1, dtype=torch.long, device=device)
 
     @classmethod
     def allocate(
@@ -129,13 +116,10 @@ class InstanceBank:
         num_slots: int,
         dim: int,
         classes: Sequence[int] = CLASSES_19,
-        track_boxes: bool = False,
         device: torch.device | str = "cpu",
     ) -> InstanceBank:
         """An empty class-balanced bank (see ``allocate_slot_labels``)."""
-        return cls(
-            allocate_slot_labels(num_slots, classes).to(device), dim, NUM_CLASSES, track_boxes
-        )
+        return cls(allocate_slot_labels(num_slots, classes).to(device), dim, NUM_CLASSES)
 
     @classmethod
     def from_features(cls, features: Tensor, labels: Tensor, it: int = -1) -> InstanceBank:
@@ -148,12 +132,14 @@ class InstanceBank:
 
     @classmethod
     def from_snapshot(cls, snapshot: BankSnapshot) -> InstanceBank:
-        """The bank a ``BankSnapshot`` recorded (float32 features; slots never written stay empty)."""
-        bank = cls(snapshot.labels.long(), snapshot.features.shape[1], track_boxes=False)
+        """The bank a ``BankSnapshot`` recorded (float32 features; slots never written stay empty;
+        an old snapshot without boxes gives boxes of -1)."""
+        bank = cls(snapshot.labels.long(), snapshot.features.shape[1])
         bank.features = snapshot.features.float().clone()
         bank.ages, bank.source_ids = snapshot.ages.clone(), snapshot.source_ids.clone()
         bank.filled = snapshot.ages >= 0
-        bank.boxes = None if snapshot.boxes is None else snapshot.boxes.clone()
+        if snapshot.boxes is not None:
+            bank.boxes = snapshot.boxes.clone()
         return bank
 
     @property
@@ -187,46 +173,49 @@ class InstanceBank:
         """Write each image's class-region means into the next free slot of that class.
 
         features (B, D, h, w), labels (B, H, W) at the feature size or larger (means of the
-        upsampled features, ``region_sums``), source_ids (B,) int64,
-        boxes (B, 4) or None. Images are taken in order (over ranks: rank order), so image b's
-        class c lands in the first slot of c still free after images < b. Because slots are
+        upsampled features, ``region_sums``), source_ids (B,) int64 dataset indices, boxes of
+        each class region in each source image (B, C, 4) (``provenance.region_boxes`` mapped to
+        image pixels), one box per image (B, 4), or None (unknown). Images are taken in order
+        (over ranks: rank order), so image b's class c lands in the first slot of c still free
+        after images < b; the slot records image b and its region box of c. Because slots are
         pre-assigned to classes, the rare-class order of DIDA's appending only matters through
         the allocation (the remainder slots). Returns the indices of the written slots.
         Features are detached: the bank never joins the autograd graph.
         """
         means, counts = region_means(features.detach(), labels, self.num_classes)  # (B, C, D)
+        boxes = per_class_boxes(boxes, len(means), self.num_classes, means.device)
         gather = gather or distributed_cat
-        means, counts = gather(means), gather(counts)
+        means, counts, boxes = gather(means), gather(counts), gather(boxes)
         source_ids = gather(source_ids.to(means.device).long())
-        boxes = gather(boxes.to(means.device).long()) if boxes is not None else None
         written = [
-            self._fill_image(
-                means[b],
-                counts[b] >= min_pixels,
-                it,
-                int(source_ids[b]),
-                None if boxes is None else boxes[b],
-            )
+            self._fill_image(means[b], counts[b] >= min_pixels, it, source_ids[b], boxes[b])
             for b in range(len(means))
         ]
         return torch.cat(written)
 
     def _fill_image(
-        self, means: Tensor, present: Tensor, it: int, source_id: int, box: Tensor | None
+        self, means: Tensor, present: Tensor, it: int, source_id: Tensor, boxes: Tensor
     ) -> Tensor:
-        """Fill the first free slot of every present class from one image's means (C, D)."""
+        """Fill the first free slot of every present class from one image's means (C, D); the
+        slots record the image's id (0-d) and its class-region boxes (C, 4)."""
         present = present.to(self.labels.device)
         slots = first_per_class(~self.filled & present[self.labels], self.labels, self.num_classes)
         self.features[slots] = means.to(self.features)[self.labels[slots]]
-        self._mark(slots, it, source_id)
-        if self.boxes is not None and box is not None:
-            self.boxes[slots] = box.to(self.boxes)
+        self._mark(slots, it)
+        self._record(slots, source_id.expand(len(slots)), boxes[self.labels[slots]])
         return slots
 
-    def load_slots(self, features: Tensor, filled: Tensor, source_ids: Tensor, it: int) -> Tensor:
+    def load_slots(
+        self,
+        features: Tensor,
+        filled: Tensor,
+        source_ids: Tensor,
+        it: int,
+        boxes: Tensor | None = None,
+    ) -> Tensor:
         """Write a precomputed bank at once (e.g. ``regions.balanced_slot_means``): features (K, D)
-        into the ``filled`` (K,) slots, which record ``source_ids`` (K,) and age ``it``.
-        Returns the indices of the written slots."""
+        into the ``filled`` (K,) slots, which record ``source_ids`` (K,), their region boxes
+        (K, 4) in those images (None: unknown) and age ``it``. Returns the written slots."""
         if features.shape != self.features.shape or filled.shape != self.labels.shape:
             raise ValueError(
                 f"a precomputed bank must be ({self.num_slots}, {self.dim}) with a ({self.num_slots},)"
@@ -235,16 +224,19 @@ class InstanceBank:
         slots = torch.nonzero(filled.to(self.labels.device)).flatten()
         self.features[slots] = features.detach().to(self.features)[slots]
         self._mark(slots, it)
-        self.source_ids[slots] = source_ids.to(self.source_ids)[slots]
+        ids = source_ids.to(self.source_ids)[slots]
+        self._record(slots, ids, None if boxes is None else boxes.to(self.boxes)[slots])
         return slots
 
-    def _mark(self, slots: Tensor, it: int, source_id: int = -1) -> None:
+    def _mark(self, slots: Tensor, it: int) -> None:
         self.ages[slots] = it
-        self.source_ids[slots] = source_id
         self.filled[slots] = True
         self.changed[slots] = True
-        if self.boxes is not None and source_id < 0:
-            self.boxes[slots] = -1
+
+    def _record(self, slots: Tensor, source_ids: Tensor, boxes: Tensor | None) -> None:
+        """Provenance of written slots: source ids (n,) and region boxes (n, 4) (None: -1)."""
+        self.source_ids[slots] = source_ids.to(self.source_ids)
+        self.boxes[slots] = -1 if boxes is None else boxes.to(self.boxes)
 
     def update(
         self,
@@ -253,18 +245,32 @@ class InstanceBank:
         it: int,
         cfg: BankUpdateConfig | None = None,
         reducer: Reducer | None = None,
+        source_ids: Tensor | None = None,
+        boxes: Tensor | None = None,
+        gather: Gatherer | None = None,
     ) -> Tensor:
         """Momentum update from a source batch; returns the indices of the changed slots.
 
         features (B, D, h, w) student decoder features E_s, labels (B, h, w) source labels at the
-        same resolution. Statistics are summed over ranks (``reducer``) before any write. Changed
-        slots get ``ages = it`` and ``source_ids = -1`` (an aggregate of several pixels/images).
+        same resolution (or larger), source_ids (B,) and boxes (B, C, 4) / (B, 4) as in ``fill``.
+        Statistics are summed over ranks (``reducer``) before any write. Changed slots get
+        ``ages = it`` and, as provenance, the latest contributing image: the last image of the
+        images used (``released``: image 0 of every rank; ``paper``: all, gathered over ranks)
+        that holds the slot's class, with its region box; a moved slot whose class no image
+        holds keeps its provenance. Without ``source_ids`` the changed slots record -1 (unknown).
         Features are detached: the bank never joins the autograd graph.
         """
         cfg, features = cfg or BankUpdateConfig(), features.detach()
+        used = 1 if cfg.mode == "released" else len(labels)
+        sources = latest_sources(labels[:used], source_ids, boxes, self.num_classes, gather)
         if cfg.mode == "released":
-            return self._update_released(features, labels, it, cfg.momentum, reducer)
-        return self._update_paper(features, labels, it, cfg, reducer)
+            slots = self._update_released(features, labels, it, cfg.momentum, reducer)
+        else:
+            slots = self._update_paper(features, labels, it, cfg, reducer)
+        ids, class_boxes = (value.to(self.labels.device)[self.labels[slots]] for value in sources)
+        held = (ids >= 0) | (source_ids is None)  # a class no image holds keeps its provenance
+        self._record(slots[held], ids[held], class_boxes[held])
+        return slots
 
     def _update_released(
         self, features: Tensor, labels: Tensor, it: int, momentum: float, reducer: Reducer | None
@@ -367,7 +373,6 @@ class InstanceBank:
 
     def snapshot(self, it: int) -> BankSnapshot:
         """A CPU copy of the bank (features float16) and the slots changed since the last snapshot."""
-        boxes = self.boxes.cpu().clone() if self.boxes is not None else None
         snap = BankSnapshot(
             iteration=int(it),
             features=self.features.detach().to("cpu", torch.float16),
@@ -375,16 +380,13 @@ class InstanceBank:
             ages=self.ages.cpu().clone(),
             source_ids=self.source_ids.cpu().clone(),
             changed=self.changed.cpu().clone(),
-            boxes=boxes,
+            boxes=self.boxes.cpu().clone(),
         )
         self.changed.zero_()
         return snap
 
     def _tensors(self) -> dict[str, Tensor]:
-        state = {key: getattr(self, key) for key in _STATE_KEYS}
-        if self.boxes is not None:
-            state["boxes"] = self.boxes
-        return state
+        return {key: getattr(self, key) for key in _ALL_KEYS}
 
     def state_dict(self) -> dict[str, Tensor]:
         """Tensor-only state (safetensors-friendly), including ``num_classes`` as a 0-d tensor."""
@@ -393,7 +395,8 @@ class InstanceBank:
         return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore from ``state_dict()`` output (keeps the current device)."""
+        """Restore from ``state_dict()`` output (keeps the current device); a state without
+        ``boxes`` (saved before provenance was recorded) leaves them -1."""
         missing = [key for key in (*_STATE_KEYS, "num_classes") if key not in state]
         if missing:
             raise KeyError(
@@ -407,4 +410,5 @@ class InstanceBank:
         for key in _STATE_KEYS:
             setattr(self, key, state[key].to(device).clone())
         self.features = self.features.float()
-        self.boxes = state["boxes"].to(device).clone() if "boxes" in state else None
+        unknown = torch.full((slots, 4), -1, dtype=torch.long)
+        self.boxes = state.get("boxes", unknown).to(device).clone()

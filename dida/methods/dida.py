@@ -40,6 +40,7 @@ from dida.bank import (
     distributed_cat,
     interior_labels,
     region_means,
+    source_provenance,
 )
 from dida.methods.base import Batch, MethodContext, unwrap
 from dida.methods.common import (
@@ -243,7 +244,8 @@ class DIDA(DAFormer):
             self.cfg.bank_size, _feature_dim(model), _source_classes(ctx), device=ctx.device
         )
         # While a precomputed bank collects its images: the student frozen at bank_start, and the
-        # region "means" (N, C, D), "counts" (N, C) and source "ids" (N,) collected so far.
+        # region "means" (N, C, D), "counts" (N, C), source "ids" (N,) and region "boxes"
+        # (N, C, 4) collected so far.
         self.starting_model: nn.Module | None = None
         self.cache: dict[str, Tensor] | None = None
         self._written_at: int | None = None
@@ -271,19 +273,21 @@ class DIDA(DAFormer):
 
     def _write_bank(self, features: Tensor, src: dict[str, Tensor], it: int) -> None:
         """Build the bank (online fill every iteration, or the precompute); once it is ready, a
-        momentum update every update_interval iterations."""
+        momentum update every update_interval iterations. Every write records the source images'
+        dataset indices and class-region boxes (``source_provenance``)."""
         if it < self.cfg.bank_start:
             return
         labels = self.slot_labels(src["label"], features.shape[-2:])
+        ids, boxes = source_provenance(src, labels, self.bank.num_classes)
         precomputed = self.cfg.bank_init == "precomputed"
         ready = self.bank.filled.any() if precomputed else self.bank.is_full()
         if not ready and precomputed:
             changed = self._precompute(src, labels, it)
         elif not ready:
-            ids = src.get("index", torch.full((len(labels),), -1, dtype=torch.long))
-            changed = self.bank.fill(features, labels, it, ids.to(features.device))
+            changed = self.bank.fill(features, labels, it, ids, boxes)
         elif it % self.cfg.update_interval == 0:
-            changed = self.bank.update(features, labels, it, self.cfg.bank_update())
+            update = self.cfg.bank_update()
+            changed = self.bank.update(features, labels, it, update, source_ids=ids, boxes=boxes)
         else:
             return
         if len(changed):
@@ -307,8 +311,8 @@ class DIDA(DAFormer):
             self.starting_model = frozen_copy(self.model).eval()
         features = self.starting_model(src["image"]).features
         means, counts = region_means(features, labels, self.bank.num_classes)
-        ids = src.get("index", torch.full((len(labels),), -1, dtype=torch.long))
-        new = {"means": means, "counts": counts, "ids": ids.to(means.device).long()}
+        ids, boxes = source_provenance(src, labels, self.bank.num_classes)
+        new = {"means": means, "counts": counts, "ids": ids, "boxes": boxes}
         new = {key: distributed_cat(value) for key, value in new.items()}
         old = self.cache or {key: value[:0] for key, value in new.items()}
         self.cache = {key: torch.cat([old[key], new[key]]) for key in new}
@@ -316,9 +320,11 @@ class DIDA(DAFormer):
             return torch.empty(0, dtype=torch.long)
         cache = {key: value[: self.cfg.bank_init_images] for key, value in self.cache.items()}
         slots = balanced_slot_means(cache["means"], cache["counts"], self.bank.labels)
-        ids = torch.where(slots.filled, cache["ids"][slots.image.clamp_min(0)], -1)
+        image = slots.image.clamp_min(0)
+        ids = torch.where(slots.filled, cache["ids"][image], -1)
+        boxes = torch.where(slots.filled[:, None], cache["boxes"][image, self.bank.labels], -1)
         self.starting_model, self.cache = None, None
-        return self.bank.load_slots(slots.features, slots.filled, ids, it)
+        return self.bank.load_slots(slots.features, slots.filled, ids, it, boxes)
 
     def active_slots(self) -> tuple[Tensor, Tensor]:
         """(features (K', D), labels (K',)) of the slots written so far."""
@@ -429,6 +435,11 @@ class DIDA(DAFormer):
         if cache:
             self.starting_model = frozen_copy(self.model).eval()
             self.starting_model.load_state_dict(cache.pop("model"))
+        if cache and "boxes" not in cache:  # saved before provenance was recorded
+            counts = cache["counts"]
+            cache["boxes"] = torch.full(
+                (*counts.shape, 4), -1, dtype=torch.long, device=counts.device
+            )
         self.cache = cache or None
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
-import shlex
 import shutil
 import signal
 import sys
@@ -38,9 +36,9 @@ from dida.distributed import (
     barrier,
     broadcast_flag,
     init_distributed,
-    resolve_device,
     shutdown_distributed,
 )
+from dida.environment import run_config
 from dida.methods.base import Method, MethodContext, unwrap
 from dida.methods.registry import METHODS, build_method, trained_domains
 from dida.model import ModelConfig, SegModel
@@ -82,42 +80,6 @@ class _Loop:
     saved_it: int = 0
     """The iteration the checkpoint on disk holds."""
     timer: _Timer | None = None
-
-
-def run_config(cfg: TrainConfig, argv: list[str] | None = None) -> dict[str, Any]:
-    """The config written to ``config.json``: the train config + command + environment."""
-    return {
-        **cfg.to_dict(),
-        "command": command_line(argv if argv is not None else sys.argv),
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-            "hardware": hardware_name(cfg.device),
-        },
-    }
-
-
-def hardware_name(device: str) -> str:
-    """What the run starts training on: the GPU's name, or the CPU model and torch's threads."""
-    resolved = resolve_device(device)
-    if resolved.type == "cuda":
-        return torch.cuda.get_device_name(resolved)
-    return f"{platform.processor() or _cpu_model()} ({torch.get_num_threads()} threads)"
-
-
-def _cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return "CPU"
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else "CPU"
-
-
-def command_line(argv: list[str]) -> str:
-    """The program (first item, as given) and its shell-quoted arguments."""
-    return " ".join([argv[0], shlex.join(argv[1:])]) if argv else ""
 
 
 def train(

@@ -29,7 +29,7 @@ from dida.bench.scores import (
     training_cost,
 )
 from dida.data.classes import CLASSES
-from dida.train import run_config
+from dida.environment import run_config
 
 REPO = Path(__file__).resolve().parents[1]
 

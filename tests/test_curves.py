@@ -111,7 +111,7 @@ def test_a_cpu_budget_stops_evaluated_and_resumable_with_the_schedule_unchanged(
 
 
 def test_curve_alternatives_stop_at_the_equal_budget_and_the_current_recipe_runs_long() -> None:
-    from dida.bench.suites import CURVE_BUDGET_CPU_H, curve_jobs
+    from dida.bench.showcase import CURVE_BUDGET_CPU_H, curve_jobs
 
     jobs = {j.name: j for j in curve_jobs()}
     assert jobs["oracle_long"].stop_cpu_h is None and "source_only_long" in jobs

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dida import runs
 from dida.bench.report import gap_closed
-from dida.bench.suites import (
+from dida.bench.showcase import (
     SHOWCASE_ADAPT_ITERS,
     SHOWCASE_RECIPE,
     SHOWCASE_ROWS,
@@ -63,7 +63,7 @@ def test_gap_closed_is_the_share_of_the_source_only_to_oracle_gap() -> None:
 
 
 def test_fidelity_rows_start_from_the_showcase_source_only_snapshot() -> None:
-    from dida.bench.suites import FIDELITY_ITERS, FIDELITY_START_IT, fidelity_jobs
+    from dida.bench.showcase import FIDELITY_ITERS, FIDELITY_START_IT, fidelity_jobs
 
     jobs = fidelity_jobs()
     seeds = {
@@ -85,7 +85,8 @@ def test_a_snapshot_start_waits_only_for_its_file(tmp_path: Path) -> None:
 
     import pytest
 
-    from dida.bench.suites import fidelity_jobs, wait_for_start
+    from dida.bench.showcase import fidelity_jobs
+    from dida.bench.suites import wait_for_start
 
     job = fidelity_jobs()[0]
     with pytest.raises(RuntimeError, match="does not exist yet; train .* past that iteration"):

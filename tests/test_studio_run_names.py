@@ -11,10 +11,10 @@ from test_studio import make_studio
 
 from app.views import train as train_view
 from dida import runs
+from dida.environment import run_config
 from dida.presets import preset_config
 from dida.studio import Studio
 from dida.studio.catalog import RunCatalog
-from dida.train import run_config
 
 
 def _bad_names(tmp_path: Path) -> list[str]:

@@ -31,12 +31,12 @@ from app.views.common import (
 )
 from dida import runs
 from dida.config import MAX_SEED
+from dida.environment import command_line
 from dida.methods.dida import MAX_BANK_SIZE, MAX_LAMBDA, MAX_TP, DIDAConfig
 from dida.methods.mic import MICConfig
 from dida.methods.registry import METHODS
 from dida.presets import PRESETS
 from dida.studio import METHOD_TITLES, Studio, TrainJob
-from dida.train import command_line
 
 JOB_HEADERS = ["job", "run", "method", "state", "iteration"]
 SCRATCH = "scratch"

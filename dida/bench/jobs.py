@@ -15,6 +15,12 @@ ABLATION_DEFAULTS = {"tp": 0.1, "lambda": 1.0, "K": 300}
 """DIDA's default point (tp, λ, K): the ablation run every sweep shares."""
 
 
+SEEDS = (0, 1, 2)
+PRODA_SETTINGS = ("method.source_init_iters=50",)
+"""ProDA-style starts from the source-only run (its warm-up stage); 50 source iterations then
+build the class prototypes and freeze the warm-up model."""
+
+
 @dataclass(frozen=True)
 class Row:
     """One row of the main table: a method (with settings) and how many seeds it runs."""

@@ -32,16 +32,17 @@ import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dida import runs
-from dida.bench.jobs import ABLATION_DEFAULTS, Job, Row
+from dida.bench.jobs import ABLATION_DEFAULTS, PRODA_SETTINGS, SEEDS, Job, Row
 from dida.bench.report import write_reports
 from dida.bench.scores import BENCH_EVAL, score_run
+from dida.bench.showcase import curve_jobs, fidelity_jobs, showcase_jobs
 from dida.data.synthcity import SynthCityConfig
 from dida.data.uda import DataConfig, domain_roots
 from dida.train import TrainConfig, build_parser, config_from_args, flat_config
@@ -49,7 +50,6 @@ from dida.train import TrainConfig, build_parser, config_from_args, flat_config
 SUITES = (
     "main", "quick", "ablations", "shift", "warm", "shiftwarm", "curves", "showcase", "fidelity",
 )  # fmt: skip
-SEEDS = (0, 1, 2)
 TP_VALUES = (0.05, 0.1, 0.2, 0.5, 1.0)
 LAMBDA_VALUES = (0.05, 0.1, 0.5, 1.0, 2.0)
 K_VALUES = (100, 150, 200, 250, 300)
@@ -59,10 +59,6 @@ SHIFT_VALUES = (0.0, 0.25, 0.5, 0.75, 1.0)
 SHIFT_METHODS = ("source_only", "daformer", "dida", "oracle")
 DEFAULT_SHIFT = SynthCityConfig.shift
 
-
-PRODA_SETTINGS = ("method.source_init_iters=50",)
-"""ProDA-style starts from the source-only run (its warm-up stage); 50 source iterations then
-build the class prototypes and freeze the warm-up model."""
 
 MAIN_ROWS = (
     Row("oracle", "oracle", "oracle (target labels)"),
@@ -201,134 +197,6 @@ def shift_warm_jobs(preset: str = "quick") -> list[Job]:
         for s in SHIFT_VALUES
         for key, method in SHIFT_WARM_ROWS
     ]
-
-
-CURVE_METHODS = ("oracle", "source_only")
-CURVE_BUDGET_CPU_H = 0.5
-"""The equal training-CPU budget at which alternative recipes are compared with the current one."""
-
-
-@dataclass(frozen=True)
-class CurveRecipe:
-    """A learning-curve recipe: ``--set`` settings over the ``long`` preset."""
-
-    settings: tuple[str, ...] = ()
-    methods: tuple[str, ...] = ("oracle",)
-    stop_cpu_h: float | None = CURVE_BUDGET_CPU_H
-    """Where an alternative stops (resumable) for the equal-budget comparison; None = full length."""
-    why: str = ""
-
-
-# Step costs measured with one thread, 60 oracle iterations each (CPU-s/it): embed_dim 64 0.651,
-# embed_dim 32 0.381, crop 256x512 batch 1 0.574. Alternatives get the schedule length whose full
-# run costs what 16,000 iterations of the current recipe cost, so at any equal CPU budget they are
-# at the same fraction of their LR schedule.
-CURVE_RECIPES: dict[str, CurveRecipe] = {
-    "long": CurveRecipe(methods=CURVE_METHODS, stop_cpu_h=None, why="the current recipe"),
-    "lr2x": CurveRecipe(("optim.lr=0.0012",), why="twice the learning rate (head x10 kept)"),
-    "wide": CurveRecipe(
-        ("data.crop=[256,512]", "data.batch_size=1", "iters=18000"),
-        why="whole-width 256x512 crops, batch 1: the same pixels per step, more context",
-    ),
-    "d32": CurveRecipe(
-        ("model.embed_dim=32", "iters=27000"),
-        why="decoder width 32 (the decoder costs more than the encoder): 1.7x the steps per CPU-hour",
-    ),
-}
-"""Learning-curve recipes (issue 13): the current recipe for 16,000 iterations (oracle and
-source-only), and alternatives on the oracle compared at an equal CPU budget (docs/BENCHMARKS.md)."""
-
-
-def curve_jobs(preset: str = "long") -> list[Job]:
-    """Learning curves of each recipe (evaluated at the preset's ``snapshot_iters``, snapshots
-    kept); alternatives stop at their CPU budget."""
-    return [
-        Job("curves", f"{method}_{name}", method, preset, 0, recipe.settings,
-            {"recipe": name, "row": f"{method}_{name}"}, stop_cpu_h=recipe.stop_cpu_h)
-        for name, recipe in CURVE_RECIPES.items() for method in recipe.methods
-    ]  # fmt: skip
-
-
-SHOWCASE_RECIPE = "long"
-"""The learning-curve recipe of the showcase models (``dida.presets.SHOWCASE_RECIPE`` holds its
-settings): the winner of the equal-CPU comparison."""
-SHOWCASE_ADAPT_ITERS = 8000
-SHOWCASE_ROWS = (
-    Row("daformer", "daformer", "DAFormer-style"),
-    Row("dida", "dida", "DIDA (paper mode)"),
-    Row("dida_released", "dida", "DIDA (released mode)", settings=("method.mode=released",)),
-    Row("source_only_more", "source_only", "source-only, trained on (control)"),
-    Row("proda", "proda", "ProDA-style", settings=PRODA_SETTINGS),
-    Row("mic", "mic", "MIC-style"),
-    Row("dida_mic", "dida_mic", "DIDA + MIC"),
-)
-"""Adaptation rows of the showcase: each starts from the showcase source-only model and trains
-``SHOWCASE_ADAPT_ITERS`` more iterations (the control trains source-only as long)."""
-SHOWCASE_BASE_LABELS = {"source_only": "source-only", "oracle": "oracle (target labels)"}
-
-
-def showcase_jobs(preset: str = "showcase") -> list[Job]:
-    """The showcase models: source-only and the oracle are the winning recipe's learning-curve
-    runs at full length (trained once, reported in both suites); the adaptation rows and the
-    control start from that source-only model."""
-    base = [
-        replace(
-            job,
-            stop_cpu_h=None,
-            tags={"row": job.method, "label": SHOWCASE_BASE_LABELS[job.method]},
-        )
-        for job in curve_jobs()
-        if job.tags["recipe"] == SHOWCASE_RECIPE and job.method in SHOWCASE_BASE_LABELS
-    ]
-    start = f"curves/source_only_{SHOWCASE_RECIPE}"
-    adapt = [
-        Job("showcase", f"{row.key}_s0", row.method, preset, 0,
-            (*row.settings, f"iters={SHOWCASE_ADAPT_ITERS}"),
-            {"row": row.key, "label": row.label}, init_from=start)
-        for row in SHOWCASE_ROWS
-    ]  # fmt: skip
-    return sorted(base, key=lambda j: j.method != "source_only") + adapt
-
-
-FIDELITY_ITERS = 2000
-FIDELITY_START_IT = 8000
-"""The fidelity suite starts from the showcase source-only run's snapshot at this iteration (so it
-can run before that run's 16,000 iterations are done) and adapts for ``FIDELITY_ITERS``."""
-_RELEASED = ("method.mode=released",)
-FIDELITY_ROWS = (
-    Row("daformer", "daformer", "DAFormer-style", seeds=3),
-    Row("dida", "dida", "DIDA paper", seeds=3),
-    Row("dida_released", "dida", "DIDA released", seeds=3, settings=_RELEASED),
-    Row("mic", "mic", "MIC-style", seeds=3),
-    Row("dida_mic", "dida_mic", "DIDA + MIC", seeds=3),
-    Row("source_only_more", "source_only", "source-only, trained on (control)"),
-    Row("rel_online", "dida", "released, online bank", settings=(*_RELEASED, "method.bank_init=online")),
-    Row("rel_cosine", "dida", "released, cosine", settings=(*_RELEASED, "method.normalize=true")),
-    Row("rel_weighted", "dida", "released, confidence-weighted L_ins",
-        settings=(*_RELEASED, "method.ins_weight=confidence")),
-    Row("rel_scatter", "dida", "released, scattering α 0.5",
-        settings=(*_RELEASED, "method.scatter_alpha=0.5")),
-    Row("rel_teacher", "dida", "released, gathering teacher probabilities",
-        settings=(*_RELEASED, "method.gather_from=teacher")),
-    Row("rel_quarter", "dida", "released, slot means at 1/4 resolution",
-        settings=(*_RELEASED, "method.slot_resolution=feature")),
-    Row("paper_weighted", "dida", "paper, confidence-weighted L_ins",
-        settings=("method.ins_weight=confidence",)),
-    Row("paper_centred", "dida", "paper, centred features", settings=("method.centre=true",)),
-)  # fmt: skip
-"""Issue 14: the deciding rows (3 seeds) and one-at-a-time switches of the released and paper
-modes (seed 0), all started from the showcase source-only model under the warm protocol."""
-
-
-def fidelity_jobs(preset: str = "showcase") -> list[Job]:
-    """Seed 0 of every row first (the one-at-a-time table early), then seeds 1 and 2."""
-    start = f"curves/source_only_{SHOWCASE_RECIPE}@{FIDELITY_START_IT}"
-    return [
-        Job("fidelity", f"{row.key}_s{seed}", row.method, preset, seed,
-            (*row.settings, f"iters={FIDELITY_ITERS}"),
-            {"row": row.key, "label": row.label}, init_from=start)
-        for seed in SEEDS for row in FIDELITY_ROWS if seed < row.seeds
-    ]  # fmt: skip
 
 
 SUITE_JOBS = {

@@ -95,3 +95,17 @@ def test_a_snapshot_start_waits_only_for_its_file(tmp_path: Path) -> None:
     snapshot.parent.mkdir(parents=True)
     snapshot.write_bytes(b"weights")
     wait_for_start(job, tmp_path, {job.init_dir(tmp_path): threading.Event()})  # never set: no wait
+
+
+def test_the_showcase_preset_is_the_winning_recipe() -> None:
+    from dida.bench.showcase import CURVE_RECIPES
+
+    recipe = CURVE_RECIPES[SHOWCASE_RECIPE]
+    via_recipe = ["--preset", "long", "--method", "oracle"]
+    for pair in recipe.settings:
+        via_recipe += ["--set", pair]
+    a = config_from_args(build_parser().parse_args(via_recipe))
+    b = config_from_args(build_parser().parse_args(["--preset", "showcase", "--method", "oracle"]))
+    assert a.to_dict() == b.to_dict()
+    names = {j.name for j in curve_jobs()}
+    assert {f"oracle_{SHOWCASE_RECIPE}", f"source_only_{SHOWCASE_RECIPE}"} <= names

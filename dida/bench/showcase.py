@@ -44,19 +44,30 @@ CURVE_RECIPES: dict[str, CurveRecipe] = {
 source-only), and alternatives on the oracle compared at an equal CPU budget (docs/BENCHMARKS.md)."""
 
 
+SHOWCASE_RECIPE = "long"
+"""The learning-curve recipe of the showcase models (``dida.presets.SHOWCASE_RECIPE`` holds the
+same settings): the winner of the equal-CPU comparison. Its runs go to full length, source-only
+included."""
+
+
 def curve_jobs(preset: str = "long") -> list[Job]:
     """Learning curves of each recipe (evaluated at the preset's ``snapshot_iters``, snapshots
-    kept); alternatives stop at their CPU budget."""
+    kept); alternatives stop at their CPU budget, the showcase recipe's runs do not."""
     return [
         Job("curves", f"{method}_{name}", method, preset, 0, recipe.settings,
-            {"recipe": name, "row": f"{method}_{name}"}, stop_cpu_h=recipe.stop_cpu_h)
-        for name, recipe in CURVE_RECIPES.items() for method in recipe.methods
+            {"recipe": name, "row": f"{method}_{name}"}, stop_cpu_h=_stop(name, recipe))
+        for name, recipe in CURVE_RECIPES.items() for method in _methods(name, recipe)
     ]  # fmt: skip
 
 
-SHOWCASE_RECIPE = "long"
-"""The learning-curve recipe of the showcase models (``dida.presets.SHOWCASE_RECIPE`` holds its
-settings): the winner of the equal-CPU comparison."""
+def _methods(name: str, recipe: CurveRecipe) -> tuple[str, ...]:
+    return CURVE_METHODS if name == SHOWCASE_RECIPE else recipe.methods
+
+
+def _stop(name: str, recipe: CurveRecipe) -> float | None:
+    return None if name == SHOWCASE_RECIPE else recipe.stop_cpu_h
+
+
 SHOWCASE_ADAPT_ITERS = 8000
 SHOWCASE_ROWS = (
     Row("daformer", "daformer", "DAFormer-style"),

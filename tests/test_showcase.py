@@ -70,7 +70,7 @@ def test_fidelity_rows_start_from_the_showcase_source_only_snapshot() -> None:
         row: sorted(j.seed for j in jobs if j.tags["row"] == row) for row in ("dida", "rel_online")
     }
     assert seeds == {"dida": [0, 1, 2], "rel_online": [0]}
-    assert [j.seed for j in jobs[: len({j.tags["row"] for j in jobs})]] == [0] * 14
+    assert [j.seed for j in jobs[: len({j.tags["row"] for j in jobs})]] == [0] * 15
     job = next(j for j in jobs if j.name == "rel_weighted_s0")
     argv = job.train_args(Path("r"), 1)
     assert {"method.mode=released", "method.ins_weight=confidence"} <= set(argv)

@@ -320,6 +320,8 @@ FIDELITY_PAIRS = (
     *(("dida_released", key) for key in ("rel_scatter", "rel_teacher", "rel_quarter")),
     ("dida", "paper_weighted"),
     ("dida", "paper_centred"),
+    ("dida", "paper_combo"),
+    ("daformer", "paper_combo"),
 )
 """The fidelity table's comparisons: the deciding pairs, then each switch against its mode."""
 GAP_ROWS = ("source_only_more", "proda", "daformer", "dida", "dida_released", "mic", "dida_mic")

@@ -131,6 +131,8 @@ FIDELITY_ROWS = (
     Row("paper_weighted", "dida", "paper, confidence-weighted L_ins",
         settings=("method.ins_weight=confidence",)),
     Row("paper_centred", "dida", "paper, centred features", settings=("method.centre=true",)),
+    Row("paper_combo", "dida", "paper, weighted + centred + logit upsampling", settings=(
+        "method.ins_weight=confidence", "method.centre=true", "method.pseudo_upsample=logits")),
 )  # fmt: skip
 """Issue 14: the deciding rows (3 seeds) and one-at-a-time switches of the released and paper
 modes (seed 0), all started from the showcase source-only model under the warm protocol."""

@@ -91,7 +91,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         notes = gr.Markdown(problems_text(studio))
         shared = Shared(demo, palette, gr.State(0))
         pickers = []
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
+            shared.tabs = tabs
             for label, tab_id, view in TABS:
                 with gr.Tab(label, id=tab_id, elem_id=f"tab-{tab_id}") as tab:
                     pickers.append(view.build(studio, shared))

@@ -171,7 +171,9 @@ def test_bank_snapshot_views_and_stepping(studio: Studio) -> None:
     nxt, timer = bank.play_tick(studio, "run:dida", 1)
     assert nxt == 2 and timer.active is False
     text, crop = bank.slot_detail(studio, "run:dida", 2, 5)
-    assert "Slot 5" in text and "No source crop recorded" in text and crop is None
+    assert "Slot 5" in text and "never written" in text and crop is None
+    text, crop = bank.slot_detail(studio, "run:dida", 2, 0)
+    assert "Source image **#" in text and "region" in text and crop.ndim == 3
     with pytest.raises(gr.Error, match="slot must be a number between 0 and 37"):
         bank.slot_detail(studio, "run:dida", 2, 99)
     assert bank.show(studio, None, 0, "cityscapes")[0] == bank.NO_BANK

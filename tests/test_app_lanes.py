@@ -12,8 +12,8 @@ from app.main import build_app
 from dida.studio import Studio
 
 CHEAP_EVENTS = {"click", "readout", "select_image", "choose_index", "tp_click", "tp_explain",
-                "bank_select_run", "bank_show", "bank_slot", "umap_selection", "train_start",
-                "refresh"}  # fmt: skip
+                "bank_select_run", "bank_show", "bank_slot", "umap_selection", "umap_listing",
+                "umap_open_in_compare", "train_start", "refresh"}  # fmt: skip
 HEAVY_EVENTS = {"grid", "diff", "iou_table", "gallery", "upload", "umap_project", "longtail_iou"}
 
 

@@ -2,7 +2,8 @@
 
 Per snapshot: per-class slot counts (written / never written / changed at this step), the age of every
 slot, the table of slots written since the previous snapshot, and for a selected slot the source image
-its feature came from (when the run recorded it). Previous / next / play step through the history;
+its feature came from, cut around the class region it averaged (the region outlined; runs trained
+before provenance was recorded say so). Previous / next / play step through the history;
 ▶ play at the last snapshot (where the tab opens) rewinds to the first, and "loop" starts over.
 """
 
@@ -32,7 +33,7 @@ from dida import visualize as V
 from dida.analysis import slot_table
 from dida.bank import BankSnapshot
 from dida.data.classes import CLASSES
-from dida.studio import Studio, slot_rows
+from dida.studio import SlotSource, Studio, slot_rows
 
 NO_BANK = "No run with an instance bank yet: train a DIDA run in the Train tab."
 SLOT_HEADERS = ["slot", "class", "age", "written_at", "changed", "source_id", "box"]
@@ -163,26 +164,36 @@ def play_tick(
     return nxt, gr.Timer(active=loop or nxt < len(history) - 1)
 
 
+def source_text(source: SlotSource) -> str:
+    """What the slot holds and where its feature came from (or why that is not known)."""
+    if source.written_at < 0:
+        return f"**Slot {source.slot}** — class *{source.class_name}*, never written."
+    text = (
+        f"**Slot {source.slot}** — class *{source.class_name}*, last written at iteration "
+        f"{source.written_at} (age {source.age})."
+    )
+    if source.source_id >= 0:
+        text += f" Source image **#{source.source_id}**"
+        if source.box:
+            x0, y0, x1, y1 = source.box
+            text += f", {source.class_name} region x {x0}–{x1}, y {y0}–{y1} (outlined)"
+        text += " (after momentum updates: the latest image that contributed)."
+    return text + (f" Source image: {source.note}." if source.note else "")
+
+
 @user_errors
 def slot_detail(
     studio: Studio, run_id: str | None, index: float, slot: float | None
 ) -> tuple[str, np.ndarray | None]:
-    """(description, source image or crop) of one slot of the current snapshot."""
+    """(description, crop of the slot's source image around its region) of one slot of the
+    current snapshot."""
     if not run_id or slot is None:
         return "Select a slot in the table (or type its number).", None
-    snap = studio.snapshot(run_id, snapshot_index(studio.bank_history(run_id), index))
-    row = slot_rows(snap)[number(slot, "slot", 0, len(snap.labels) - 1)]
-    text = (
-        f"**Slot {row['slot']}** — class *{row['class']}*, last written at iteration {row['written_at']} "
-        f"(age {row['age']})."
-    )
-    crop = studio.source_crop(run_id, row["source_id"], row["box"])
-    if crop is None:
-        text += (
-            " No source crop recorded: the slot is a momentum average of many source regions "
-            "(or the run did not record source ids)."
-        )
-    return text, crop
+    history = studio.bank_history(run_id)
+    position = snapshot_index(history, index)
+    k = number(slot, "slot", 0, len(history[position].labels) - 1)
+    source = studio.slot_source(run_id, position, k)
+    return source_text(source), source.crop
 
 
 def pick_slot(table: pd.DataFrame, evt: gr.SelectData) -> int | None:
@@ -211,12 +222,17 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
     with gr.Row():
         with gr.Column(scale=2):
             gr.Markdown("#### Slots written since the previous snapshot (click a row)")
-            ui["table"] = gr.Dataframe(headers=SLOT_HEADERS, interactive=False, max_height=300)
+            ui["table"] = gr.Dataframe(
+                headers=SLOT_HEADERS, interactive=False, max_height=300, elem_id="bank-table"
+            )
             ui["csv"] = gr.DownloadButton("Download all slots (CSV)", value=None)
         with gr.Column(scale=1):
             ui["slot"] = gr.Number(label="slot", precision=0, minimum=0)
-            ui["detail"] = gr.Markdown()
-            ui["crop"] = gr.Image(label="source image of the slot", format="png", interactive=False)
+            ui["detail"] = gr.Markdown(elem_id="bank-slot-detail")
+            ui["crop"] = gr.Image(
+                label="source image of the slot (its class region outlined)", format="png",
+                interactive=False, height=280, elem_id="bank-slot-crop",
+            )  # fmt: skip
     return ui
 
 

@@ -57,6 +57,8 @@ class Shared:
     palette: gr.Radio
     image_key: gr.State
     """A val image index (int) or an upload key (str), shared by Compare and Temperature."""
+    tabs: gr.Tabs | None = None
+    """The tab bar (a view switches to Compare by returning ``gr.Tabs(selected="compare")``)."""
 
 
 @dataclass

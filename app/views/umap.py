@@ -6,7 +6,8 @@ once and queues UMAP in the background; a timer swaps the map in when it is read
 
 ``gr.Plot`` sends no events back, so the scatter is drawn by the plotly.js shipped inside the plotly
 package in a ``gr.HTML`` component, which reports lasso / box selections (``plotly_selected``) to
-Python; the selection is summarised by class and domain and can be downloaded.
+Python; the selection is summarised by class and domain and can be downloaded, and listed slot by
+slot and pixel by pixel with crops of their images (``umap_selection``), one of which opens in Compare.
 """
 
 from __future__ import annotations
@@ -21,16 +22,15 @@ import plotly
 import plotly.graph_objects as go
 
 from app.errors import client_text
+from app.views import umap_selection
 from app.views.common import (
     CHEAP,
     HEAVY,
-    MAX_INDEX,
     RunPickers,
     Shared,
     bind,
     dropdown_update,
     message_figure,
-    number,
     run_choices,
     style,
     user_errors,
@@ -41,8 +41,6 @@ from dida.data.classes import CLASSES, IGNORE_INDEX
 from dida.studio import ImageKey, PointSet, Studio
 
 COLOR_BY = ["class", "domain", "age", "correct"]
-MAX_POINTS = 2000
-"""Most target pixels sampled into the map (the slider's maximum)."""
 NO_BANK = "No run with an instance bank yet: train a DIDA run in the Train tab."
 CATEGORY_COLORS = {
     "bank (source)": "#0072B2",
@@ -136,12 +134,6 @@ def scatter_figure(
     return style(fig, 560, title)
 
 
-def bank_points(snapshot: Any, with_pixels: bool, count: Any) -> tuple[int, int]:
-    """(snapshot index, number of pixel points) typed in the tab (-1: the last snapshot)."""
-    index = number(snapshot, "snapshot", -1, MAX_INDEX, default=-1)
-    return index, number(count, "point count", 0, MAX_POINTS) if with_pixels else 0
-
-
 @user_errors
 def project(
     studio: Studio,
@@ -158,7 +150,7 @@ def project(
     update of the projection radio)."""
     if not run_id:
         return message_figure(NO_BANK), NO_BANK, gr.Timer(active=False), None, gr.update()
-    index, n = bank_points(snapshot, with_pixels, count)
+    index, n = umap_selection.typed_points(snapshot, with_pixels, count)
     pixels = key if with_pixels else None
     points = studio.points(run_id, index, pixels, n)
     xy, used = studio.projection(run_id, index, pixels, n, method.lower())
@@ -212,7 +204,7 @@ def selection(
     if not run_id or not indices:
         empty = pd.DataFrame(columns=SELECTION_HEADERS)
         return "Draw a lasso or box on the map to select points.", empty, None
-    index, n = bank_points(snapshot, with_pixels, count)
+    index, n = umap_selection.typed_points(snapshot, with_pixels, count)
     pixels = key if with_pixels else None
     points = studio.points(run_id, index, pixels, n)
     chosen = np.array(sorted({int(i) for i in indices if 0 <= int(i) < len(points.label)}))
@@ -254,7 +246,9 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
     with gr.Row():
         ui["color_by"] = gr.Radio(COLOR_BY, value="class", label="colour by")
         ui["with_pixels"] = gr.Checkbox(label="add target pixels of the current image", value=False)
-        ui["count"] = gr.Slider(50, MAX_POINTS, value=300, step=50, label="target pixels")
+        ui["count"] = gr.Slider(
+            50, umap_selection.MAX_POINTS, value=300, step=50, label="target pixels"
+        )
     ui["status"] = gr.Markdown(NO_BANK if not choices else "")
     gr.Markdown("Bank features (circles) and target pixels (crosses) — lasso or box to select.")
     ui["figure"] = gr.HTML(
@@ -277,6 +271,7 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
             interactive=False,
             scale=2,
         )
+    ui["listing"] = umap_selection.layout()
     ui["timer"] = gr.Timer(1.5, active=False)
     return ui  # fmt: skip
 
@@ -301,6 +296,7 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
     ui["figure"].select(
         bind(on_select, studio), selection_in, selection_out, api_name="umap_selection", **CHEAP
     )
+    umap_selection.wire(studio, shared, ui["listing"], ui["figure"], selection_in)
     on_open = (bind(_open, studio), inputs, [snapshot, *outputs])
     return RunPickers([run], bind(_refresh, studio), on_select=on_open, select_lane=HEAVY)
 

@@ -6,6 +6,7 @@
 * ``predictions`` — compact predictions, pixel readings, per-image IoU, and the LRU that keeps them
 * ``passes``      — whole-val-split passes and per-image scores
 * ``points``      — bank slot tables and feature points for the bank and UMAP views
+* ``provenance``  — a slot's source image and region box, crops, the listing of a UMAP selection
 * ``jobs``        — the training queue (one job at a time) and the configs it trains
 * ``work``        — background tasks and request priorities (who waits for whom)
 * ``studio``      — the façade :class:`Studio` the app calls
@@ -45,6 +46,16 @@ from dida.studio.predictions import (
     per_class_iou,
     pixel_reading,
 )
+from dida.studio.provenance import (
+    NOT_RECORDED,
+    SelectedPixel,
+    Selection,
+    SlotSource,
+    box_crop,
+    list_selection,
+    pixel_crop,
+    slot_source,
+)
 from dida.studio.studio import Studio
 from dida.studio.uploads import (
     MAX_UPLOAD_PIXELS,
@@ -63,6 +74,7 @@ __all__ = [
     "METHOD_TITLES",
     "MIN_UPLOAD_SIDE",
     "MODEL_CARD",
+    "NOT_RECORDED",
     "OVERLAP_FILE",
     "RUN",
     "SHIPPED",
@@ -73,6 +85,9 @@ __all__ = [
     "PointSet",
     "RunCatalog",
     "RunSummary",
+    "SelectedPixel",
+    "Selection",
+    "SlotSource",
     "Studio",
     "Tasks",
     "TrainJob",
@@ -83,18 +98,22 @@ __all__ = [
     "ValPass",
     "ValPasses",
     "bank_points",
+    "box_crop",
     "classify_features",
     "image_confusion",
     "image_prediction",
     "join_points",
+    "list_selection",
     "load_upload",
     "per_class_iou",
+    "pixel_crop",
     "pixel_points",
     "pixel_reading",
     "rare_classes",
     "run_id",
     "sample_pixel_features",
     "slot_rows",
+    "slot_source",
     "train_config",
     "upload_key",
     "warm_start",

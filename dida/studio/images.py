@@ -15,7 +15,6 @@ import io
 import logging
 import os
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,22 +155,6 @@ def source_data(run_dir: Path) -> tuple[str, Path]:
     return kind, root
 
 
-def source_crop(run_dir: Path, source_id: int, box: Sequence[int] | None) -> np.ndarray | None:
-    """The source image (cropped to ``box`` (x0, y0, x1, y1) when given) a bank slot was filled
-    from, or None when the slot has no recorded source or the run's source data is gone."""
-    if source_id < 0:
-        return None
-    kind, root = source_data(run_dir)
-    try:
-        image = build_dataset(kind, root, require_labels=False)[source_id]["image"]
-    except (DatasetError, IndexError):
-        return None
-    if box is None:
-        return image
-    x0, y0, x1, y1 = box
-    return image[y0:y1, x0:x1]
-
-
 class ValImages:
     """The val split (int keys) and uploads (str keys) of a data root, with their indexes.
 
@@ -215,9 +198,13 @@ class ValImages:
     def add_upload(self, path: str | Path) -> tuple[str, list[str]]:
         """Validate and keep an uploaded image → (key, conversion notes); raises UploadError."""
         image, notes = load_upload(path)
+        return self.add_image(image), notes
+
+    def add_image(self, image: np.ndarray) -> str:
+        """Keep a uint8 RGB (H, W, 3) array like an upload (e.g. a bank slot's source image)."""
         key = upload_key(image)
         self._uploads.put(key, image)
-        return key, notes
+        return key
 
     @property
     def thumbnail_dir(self) -> Path:

@@ -43,7 +43,8 @@ def sample_pixel_features(
     prediction: ImagePrediction, label: np.ndarray | None, count: int, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Up to ``count`` random feature-grid pixels of one image: ``features`` (n, D) float32,
-    ``pred`` (n,) and ``gt`` (n,) train IDs at those pixels (gt = 255 without a label)."""
+    ``pred`` (n,) and ``gt`` (n,) train IDs at those pixels (gt = 255 without a label), and the
+    pixels ``x`` (n,), ``y`` (n,) in the image (the centre of each feature cell)."""
     feats = prediction.features  # (D, h, w)
     d, h, w = feats.shape
     rng = np.random.default_rng(seed)
@@ -57,6 +58,8 @@ def sample_pixel_features(
         "features": feats.reshape(d, -1)[:, cells].T.numpy().astype(np.float32),
         "pred": prediction.labels[py, px].astype(np.int64),
         "gt": gt,
+        "x": px.astype(np.int64),
+        "y": py.astype(np.int64),
     }
 
 
@@ -76,6 +79,10 @@ class PointSet:
     """(N,) int64 iterations since a slot's last write (-1: never written, or a pixel)."""
     slot: np.ndarray
     """(N,) int64 slot index (-1 for pixels)."""
+    x: np.ndarray
+    """(N,) int64 column of a target pixel in its image (-1 for slots)."""
+    y: np.ndarray
+    """(N,) int64 row of a target pixel in its image (-1 for slots)."""
 
     @property
     def correct(self) -> np.ndarray:
@@ -102,6 +109,8 @@ def bank_points(snapshot: BankSnapshot, model: SegModel) -> PointSet:
         pred=classify_features(model, snapshot.features),
         age=torch.where(ages >= 0, snapshot.iteration - ages, -1).numpy(),
         slot=np.arange(len(ages)),
+        x=np.full(len(ages), -1),
+        y=np.full(len(ages), -1),
     )
 
 
@@ -115,6 +124,8 @@ def pixel_points(sample: dict[str, np.ndarray]) -> PointSet:
         pred=sample["pred"],
         age=np.full(n, -1),
         slot=np.full(n, -1),
+        x=sample["x"],
+        y=sample["y"],
     )
 
 

@@ -33,7 +33,7 @@ from dida.inference import InferenceSettings, Progress, run_image
 from dida.model import SegModel
 from dida.presets import PRESETS
 from dida.studio.catalog import DIDAOptions, RunCatalog, RunSummary, dida_options, resolve_device
-from dida.studio.images import ImageKey, ValImages, ValItem, open_data_root, source_crop
+from dida.studio.images import ImageKey, ValImages, ValItem, open_data_root
 from dida.studio.jobs import TrainJob, TrainQueue, latest_snapshot, train_config, warm_start
 from dida.studio.passes import ValPasses
 from dida.studio.points import (
@@ -51,6 +51,15 @@ from dida.studio.predictions import (
     image_prediction,
     per_class_iou,
     pixel_reading,
+)
+from dida.studio.provenance import (
+    MAX_CROPS,
+    Selection,
+    SlotSource,
+    list_selection,
+    slot_source,
+    source_image,
+    with_crop,
 )
 from dida.studio.results import ProgressBoard, ResultStore, file_identity
 from dida.studio.sources import dataset_source, mismatches, run_source
@@ -238,11 +247,19 @@ class Studio:
         """(C,) int64 ground-truth pixels of each class in a labelled image."""
         return self.images.class_pixels(key)
 
-    def source_crop(
-        self, run_id: str, source_id: int, box: Sequence[int] | None
-    ) -> np.ndarray | None:
-        """The source image (crop) a bank slot of the run was filled from, or None."""
-        return source_crop(self.run(run_id).path, source_id, box)
+    def slot_source(self, run_id: str, snapshot: int, slot: int) -> SlotSource:
+        """Slot ``slot`` of snapshot ``snapshot``: its source image index, region box and the crop
+        of that image around the box (the note says why when any is not recorded)."""
+        source = slot_source(self.snapshot(run_id, snapshot), slot)
+        return with_crop(source, source_image(self.run(run_id).path, source.source_id))
+
+    def open_source_image(self, run_id: str, source_id: int) -> ImageKey:
+        """Keep source image ``source_id`` of the run like an upload (no ground truth) → its key
+        for Compare; raises when the run's source images are not available."""
+        image = source_image(self.run(run_id).path, source_id)
+        if image is None:
+            raise FileNotFoundError(f"source image {source_id} of {run_id} is not available here")
+        return self.images.add_image(image)
 
     # --- predictions -----------------------------------------------------------------------
 
@@ -424,6 +441,25 @@ class Studio:
         item = self.item(pixels)
         sample = sample_pixel_features(self.predict(run_id, pixels), item["label"], count)
         return join_points(bank, pixel_points(sample))
+
+    def selection(
+        self,
+        run_id: str,
+        snapshot: int,
+        pixels: ImageKey | None,
+        count: int,
+        point_ids: Sequence[int],
+        max_crops: int = MAX_CROPS,
+    ) -> Selection:
+        """The bank slots and target pixels among ``point_ids`` of ``points(run_id, snapshot,
+        pixels, count)``, with crops of their source / target images."""
+        points = self.points(run_id, snapshot, pixels, count)
+        target = self.item(pixels)["image"] if pixels is not None else None
+        run_dir = self.run(run_id).path
+        return list_selection(
+            points, point_ids, self.snapshot(run_id, snapshot), pixels, target,
+            lambda source_id: source_image(run_dir, source_id), max_crops,
+        )  # fmt: skip
 
     def projection(
         self,

@@ -312,12 +312,22 @@ def test_explain_matches_explain_pixel_and_reuses_image_features(studio: Studio)
         torch.allclose(via.q, direct.q)
         and via.pseudo_label_regenerated == direct.pseudo_label_regenerated
     )
-    misses = studio._features.misses
-    sharper = studio.explain("run:dida", 0, 30, 20, 0.05, snapshot=1)
-    assert studio._features.misses == misses
+    forwards: list = []
+    original = studio._compute
+    studio._compute = lambda *a, **k: forwards.append(a) or original(*a, **k)
+    try:
+        sharper = studio.explain("run:dida", 0, 30, 20, 0.05, snapshot=1)
+        studio._predictions.clear()  # only the disk copy left (float16 features)
+        from_disk = studio.explain("run:dida", 0, 30, 20, 0.2, snapshot=1)
+    finally:
+        del studio._compute
+    assert forwards == []  # a new tp and a new process read the stored prediction
+    torch.testing.assert_close(from_disk.q, direct.q, atol=1e-2, rtol=0)
+    assert from_disk.pseudo_label_semantic == direct.pseudo_label_semantic
     assert sharper.entropy < via.entropy
     sweep = studio.tp_sweep("run:dida", 0, 30, 20, (0.05, 0.2, 1.0), snapshot=1)
-    assert sweep.y_max == pytest.approx(float(sharper.q.max()), rel=1e-5)
+    disk_sharper = studio.explain("run:dida", 0, 30, 20, 0.05, snapshot=1)
+    assert sweep.y_max == pytest.approx(float(disk_sharper.q.max()), rel=1e-5)
 
 
 def test_points_classify_bank_and_sampled_pixels(studio: Studio) -> None:

@@ -15,6 +15,7 @@ import torch
 
 from dida.data.classes import CLASSES, NUM_CLASSES
 from dida.evaluate import confusion_matrix, seg_metrics
+from dida.explain import ImageFeatures
 
 
 class LRU(OrderedDict):
@@ -111,6 +112,13 @@ def image_prediction(probs: torch.Tensor, features: torch.Tensor) -> ImagePredic
         probs=dequantize_probs(quantize_probs(probs.float().cpu().numpy())),
         features=features.float().cpu(),
     )
+
+
+def prediction_outputs(prediction: ImagePrediction) -> ImageFeatures:
+    """A prediction as the explanation's model outputs: logits = log of its probabilities (their
+    softmax gives the probabilities back) and its decoder features."""
+    probs = torch.from_numpy(prediction.probs.astype(np.float32))
+    return ImageFeatures(logits=probs.clamp_min(1e-6).log(), features=prediction.features)
 
 
 def pixel_reading(source: str, prediction: ImagePrediction, x: int, y: int) -> PixelReading:

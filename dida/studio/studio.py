@@ -23,11 +23,11 @@ from dida.analysis import MIN_UMAP_POINTS, ImageScores, Projector
 from dida.bank import BankHistory, BankSnapshot
 from dida.data.datasets import CityscapesDataset, ClassStats
 from dida.explain import (
-    ImageFeatureCache,
     PixelExplanation,
     TpSweep,
+    check_pixel,
     distribution_over_tps,
-    explain_pixel,
+    explain_features,
 )
 from dida.inference import InferenceSettings, Progress, run_image
 from dida.model import SegModel
@@ -51,6 +51,7 @@ from dida.studio.predictions import (
     image_prediction,
     per_class_iou,
     pixel_reading,
+    prediction_outputs,
 )
 from dida.studio.provenance import (
     MAX_CROPS,
@@ -113,7 +114,6 @@ class Studio:
         per_image = prediction_bytes(*self.images.val.image_size(0)) if len(self.images.val) else 1
         cache_size = max(2, min(cache_size, PREDICTION_MEMORY // per_image))  # 2048x1024: 9
         self._predictions = LRU(cache_size)  # (run id, model stamp, image key) → ImagePrediction
-        self._features = ImageFeatureCache(capacity=8)
         self._projectors: dict[str, Projector] = {}
         self.trainer = TrainQueue(self.runs_dirs[0], on_done=lambda job: self.refresh())
         self.refresh()
@@ -394,24 +394,18 @@ class Studio:
     def explain(
         self, run_id: str, key: ImageKey, x: int, y: int, tp: float, snapshot: int = -1
     ) -> PixelExplanation:
-        """``dida.explain.explain_pixel`` with a run's model, DIDA options (its config's
-        scatter_alpha, normalize, centre) and bank snapshot; the image's features are cached, so a
-        new pixel or tp costs only the K-way softmax."""
+        """``dida.explain.explain_features`` on the run's cached prediction of the image (the
+        Compare panel's, read from disk when precomputed: no forward pass), with its DIDA options
+        (scatter_alpha, normalize, centre) and bank snapshot; a new pixel or tp costs only the
+        K-way softmax. Teacher probabilities are the prediction's (1/255 steps)."""
         bank = self.snapshot(run_id, snapshot)  # first: a run without a bank says so
         options = self.dida_options(run_id)
-        return explain_pixel(
-            self.model(run_id),
-            self.item(key)["image"],
-            bank,
-            x,
-            y,
-            tp,
-            alpha=options.scatter_alpha,
-            normalize=options.normalize,
-            cache=self._features,
-            model_key=(run_id, self.model_stamp(run_id)),
-            centre=options.centre,
-        )
+        prediction = self.predict(run_id, key)
+        check_pixel(x, y, prediction.labels.shape)
+        return explain_features(
+            prediction_outputs(prediction), bank, x, y, tp,
+            alpha=options.scatter_alpha, normalize=options.normalize, centre=options.centre,
+        )  # fmt: skip
 
     def tp_sweep(
         self, run_id: str, key: ImageKey, x: int, y: int, tps: Sequence[float], snapshot: int = -1

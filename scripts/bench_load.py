@@ -66,7 +66,7 @@ def wait_precomputed(folder: Path, quiet_s: float = 30.0, timeout: float = 1800.
     (no new file for ``quiet_s``); returns how many there are."""
     start, last_count, last_change = time.monotonic(), -1, time.monotonic()
     while time.monotonic() - start < timeout:
-        count = len(list(folder.glob("*.npz")))
+        count = len(list(folder.rglob("*.npz")))
         if count != last_count:
             last_count, last_change = count, time.monotonic()
         elif count and time.monotonic() - last_change >= quiet_s:

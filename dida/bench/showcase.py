@@ -37,6 +37,7 @@ CURVE_RECIPES: dict[str, CurveRecipe] = {
     ),
     "d32": CurveRecipe(
         ("model.embed_dim=32", "iters=27000"),
+        stop_cpu_h=2 * CURVE_BUDGET_CPU_H,  # the leader at 0.5 CPU-h, checked again at 1 CPU-h
         why="decoder width 32 (the decoder costs more than the encoder): 1.7x the steps per CPU-hour",
     ),
 }

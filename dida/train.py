@@ -193,7 +193,8 @@ def _stop_at_budget(loop: _Loop, it: int, stop_cpu_h: float) -> Iterator[TrainEv
     evaluated = it in cfg.snapshot_iters or _due(it, cfg.eval_interval)
     if not evaluated and it > loop.start_it:
         yield _evaluate(loop, it)
-    yield from _finish(loop, it, "stopped", stop_reason=f"CPU budget {stop_cpu_h:g} h reached")
+    reason = f"CPU budget {stop_cpu_h:g} h reached"
+    yield from _finish(loop, it, "stopped", stop_reason=reason, stop_cpu_h=stop_cpu_h)
 
 
 def _after_step(loop: _Loop, done: int, losses: dict, lr: float) -> Iterator[TrainEvent]:

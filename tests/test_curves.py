@@ -102,7 +102,7 @@ def test_a_cpu_budget_stops_evaluated_and_resumable_with_the_schedule_unchanged(
     status = runs.read_status(run)
     assert events[-1].kind == "stopped" and status["state"] == "stopped"
     assert status["stop_reason"] == "CPU budget 1e-05 h reached"
-    assert status["max_iters"] == 10_000 and status["it"] >= 1
+    assert status["max_iters"] == 10_000 and status["it"] >= 1 and status["stop_cpu_h"] == 1e-5
     evals = runs.read_metrics(run, "eval")
     assert [r["it"] for r in evals] == [status["it"]] and evals[0]["train_cpu_s"] >= 0.036
     again = list(train(cfg, run, stop_cpu_h=1e-5))  # spent already: stops at once, no re-evaluation
@@ -123,3 +123,17 @@ def test_curve_alternatives_stop_at_the_equal_budget_and_the_current_recipe_runs
         budgets[job.name] = float(argv[argv.index("--stop-cpu-h") + 1])
     assert min(budgets.values()) == CURVE_BUDGET_CPU_H  # every alternative reaches the budget
     assert all(b in (CURVE_BUDGET_CPU_H, 2 * CURVE_BUDGET_CPU_H) for b in budgets.values())
+
+
+def test_a_budget_is_spent_only_up_to_the_budget_it_stopped_at(tmp_path: Path) -> None:
+    from dida.bench.showcase import curve_jobs
+
+    job = next(j for j in curve_jobs() if j.stop_cpu_h is not None)
+    run = job.run_dir(tmp_path)
+    run.mkdir(parents=True)
+    runs.write_status(run, "stopped", stop_cpu_h=job.stop_cpu_h / 2)
+    assert not job.budget_spent(tmp_path)  # a larger budget resumes it
+    runs.write_status(run, "stopped", stop_cpu_h=job.stop_cpu_h)
+    assert job.budget_spent(tmp_path)
+    runs.write_status(run, "running", stop_cpu_h=job.stop_cpu_h)
+    assert not job.budget_spent(tmp_path)

@@ -84,7 +84,8 @@ class Job:
     def budget_spent(self, runs_root: Path) -> bool:
         """The run stopped at this job's CPU budget (done for now; a larger budget resumes it)."""
         status = runs.read_status(self.run_dir(runs_root))
-        return self.stop_cpu_h is not None and "CPU budget" in status.get("stop_reason", "")
+        spent = status.get("stop_cpu_h") if status.get("state") == "stopped" else None
+        return self.stop_cpu_h is not None and spent is not None and spent >= self.stop_cpu_h
 
     def init_dir(self, runs_root: Path) -> Path:
         """The folder of the run this one starts from."""

@@ -165,6 +165,9 @@ class _FakeStudio:
     def prefetch(self, runs: list[str]) -> None:
         pass
 
+    def precompute(self, runs: list[str]) -> None:
+        pass
+
 
 def test_main_serves_with_the_credentials_and_prints_the_bound_address(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture

@@ -73,6 +73,9 @@ class _Studio:
     def prefetch(self, runs: list[str]) -> None:
         self.prefetched = runs
 
+    def precompute(self, runs: list[str]) -> None:
+        self.precomputed = runs
+
 
 def _args(port: int, data: Path) -> types.SimpleNamespace:
     return types.SimpleNamespace(host="127.0.0.1", port=port, data=str(data), data_preset="tiny")
@@ -100,7 +103,7 @@ def test_the_page_answers_before_the_studio_is_ready_then_the_app_takes_the_port
     assert status == 200 and json.loads(body)["stage"] == startup.STAGES[1]
     assert seen["port_free_at_launch"] is True
     assert opened == (studio, ["run:dida"], "blocks of ['run:dida']")
-    assert studio.prefetched == ["run:dida"]
+    assert studio.prefetched == studio.precomputed == ["run:dida"]
     assert seen["launch"] == (studio, "127.0.0.1", port, {"prevent_thread_lock": True,
                               "quiet": True, "auth": [("a", "b")], "demo": opened[2]})  # fmt: skip
 

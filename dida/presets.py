@@ -93,8 +93,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 SHOWCASE_RECIPE: dict[str, Any] = {}
-"""What the showcase recipe changes in ``long`` (nothing: see docs/BENCHMARKS.md, learning curves)."""
+"""What the showcase recipe changes in ``long`` (top-level keys replace ``long``'s: give a whole
+``model`` dict; nothing yet — the recipe is chosen in docs/BENCHMARKS.md, learning curves)."""
 PRESETS["showcase"] = {**PRESETS["long"], **SHOWCASE_RECIPE}
+PRESETS["showcase"]["snapshot_iters"] = curve_snapshots(PRESETS["showcase"]["iters"])
 
 
 # Runs of 1-2k iterations instead of DAFormer's 40k: the EMA teacher averages over ~100 iterations

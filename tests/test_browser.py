@@ -9,6 +9,8 @@ Needs Debian's ``chromium`` (``apt-get install -y chromium``) and the ``playwrig
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -62,26 +64,36 @@ def app_url(tmp_path_factory: pytest.TempPathFactory, synthcity_tiny: Path):
     demo.close()
 
 
-def test_every_tab_in_headless_chromium(app_url: str) -> None:
+@contextmanager
+def chromium_page(url: str, failure_shot: Path | None = None) -> Iterator:
+    """A 1400 x 1000 headless Chromium page at ``url`` (timeouts set; a screenshot to
+    ``failure_shot`` when the block raises); the browser closes afterwards."""
     sync_api = _browser_or_skip()
-    shots = screenshot_dir()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(TIMEOUT)
         sync_api.expect.set_options(timeout=TIMEOUT)
         try:
-            page.goto(app_url)
-            _compare(page, sync_api.expect, shots)
-            for tab in TABS[1:]:
-                _open_tab(page, tab)
-                views = {"Temperature": _temperature, "UMAP": _umap, "Train": _train}
-                views.get(tab, _view)(page, sync_api.expect, shots, tab)
+            page.goto(url)
+            yield page
         except Exception:
-            page.screenshot(path=str(shots / "failure.png"), full_page=True)
+            if failure_shot is not None:
+                page.screenshot(path=str(failure_shot), full_page=True)
             raise
         finally:
             browser.close()
+
+
+def test_every_tab_in_headless_chromium(app_url: str) -> None:
+    expect = _browser_or_skip().expect
+    shots = screenshot_dir()
+    with chromium_page(app_url, shots / "failure.png") as page:
+        _compare(page, expect, shots)
+        for tab in TABS[1:]:
+            _open_tab(page, tab)
+            views = {"Temperature": _temperature, "UMAP": _umap, "Train": _train}
+            views.get(tab, _view)(page, expect, shots, tab)
     assert {f"{_slug(t)}.png" for t in TABS} <= {p.name for p in shots.iterdir()}
 
 

@@ -16,7 +16,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT, _browser_or_skip, app_url, screenshot_dir
+from test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    TIMEOUT,
+    _browser_or_skip,
+    app_url,
+    chromium_page,
+    screenshot_dir,
+)
 from test_studio import FIXTURE_RUNS, fixture_runs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,15 +37,8 @@ __all__ = ["app_url"]  # the module-scoped server fixture of test_browser, used 
 
 @pytest.fixture
 def page(app_url: str):
-    sync_api = _browser_or_skip()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT)
-        sync_api.expect.set_options(timeout=TIMEOUT)
-        page.goto(app_url)
+    with chromium_page(app_url) as page:
         yield page
-        browser.close()
 
 
 def _expect():

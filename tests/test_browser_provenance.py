@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT, _browser_or_skip, app_url, screenshot_dir
+from test_browser import _browser_or_skip, app_url, chromium_page, screenshot_dir
 
 pytestmark = pytest.mark.browser
 __all__ = ["app_url"]  # the module-scoped server fixture of test_browser, used here too
@@ -16,15 +16,8 @@ __all__ = ["app_url"]  # the module-scoped server fixture of test_browser, used 
 
 @pytest.fixture
 def page(app_url: str):
-    sync_api = _browser_or_skip()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT)
-        sync_api.expect.set_options(timeout=TIMEOUT)
-        page.goto(app_url)
+    with chromium_page(app_url) as page:
         yield page
-        browser.close()
 
 
 def test_bank_slot_shows_its_source_crop(page) -> None:

@@ -8,33 +8,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT, _browser_or_skip, screenshot_dir
+from test_browser import TIMEOUT, _browser_or_skip, chromium_page, screenshot_dir
 from test_browser import app_url as app_url  # the module-scoped server fixture
 
 pytestmark = pytest.mark.browser
 
 
 def test_overlaps_typed_opacity_keys_and_confusion_in_chromium(app_url: str) -> None:
-    sync_api = _browser_or_skip()
+    expect = _browser_or_skip().expect
     shots = screenshot_dir()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(TIMEOUT)
-        sync_api.expect.set_options(timeout=TIMEOUT)
-        try:
-            page.goto(app_url)
-            expect = sync_api.expect
-            expect(page.locator("#compare-grid").get_by_text("ground truth")).to_be_visible()
-            _pair_filter(page, expect, shots)
-            _typed_opacity(page, expect, shots)
-            _keys(page, expect, shots)
-            _confusion(page, expect, shots)
-        except Exception:
-            page.screenshot(path=str(shots / "failure_scores.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with chromium_page(app_url, shots / "failure_scores.png") as page:
+        expect(page.locator("#compare-grid").get_by_text("ground truth")).to_be_visible()
+        _pair_filter(page, expect, shots)
+        _typed_opacity(page, expect, shots)
+        _keys(page, expect, shots)
+        _confusion(page, expect, shots)
 
 
 def _pair_filter(page, expect, shots: Path) -> None:

@@ -127,3 +127,15 @@ def test_the_checker_finds_a_circle_and_resolves_relative_imports(tmp_path: Path
 def test_no_module_is_over_600_lines(path: Path) -> None:
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(REPO)} has {lines} lines; split it by room"
+
+
+STUDIO_ROOM_LINES = 420
+"""Issue 17: each room of ``dida/studio/`` stays at about 400 lines."""
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "dida" / "studio").glob("*.py")), ids=lambda p: p.name
+)
+def test_each_studio_room_is_about_400_lines(path: Path) -> None:
+    lines = len(path.read_text().splitlines())
+    assert lines <= STUDIO_ROOM_LINES, f"dida/studio/{path.name} has {lines} lines; split the room"

@@ -4,8 +4,9 @@ Heavy shared objects — loaded models, cached predictions, bank histories, proj
 keyed by run id, so every browser session shares them; the app keeps only ids and small values per
 user. The rooms: ``catalog`` (runs and their models), ``images`` (val split and uploads), ``passes``
 (whole-split passes), the prediction cache, ``gate`` (one forward at a time, requests first),
-``worker`` / ``umap_worker`` (background tasks) and ``trainer`` (the training queue). Who waits for
-whom is explained in :mod:`dida.studio.work`.
+``worker`` / ``umap_worker`` (background tasks) and ``trainer`` (the training queue); the bank views
+(provenance, explanations, projections) are the :class:`~dida.studio.bank_views.BankViews` mixin.
+Who waits for whom is explained in :mod:`dida.studio.work`.
 """
 
 from __future__ import annotations
@@ -19,30 +20,17 @@ from typing import Any
 import numpy as np
 
 from dida import runs
-from dida.analysis import MIN_UMAP_POINTS, ImageScores, Projector
+from dida.analysis import ImageScores, Projector
 from dida.bank import BankHistory, BankSnapshot
 from dida.data.datasets import CityscapesDataset, ClassStats
-from dida.explain import (
-    PixelExplanation,
-    TpSweep,
-    check_pixel,
-    distribution_over_tps,
-    explain_features,
-)
 from dida.inference import InferenceSettings, Progress, run_image
 from dida.model import SegModel
 from dida.presets import PRESETS
-from dida.studio.catalog import DIDAOptions, RunCatalog, RunSummary, dida_options, resolve_device
+from dida.studio.bank_views import BankViews
+from dida.studio.catalog import RunCatalog, RunSummary, resolve_device
 from dida.studio.images import ImageKey, ValImages, ValItem, open_data_root
 from dida.studio.jobs import TrainJob, TrainQueue, latest_snapshot, train_config, warm_start
 from dida.studio.passes import ValPasses
-from dida.studio.points import (
-    PointSet,
-    bank_points,
-    join_points,
-    pixel_points,
-    sample_pixel_features,
-)
 from dida.studio.predictions import (
     LRU,
     ImagePrediction,
@@ -51,16 +39,6 @@ from dida.studio.predictions import (
     image_prediction,
     per_class_iou,
     pixel_reading,
-    prediction_outputs,
-)
-from dida.studio.provenance import (
-    MAX_CROPS,
-    Selection,
-    SlotSource,
-    list_selection,
-    slot_source,
-    source_image,
-    with_crop,
 )
 from dida.studio.results import ProgressBoard, ResultStore, file_identity
 from dida.studio.sources import dataset_source, mismatches, run_source
@@ -77,7 +55,7 @@ def prediction_bytes(height: int, width: int, classes: int = 19, width_d: int = 
     return height * width * (1 + 2 * classes) + -(-height // 4) * -(-width // 4) * width_d * 4
 
 
-class Studio:
+class Studio(BankViews):
     """Runs, models, predictions, bank histories, the val data and training jobs of one process."""
 
     def __init__(
@@ -247,20 +225,6 @@ class Studio:
         """(C,) int64 ground-truth pixels of each class in a labelled image."""
         return self.images.class_pixels(key)
 
-    def slot_source(self, run_id: str, snapshot: int, slot: int) -> SlotSource:
-        """Slot ``slot`` of snapshot ``snapshot``: its source image index, region box and the crop
-        of that image around the box (the note says why when any is not recorded)."""
-        source = slot_source(self.snapshot(run_id, snapshot), slot)
-        return with_crop(source, source_image(self.run(run_id).path, source.source_id))
-
-    def open_source_image(self, run_id: str, source_id: int) -> ImageKey:
-        """Keep source image ``source_id`` of the run like an upload (no ground truth) → its key
-        for Compare; raises when the run's source images are not available."""
-        image = source_image(self.run(run_id).path, source_id)
-        if image is None:
-            raise FileNotFoundError(f"source image {source_id} of {run_id} is not available here")
-        return self.images.add_image(image)
-
     # --- predictions -----------------------------------------------------------------------
 
     def prefetch(self, run_ids: Sequence[str], key: ImageKey = 0, thumbnails: int = 120) -> str:
@@ -383,123 +347,6 @@ class Studio:
     def image_scores(self, run_a: str, run_b: str) -> ImageScores | None:
         """Per-image mIoU of b minus a on every val image (None until both val passes are done)."""
         return self.passes.image_scores(run_a, run_b)
-
-    # --- explanation -----------------------------------------------------------------------
-
-    def dida_options(self, run_id: str) -> DIDAOptions:
-        """The run's DIDA options (tp, scatter_alpha, normalize, centre) read through its method's
-        config (``dida`` or ``dida_mic``; the mode's defaults filled in)."""
-        return dida_options(self.run(run_id))
-
-    def explain(
-        self, run_id: str, key: ImageKey, x: int, y: int, tp: float, snapshot: int = -1
-    ) -> PixelExplanation:
-        """``dida.explain.explain_features`` on the run's cached prediction of the image (the
-        Compare panel's, read from disk when precomputed: no forward pass), with its DIDA options
-        (scatter_alpha, normalize, centre) and bank snapshot; a new pixel or tp costs only the
-        K-way softmax. Teacher probabilities are the prediction's (1/255 steps)."""
-        bank = self.snapshot(run_id, snapshot)  # first: a run without a bank says so
-        options = self.dida_options(run_id)
-        prediction = self.predict(run_id, key)
-        check_pixel(x, y, prediction.labels.shape)
-        return explain_features(
-            prediction_outputs(prediction), bank, x, y, tp,
-            alpha=options.scatter_alpha, normalize=options.normalize, centre=options.centre,
-        )  # fmt: skip
-
-    def tp_sweep(
-        self, run_id: str, key: ImageKey, x: int, y: int, tps: Sequence[float], snapshot: int = -1
-    ) -> TpSweep:
-        """q at every tp of ``tps`` for one pixel (the common y-scale of the tp view)."""
-        explanation = self.explain(run_id, key, x, y, tps[0], snapshot)
-        options = self.dida_options(run_id)
-        return distribution_over_tps(
-            explanation.feature, self.snapshot(run_id, snapshot), tps, options.normalize,
-            options.centre,
-        )  # fmt: skip
-
-    # --- projections -----------------------------------------------------------------------
-
-    def projector(self, run_id: str) -> Projector:
-        """The run's Projector (one per run, so the layout stays put across snapshots)."""
-        projector = self._projectors.get(run_id)
-        return projector or self._projectors.setdefault(run_id, Projector())
-
-    def points(
-        self, run_id: str, snapshot: int = -1, pixels: ImageKey | None = None, count: int = 300
-    ) -> PointSet:
-        """Bank slots of a snapshot, plus ``count`` sampled pixel features of image ``pixels``."""
-        bank = bank_points(self.snapshot(run_id, snapshot), self.model(run_id))
-        if pixels is None:
-            return bank
-        item = self.item(pixels)
-        sample = sample_pixel_features(self.predict(run_id, pixels), item["label"], count)
-        return join_points(bank, pixel_points(sample))
-
-    def selection(
-        self,
-        run_id: str,
-        snapshot: int,
-        pixels: ImageKey | None,
-        count: int,
-        point_ids: Sequence[int],
-        max_crops: int = MAX_CROPS,
-    ) -> Selection:
-        """The bank slots and target pixels among ``point_ids`` of ``points(run_id, snapshot,
-        pixels, count)``, with crops of their source / target images."""
-        points = self.points(run_id, snapshot, pixels, count)
-        target = self.item(pixels)["image"] if pixels is not None else None
-        run_dir = self.run(run_id).path
-        return list_selection(
-            points, point_ids, self.snapshot(run_id, snapshot), pixels, target,
-            lambda source_id: source_image(run_dir, source_id), max_crops,
-        )  # fmt: skip
-
-    def projection(
-        self,
-        run_id: str,
-        snapshot: int = -1,
-        pixels: ImageKey | None = None,
-        count: int = 300,
-        method: str = "umap",
-    ) -> tuple[np.ndarray, str]:
-        """(N, 2) map of ``points(...)`` and the method used: UMAP when cached, else PCA at once
-        while UMAP is computed in the background (poll ``projection_state``)."""
-        points = self.points(run_id, snapshot, pixels, count)
-        key = self._projection_key(run_id, snapshot, pixels, count)
-        projector = self.projector(run_id)
-        if method == "umap" and len(points.features) >= MIN_UMAP_POINTS:
-            cached = projector.cached(key)
-            if cached is not None:
-                return cached, "umap"
-            self.umap_worker.submit(("umap", key), lambda: self._fit_umap(run_id, points, key))
-        return projector.pca(points.features, key), "pca"
-
-    def projection_state(
-        self, run_id: str, snapshot: int = -1, pixels: ImageKey | None = None, count: int = 300
-    ) -> str | None:
-        """State of the background UMAP of these points (None when never requested)."""
-        return self.umap_worker.state(
-            ("umap", self._projection_key(run_id, snapshot, pixels, count))
-        )
-
-    def _projection_key(
-        self, run_id: str, snapshot: int, pixels: ImageKey | None, count: int
-    ) -> tuple:
-        iteration = self.snapshot(run_id, snapshot).iteration
-        return (self.model_stamp(run_id), iteration, pixels, count if pixels is not None else 0)
-
-    def _fit_umap(self, run_id: str, points: PointSet, key: tuple) -> np.ndarray:
-        """Fit the run's map on its last snapshot once, then place ``points`` into it."""
-        projector = self.projector(run_id)
-        if not projector.fitted:
-            last = self.snapshot(run_id, -1)
-            projector.fit(last.features, (self.model_stamp(run_id), last.iteration, None, 0))
-        return projector.transform(points.features, key)
-
-    def warm_up(self) -> str:
-        """Import umap and compile its numba code in the background (~10-20 s once per process)."""
-        return self.umap_worker.submit("warm-up", lambda: Projector().warm_up())
 
     # --- training --------------------------------------------------------------------------
 

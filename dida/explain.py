@@ -288,20 +288,40 @@ def explain_features(
     centre: bool = False,
 ) -> PixelExplanation:
     """``explain_pixel`` on already computed image outputs (pure tensor maths)."""
+    cell = feature_cell(x, y, outputs.logits.shape[-2:], outputs.features.shape[-2:])
+    p = torch.softmax(outputs.logits[:, int(y), int(x)].float(), dim=0)  # (C,)
+    feature = outputs.features[:, cell[0], cell[1]]  # (D,)
+    return explain_vector(
+        feature, p, bank, (int(x), int(y)), cell, tp, alpha, normalize, top_k, centre
+    )
+
+
+def explain_vector(
+    feature: Tensor,
+    p: Tensor,
+    bank: Bank,
+    pixel: tuple[int, int],
+    cell: tuple[int, int],
+    tp: float,
+    alpha: float = 0.5,
+    normalize: bool = True,
+    top_k: int = 10,
+    centre: bool = False,
+) -> PixelExplanation:
+    """The explanation of one pixel from its decoder feature E (D,) at feature ``cell`` (row,
+    column) and the teacher's probabilities p (C,) at ``pixel`` (x, y): what ``explain_features``
+    computes after reading both from the image outputs (pure tensor maths)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1] (weight of the teacher's p), got {alpha}")
-    row, col = feature_cell(x, y, outputs.logits.shape[-2:], outputs.features.shape[-2:])
-    feature = outputs.features[:, row, col]  # (D,)
     bank_features, slot_labels = _bank_tensors(bank, feature.shape[0])
     s = instance_scores_1d(feature, bank_features, normalize, centre, _written(bank))  # (K,)
     q = temperature_softmax(s, tp, dim=0)
-    p = torch.softmax(outputs.logits[:, int(y), int(x)].float(), dim=0)  # (C,)
     g = gather_from_classes(p[None, :, None, None], slot_labels)  # (1, K, 1, 1)
     calibrated = calibrate(q[None, :, None, None], g)
     a = scatter_to_classes(calibrated, slot_labels, num_classes=p.shape[0])  # (1, C, 1, 1)
     regenerated = regenerate_pseudo_probs(p, a[0, :, 0, 0], alpha, mode="paper")
     return PixelExplanation(
-        x=int(x), y=int(y), cell=(row, col), tp=float(tp), alpha=float(alpha),
+        x=pixel[0], y=pixel[1], cell=cell, tp=float(tp), alpha=float(alpha),
         feature=feature, teacher_probs=p, similarities=s, q=q, entropy=entropy(q),
         gathered=g[0, :, 0, 0], calibrated=calibrated[0, :, 0, 0], scattered=a[0, :, 0, 0],
         regenerated_probs=regenerated,

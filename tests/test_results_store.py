@@ -45,6 +45,18 @@ def test_a_stored_prediction_reads_back_identical_and_smaller(tmp_path: Path) ->
     assert store.get("ckpt", "img", ("slide",)) is None and store.get("other", "img", ()) is None
 
 
+def test_labels_alone_read_back_and_a_damaged_file_is_removed(tmp_path: Path) -> None:
+    store, pred = R.ResultStore(tmp_path), _prediction()
+    path = store.put("ckpt", "img", (), pred)
+    labels = store.labels("ckpt", "img", ())
+    assert labels is not None and labels.dtype == np.uint8
+    assert np.array_equal(labels, pred.labels) and store.labels("ckpt", "other", ()) is None
+    path.write_bytes(b"PK\x03\x04 truncated")
+    assert store.labels("ckpt", "img", ()) is None and not path.exists()
+    np.savez_compressed(path, labels=pred.labels.astype(np.int64), probs=quantize_probs(pred.probs))
+    assert store.labels("ckpt", "img", ()) is None and not path.exists()  # not uint8 labels
+
+
 def test_files_of_the_old_layout_are_neither_read_nor_kept(tmp_path: Path) -> None:
     store, pred = R.ResultStore(tmp_path), _prediction()
     path = store.path("ckpt", "img", ())
@@ -112,3 +124,20 @@ def test_precompute_stops_at_its_share_of_the_cache_budget(studio_for_precompute
     studio.precomputing.wait(("precompute", (run_id,)), timeout=300)
     assert studio.precompute_state([run_id]) == "done"
     assert len(list(studio.results.folder.glob("*.npz"))) <= 1
+
+
+def test_label_views_read_only_the_stored_labels(studio_for_precompute) -> None:
+    """Studio.labels: the in-memory prediction's, else the disk file's labels alone (no full read,
+    no forward), else a prediction — equal in every case."""
+    studio, run_id = studio_for_precompute
+    expected = studio.predict(run_id, 0).labels  # computed and stored
+    assert studio.labels(run_id, 0) is expected  # from memory
+    studio._predictions.clear()
+    full_reads, forwards = [], []
+    studio.results.get = lambda *a: full_reads.append(a)
+    studio._compute = lambda *a, **k: forwards.append(a)
+    assert np.array_equal(studio.labels(run_id, 0), expected)
+    assert full_reads == [] and forwards == []
+    del studio.results.get, studio._compute
+    studio.results.path(*studio._result_ids(run_id, 1)).unlink(missing_ok=True)
+    assert np.array_equal(studio.labels(run_id, 1), studio.predict(run_id, 1).labels)

@@ -24,7 +24,7 @@ from dida.analysis import pca_2d, per_image_scores
 from dida.data.classes import IGNORE_INDEX
 from dida.data.datasets import class_pixel_totals
 from dida.data.synthcity import read_manifest
-from dida.explain import explain_pixel
+from dida.explain import ImageFeatures, explain_features, explain_pixel
 from dida.inference import predict_image
 from dida.model import SegModel
 from dida.presets import preset_config
@@ -328,6 +328,28 @@ def test_explain_matches_explain_pixel_and_reuses_image_features(studio: Studio)
     sweep = studio.tp_sweep("run:dida", 0, 30, 20, (0.05, 0.2, 1.0), snapshot=1)
     disk_sharper = studio.explain("run:dida", 0, 30, 20, 0.05, snapshot=1)
     assert sweep.y_max == pytest.approx(float(disk_sharper.q.max()), rel=1e-5)
+
+
+def test_explain_reads_one_pixel_like_explain_features_on_the_whole_image(studio: Studio) -> None:
+    """The studio reads only the pixel's probabilities and feature (no whole-image conversion);
+    the result equals explain_features on logits = log of the stored probabilities."""
+    pred, snap = studio.predict("run:dida", 0), studio.snapshot("run:dida", 1)
+    probs = torch.from_numpy(pred.probs.astype(np.float32))
+    outputs = ImageFeatures(probs.clamp_min(1e-6).log(), pred.features)
+    o = studio.dida_options("run:dida")
+    h, w = pred.labels.shape
+    for x, y in ((0, 0), (30, 20), (w - 1, h - 1)):
+        ref = explain_features(
+            outputs, snap, x, y, 0.2, o.scatter_alpha, o.normalize, centre=o.centre
+        )
+        via = studio.explain("run:dida", 0, x, y, 0.2, snapshot=1)
+        assert via.cell == ref.cell and (via.x, via.y) == (x, y)
+        torch.testing.assert_close(via.teacher_probs, ref.teacher_probs)
+        torch.testing.assert_close(via.q, ref.q)
+        torch.testing.assert_close(via.regenerated_probs, ref.regenerated_probs)
+        assert via.pseudo_label_regenerated == ref.pseudo_label_regenerated
+    with pytest.raises(ValueError, match="outside"):
+        studio.explain("run:dida", 0, w, 0, 0.2)
 
 
 def test_points_classify_bank_and_sampled_pixels(studio: Studio) -> None:

@@ -95,14 +95,18 @@ def panel(
 ) -> np.ndarray:
     """One model's image for ``view`` (the colouring itself is ``dida.visualize``'s);
     ``progress`` follows the windows of a prediction that is not cached yet."""
-    item, pred = studio.item(key), studio.predict(run_id, key, progress=progress)
+    item = studio.item(key)
+    if view in ("confidence", "entropy"):
+        probs = studio.predict(run_id, key, progress=progress).probs
+        return (
+            V.confidence_map(probs, threshold or None)
+            if view == "confidence"
+            else V.entropy_map(probs)
+        )
+    labels = studio.labels(run_id, key, progress=progress)  # no probabilities decompressed
     if view == "errors" and item["label"] is not None:
-        return V.error_map(pred.labels, item["label"])
-    if view == "confidence":
-        return V.confidence_map(pred.probs, threshold or None)
-    if view == "entropy":
-        return V.entropy_map(pred.probs)
-    return _labels(item["image"], pred.labels, view, opacity, palette, hidden, isolate)
+        return V.error_map(labels, item["label"])
+    return _labels(item["image"], labels, view, opacity, palette, hidden, isolate)
 
 
 def _labels(image, label, view, opacity, palette, hidden, isolate) -> np.ndarray:
@@ -207,7 +211,7 @@ def grid(
     shown = panels(studio, key, run_ids, *args, progress=progress)
     figure = image_grid(shown) if run_ids else message_figure(EMPTY_RUNS_PLAIN)
     item = studio.item(key)
-    labels = [studio.predict(r, key).labels for r in run_ids]
+    labels = [studio.labels(r, key) for r in run_ids]
     labels += [] if item["label"] is None else [item["label"]]
     overlap = " · overlap band in magenta" if show_overlap else ""
     return figure, legend(view, palette, V.present_classes(*labels)) + overlap, item["image"]
@@ -310,7 +314,7 @@ def diff(
     item = studio.item(key)
     if not run_a or not run_b:
         return None, None, "Choose methods A and B."
-    pred_a, pred_b = studio.predict(run_a, key).labels, studio.predict(run_b, key).labels
+    pred_a, pred_b = studio.labels(run_a, key), studio.labels(run_b, key)
     pair = (V.colorize(pred_a, palette), V.colorize(pred_b, palette))
     if item["label"] is None:
         return None, pair, "An upload has no ground truth, so no fixed / broke map."
@@ -359,7 +363,7 @@ def band_table(studio: Studio, key: ImageKey, run_ids: list[str]) -> list[list[A
         return []
     rows = []
     for rid in in_checkbox_order(studio, run_ids):
-        pred = studio.predict(rid, key).labels
+        pred = studio.labels(rid, key)
         row = image_row(pred, item["label"], item.get("instance"))
         values = (row["miou"], row["overlap_iou"], row["boundary_iou"])
         rows.append([studio.run(rid).short_title, *(percent(v) for v in values)])

@@ -16,19 +16,20 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from app.views.common import (
     CHEAP,
     MAX_INDEX,
     RunPickers,
     Shared,
+    axis_refs,
     bind,
     dropdown_update,
+    grid_domains,
     message_figure,
     number,
     run_choices,
-    style,
+    subplots,
     user_errors,
 )
 from dida import visualize as V
@@ -69,26 +70,30 @@ def explanation_figure(
     q, calibrated = e.q.numpy(), e.calibrated.numpy()
     order = np.argsort(-q)[:slots]
     labels = e.slot_labels.numpy()[order]
-    fig = make_subplots(
-        rows=2, cols=3, specs=[[{"colspan": 3}, None, None], [{}, {}, {}]], vertical_spacing=0.18,
-        subplot_titles=[f"q over bank slots at tp = {e.tp:g} (top {len(order)} of {len(q)}, sorted)",
-                        "teacher p", "scattered a", f"regenerated α·p + (1−α)·a (α = {e.alpha:g})"],
-    )  # fmt: skip
     hover = [f"slot {k} · {CLASSES[c]}" for k, c in zip(order, labels, strict=True)]
     x = list(range(len(order)))
-    fig.add_bar(x=x, y=q[order], marker_color=[colors[c] for c in labels], name="q (instance)",
-                hovertext=hover, row=1, col=1)  # fmt: skip
-    fig.add_scatter(x=x, y=calibrated[order], mode="markers", name="q̂ (calibrated)",
-                    marker={"symbol": "diamond", "color": "#D55E00", "size": 7}, hovertext=hover,
-                    row=1, col=1)  # fmt: skip
-    fig.update_yaxes(range=[0, y_max * 1.05], title_text="probability", row=1, col=1)
-    for col, values in enumerate((e.teacher_probs, e.scattered, e.regenerated_probs), start=1):
-        fig.add_bar(x=list(CLASSES), y=values.numpy(), marker_color=colors, showlegend=False,
-                    row=2, col=col)  # fmt: skip
-        fig.update_yaxes(range=[0, 1], row=2, col=col)
-    fig.update_xaxes(tickangle=-60, tickfont={"size": 9}, row=2)
-    fig.update_xaxes(title_text="slots, most probable first", row=1, col=1)
-    return style(fig, 620)
+    traces = [
+        go.Bar(x=x, y=q[order], marker_color=[colors[c] for c in labels], name="q (instance)",
+               hovertext=hover),
+        go.Scatter(x=x, y=calibrated[order], mode="markers", name="q̂ (calibrated)", hovertext=hover,
+                   marker={"symbol": "diamond", "color": "#D55E00", "size": 7}),
+    ] + [
+        go.Bar(x=list(CLASSES), y=values.numpy(), marker_color=colors, showlegend=False,
+               **axis_refs(i))
+        for i, values in enumerate((e.teacher_probs, e.scattered, e.regenerated_probs), start=1)
+    ]  # fmt: skip
+    top = grid_domains(2, 1, 0, 0.18)[0]
+    titles = [f"q over bank slots at tp = {e.tp:g} (top {len(order)} of {len(q)}, sorted)",
+              "teacher p", "scattered a", f"regenerated α·p + (1−α)·a (α = {e.alpha:g})"]  # fmt: skip
+    layout = {
+        "height": 620,
+        "xaxis": {"title": {"text": "slots, most probable first"}},
+        "yaxis": {"range": [0, y_max * 1.05], "title": {"text": "probability"}},
+        **{f"xaxis{i}": {"tickangle": -60, "tickfont": {"size": 9}} for i in (2, 3, 4)},
+        **{f"yaxis{i}": {"range": [0, 1]} for i in (2, 3, 4)},
+    }
+    domains = [top, *grid_domains(2, 3, 0.2 / 3, 0.18)[3:]]
+    return subplots(domains, titles, traces, layout)
 
 
 def similarity_text(options: DIDAOptions) -> str:

@@ -12,13 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from dida.analysis import MIN_UMAP_POINTS, Projector
-from dida.explain import (
-    PixelExplanation,
-    TpSweep,
-    check_pixel,
-    distribution_over_tps,
-    explain_features,
-)
+from dida.explain import PixelExplanation, TpSweep, distribution_over_tps, explain_vector
 from dida.studio.catalog import DIDAOptions, dida_options
 from dida.studio.images import ImageKey
 from dida.studio.points import (
@@ -28,7 +22,7 @@ from dida.studio.points import (
     pixel_points,
     sample_pixel_features,
 )
-from dida.studio.predictions import prediction_outputs
+from dida.studio.predictions import pixel_vectors
 from dida.studio.provenance import (
     MAX_CROPS,
     Selection,
@@ -73,16 +67,15 @@ class BankViews:
     def explain(
         self, run_id: str, key: ImageKey, x: int, y: int, tp: float, snapshot: int = -1
     ) -> PixelExplanation:
-        """``dida.explain.explain_features`` on the run's cached prediction of the image (the
-        Compare panel's, read from disk when precomputed: no forward pass), with its DIDA options
-        (scatter_alpha, normalize, centre) and bank snapshot; a new pixel or tp costs only the
-        K-way softmax. Teacher probabilities are the prediction's (1/255 steps)."""
+        """``dida.explain.explain_vector`` at pixel (x, y) of the run's cached prediction of the
+        image (the Compare panel's, read from disk when precomputed: no forward pass), with its
+        DIDA options (scatter_alpha, normalize, centre) and bank snapshot; a new pixel or tp costs
+        only the K-way softmax. Teacher probabilities are the prediction's (1/255 steps)."""
         bank = self.snapshot(run_id, snapshot)  # first: a run without a bank says so
         options = self.dida_options(run_id)
-        prediction = self.predict(run_id, key)
-        check_pixel(x, y, prediction.labels.shape)
-        return explain_features(
-            prediction_outputs(prediction), bank, x, y, tp,
+        feature, p, cell = pixel_vectors(self.predict(run_id, key), x, y)
+        return explain_vector(
+            feature, p, bank, (int(x), int(y)), cell, tp,
             alpha=options.scatter_alpha, normalize=options.normalize, centre=options.centre,
         )  # fmt: skip
 
@@ -90,12 +83,10 @@ class BankViews:
         self, run_id: str, key: ImageKey, x: int, y: int, tps: Sequence[float], snapshot: int = -1
     ) -> TpSweep:
         """q at every tp of ``tps`` for one pixel (the common y-scale of the tp view)."""
-        explanation = self.explain(run_id, key, x, y, tps[0], snapshot)
+        bank = self.snapshot(run_id, snapshot)
         options = self.dida_options(run_id)
-        return distribution_over_tps(
-            explanation.feature, self.snapshot(run_id, snapshot), tps, options.normalize,
-            options.centre,
-        )  # fmt: skip
+        feature, _, _ = pixel_vectors(self.predict(run_id, key), x, y)
+        return distribution_over_tps(feature, bank, tps, options.normalize, options.centre)
 
     # --- projections -----------------------------------------------------------------------
 

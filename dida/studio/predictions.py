@@ -15,7 +15,7 @@ import torch
 
 from dida.data.classes import CLASSES, NUM_CLASSES
 from dida.evaluate import confusion_matrix, seg_metrics
-from dida.explain import ImageFeatures
+from dida.explain import feature_cell
 
 
 class LRU(OrderedDict):
@@ -114,11 +114,16 @@ def image_prediction(probs: torch.Tensor, features: torch.Tensor) -> ImagePredic
     )
 
 
-def prediction_outputs(prediction: ImagePrediction) -> ImageFeatures:
-    """A prediction as the explanation's model outputs: logits = log of its probabilities (their
-    softmax gives the probabilities back) and its decoder features."""
-    probs = torch.from_numpy(prediction.probs.astype(np.float32))
-    return ImageFeatures(logits=probs.clamp_min(1e-6).log(), features=prediction.features)
+def pixel_vectors(
+    prediction: ImagePrediction, x: int, y: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """(decoder feature E (D,) of the cell under pixel (x, y), teacher probabilities p (C,) at the
+    pixel, the cell (row, column)): what the explanation reads, without converting the whole
+    image. p: the stored probabilities floored at 1e-6
+    and renormalised (the softmax of their logarithms)."""
+    cell = feature_cell(x, y, prediction.labels.shape, prediction.features.shape[-2:])
+    p = torch.from_numpy(prediction.probs[:, int(y), int(x)].astype(np.float32)).clamp_min(1e-6)
+    return prediction.features[:, cell[0], cell[1]], p / p.sum(), cell
 
 
 def pixel_reading(source: str, prediction: ImagePrediction, x: int, y: int) -> PixelReading:

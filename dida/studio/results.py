@@ -72,6 +72,25 @@ class ResultStore:
         features = torch.from_numpy(features.astype(np.float32))
         return ImagePrediction(labels, dequantize_probs(steps), features)
 
+    def labels(self, checkpoint: str, image: str, settings: Hashable) -> np.ndarray | None:
+        """Only the stored prediction's labels (H, W) uint8 — the probabilities and features stay
+        compressed (about 0.4 ms instead of 26 ms for a SynthCity image) — or None (also for an
+        unreadable file, which is removed)."""
+        path = self.path(checkpoint, image, settings)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                labels = data["labels"]
+            if labels.dtype != np.uint8 or labels.ndim != 2:
+                raise ValueError(
+                    f"labels stored as {labels.dtype} {labels.shape}, not uint8 (H, W)"
+                )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            path.unlink(missing_ok=True)
+            return None
+        return labels
+
     def put(
         self, checkpoint: str, image: str, settings: Hashable, prediction: ImagePrediction
     ) -> Path:

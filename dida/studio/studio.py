@@ -270,19 +270,36 @@ class Studio(BankViews):
             self._predictions.put(cache_key, cached)
         return cached
 
+    def labels(self, run_id: str, key: ImageKey, progress: Progress | None = None) -> np.ndarray:
+        """The run's predicted train IDs (H, W) on an image: from the in-memory prediction, else
+        only the labels of the disk cache's file (what the label views of Compare need, without
+        decompressing probabilities and features), else ``predict``."""
+        cached = self._predictions.get((run_id, self.model_stamp(run_id), key))
+        if cached is not None:
+            return cached.labels
+        if not isinstance(key, str):
+            stored = self.results.labels(*self._result_ids(run_id, key))
+            if stored is not None:
+                return stored
+        return self.predict(run_id, key, progress=progress).labels
+
     def _stored_or_new(
         self, run_id: str, key: ImageKey, batch: bool, progress: Progress | None
     ) -> ImagePrediction:
         """A val image's prediction from the disk cache, else computed (and stored)."""
-        settings = self.run(run_id).inference
         if isinstance(key, str):  # an upload: kept in memory only
-            return self._compute(run_id, key, settings, batch, progress)
-        ids = (self.catalog.checkpoint_identity(run_id), self._image_identity(key), settings)
+            return self._compute(run_id, key, self.run(run_id).inference, batch, progress)
+        ids = self._result_ids(run_id, key)
         prediction = self.results.get(*ids)
         if prediction is None:
-            prediction = self._compute(run_id, key, settings, batch, progress)
+            prediction = self._compute(run_id, key, ids[2], batch, progress)
             self.results.put(*ids, prediction)
         return prediction
+
+    def _result_ids(self, run_id: str, key: ImageKey) -> tuple[str, str, InferenceSettings]:
+        """(checkpoint, image, settings) identities of a val image's prediction on disk."""
+        settings = self.run(run_id).inference
+        return self.catalog.checkpoint_identity(run_id), self._image_identity(key), settings
 
     def _compute(
         self,
@@ -328,7 +345,7 @@ class Studio(BankViews):
         label = self.item(key)["label"]
         if label is None:
             raise ValueError("an uploaded image has no ground truth, so no IoU")
-        return {rid: per_class_iou(self.predict(rid, key).labels, label) for rid in run_ids}
+        return {rid: per_class_iou(self.labels(rid, key), label) for rid in run_ids}
 
     # --- whole-split passes ----------------------------------------------------------------
 

@@ -55,6 +55,8 @@ def test_run_curve_reads_evals_in_order_with_cost(tmp_path: Path) -> None:
     running = best_per_budget({"oracle": points}, [0.1, 0.15, 1.0], finished=set())
     assert running.splitlines()[-1] == "| oracle | – | 20.0 | … |"
     assert budget.splitlines()[-1] == "| oracle | – | 20.0 | 35.0 |"
+    just_past = best_per_budget({"oracle": points}, [0.199, 0.19], finished={"oracle"})
+    assert just_past.splitlines()[-1] == "| oracle | 35.0 | 20.0 |"  # 0.2 is within 1 % of 0.199
     plot_curves({"oracle": points}, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -111,12 +113,15 @@ def test_a_cpu_budget_stops_evaluated_and_resumable_with_the_schedule_unchanged(
 
 
 def test_curve_alternatives_stop_at_the_equal_budget_and_the_current_recipe_runs_long() -> None:
-    from dida.bench.showcase import CURVE_BUDGET_CPU_H, curve_jobs
+    from dida.bench.showcase import CURVE_BUDGET_CPU_H, CURVE_RECIPES, SHOWCASE_RECIPE, curve_jobs
 
     jobs = {j.name: j for j in curve_jobs()}
     assert jobs["oracle_long"].stop_cpu_h is None and "source_only_long" in jobs
-    alternatives = [j for j in jobs.values() if j.tags["recipe"] != "long"]
-    assert len(alternatives) >= 3
+    winner = [j for j in jobs.values() if j.tags["recipe"] == SHOWCASE_RECIPE]
+    assert {j.method for j in winner} == {"oracle", "source_only"}  # both, at full length
+    assert all(j.stop_cpu_h is None for j in winner)
+    assert len(CURVE_RECIPES) >= 4  # the current recipe and at least three alternatives
+    alternatives = [j for j in jobs.values() if j.tags["recipe"] not in ("long", SHOWCASE_RECIPE)]
     budgets = {}
     for job in alternatives:
         argv = job.train_args(Path("runs"), 1)

@@ -14,7 +14,7 @@ from dida.bench.showcase import (
     curve_jobs,
     showcase_jobs,
 )
-from dida.presets import CURVE_SNAPSHOTS, preset_config
+from dida.presets import CURVE_SNAPSHOTS, curve_snapshots, preset_config
 from dida.train import build_parser, config_from_args, train
 
 
@@ -24,7 +24,9 @@ def test_the_showcase_preset_resolves_and_two_iterations_run(
     argv = ["--preset", "showcase", "--method", "dida", "--set", "iters=2"]
     cfg = config_from_args(build_parser().parse_args(argv))
     assert cfg.iters == 2 and cfg.snapshot_iters == [] and cfg.method_options == {}
-    assert preset_config("showcase", "oracle").snapshot_iters == CURVE_SNAPSHOTS
+    showcase = preset_config("showcase", "oracle")
+    assert showcase.snapshot_iters == curve_snapshots(showcase.iters)  # √2 steps to its end
+    assert showcase.snapshot_iters[: len(CURVE_SNAPSHOTS)] == CURVE_SNAPSHOTS
     data = replace(cfg.data, source_root=str(synthcity_tiny), target_root=str(synthcity_tiny))
     data = replace(data, synthcity_preset="tiny", crop=(64, 64), rcs=False, val_images=2)
     events = list(train(replace(cfg, data=data), tmp_path / "showcase"))

@@ -45,7 +45,7 @@ CURVE_RECIPES: dict[str, CurveRecipe] = {
 source-only), and alternatives on the oracle compared at an equal CPU budget (docs/BENCHMARKS.md)."""
 
 
-SHOWCASE_RECIPE = "long"
+SHOWCASE_RECIPE = "d32"
 """The learning-curve recipe of the showcase models (``dida.presets.SHOWCASE_RECIPE`` holds the
 same settings): the winner of the equal-CPU comparison. Its runs go to full length, source-only
 included."""

@@ -15,6 +15,7 @@ from dida.studio.predictions import (
     ImagePrediction,
     dequantize_probs,
     image_prediction,
+    pixel_reading,
     quantize_probs,
 )
 
@@ -57,6 +58,25 @@ def test_labels_alone_read_back_and_a_damaged_file_is_removed(tmp_path: Path) ->
     assert store.labels("ckpt", "img", ()) is None and not path.exists()  # not uint8 labels
 
 
+def test_the_stored_top_3_reads_every_pixel_like_the_whole_prediction(tmp_path: Path) -> None:
+    store, pred = R.ResultStore(tmp_path), _prediction(3, h=16, w=24)
+    tied = pred.probs.copy()
+    tied[:, 0, 0] = 0
+    tied[[4, 2], 0, 0] = dequantize_probs(np.uint8(128))  # a tie: the lower train ID first
+    labels = pred.labels.copy()
+    labels[0, 0] = 2
+    pred = ImagePrediction(labels, tied, pred.features)
+    store.put("c", "i", (), pred)
+    top = store.top("c", "i", ())
+    assert top is not None and top.classes.shape == (3, 16, 24) and top.steps.dtype == np.uint8
+    for y in range(16):
+        for x in range(24):
+            assert top.reading("m", x, y) == pixel_reading("m", pred, x, y)
+    half = float(dequantize_probs(np.uint8(128)))
+    assert top.reading("m", 0, 0).top[:2] == ((2, half), (4, half))
+    assert store.top("c", "other", ()) is None
+
+
 def test_files_of_the_old_layout_are_neither_read_nor_kept(tmp_path: Path) -> None:
     store, pred = R.ResultStore(tmp_path), _prediction()
     path = store.path("ckpt", "img", ())
@@ -67,13 +87,17 @@ def test_files_of_the_old_layout_are_neither_read_nor_kept(tmp_path: Path) -> No
     assert store.get("ckpt", "img", ()) is None and not path.exists()
 
 
-def test_format_1_files_are_removed_when_a_store_opens(tmp_path: Path) -> None:
+def test_files_of_older_formats_are_removed_when_a_store_opens(tmp_path: Path) -> None:
     old = tmp_path / "0123abcd.npz"
     old.write_bytes(b"format 1")
     keep = tmp_path / "notes.txt"
     keep.write_text("not a prediction")
+    v2 = tmp_path / "v2" / "0123abcd.npz"
+    v2.parent.mkdir()
+    v2.write_bytes(b"format 2: no top-3 members")
     store = R.ResultStore(tmp_path)
     assert not old.exists() and keep.exists() and store.folder == tmp_path / f"v{R.FORMAT}"
+    assert not v2.exists()
 
 
 def test_the_store_reports_its_share_of_the_budget_and_trims_oldest_first(tmp_path: Path) -> None:
@@ -126,7 +150,9 @@ def test_precompute_stops_at_its_share_of_the_cache_budget(studio_for_precompute
     assert len(list(studio.results.folder.glob("*.npz"))) <= 1
 
 
-def test_label_views_read_only_the_stored_labels(studio_for_precompute) -> None:
+def test_label_views_and_readouts_read_only_the_stored_members_they_need(
+    studio_for_precompute,
+) -> None:
     """Studio.labels: the in-memory prediction's, else the disk file's labels alone (no full read,
     no forward), else a prediction — equal in every case."""
     studio, run_id = studio_for_precompute
@@ -137,7 +163,9 @@ def test_label_views_read_only_the_stored_labels(studio_for_precompute) -> None:
     studio.results.get = lambda *a: full_reads.append(a)
     studio._compute = lambda *a, **k: forwards.append(a)
     assert np.array_equal(studio.labels(run_id, 0), expected)
+    readings = studio.readout([run_id], 0, 3, 2)
     assert full_reads == [] and forwards == []
     del studio.results.get, studio._compute
+    assert readings[-1] == pixel_reading(studio.run(run_id).title, studio.predict(run_id, 0), 3, 2)
     studio.results.path(*studio._result_ids(run_id, 1)).unlink(missing_ok=True)
     assert np.array_equal(studio.labels(run_id, 1), studio.predict(run_id, 1).labels)

@@ -10,6 +10,7 @@
 * ``jobs``        — the training queue (one job at a time) and the configs it trains
 * ``work``        — background tasks and request priorities (who waits for whom)
 * ``bank_views``  — slot provenance, tp explanations and projections (a mixin of the façade)
+* ``readings``    — labels, pixel readouts, per-image IoU from the cheapest source (a mixin)
 * ``studio``      — the façade :class:`Studio` the app calls
 
 Every name the app, the tests and the scripts import from ``dida.studio`` is re-exported here.

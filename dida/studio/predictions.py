@@ -126,14 +126,29 @@ def pixel_vectors(
     return prediction.features[:, cell[0], cell[1]], p / p.sum(), cell
 
 
+TOP = 3
+"""Classes a pixel readout lists."""
+
+
+def top_classes(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ``TOP`` most probable classes of every pixel of (C, ...) probabilities and their
+    probabilities, most probable first (ties: the lower train ID first) → ((TOP, ...) uint8,
+    (TOP, ...) as ``probs``)."""
+    order = np.argsort(-probs.astype(np.float32), axis=0, kind="stable")[:TOP]
+    return order.astype(np.uint8), np.take_along_axis(probs, order, axis=0)
+
+
 def pixel_reading(source: str, prediction: ImagePrediction, x: int, y: int) -> PixelReading:
     """Class, probability and top-3 of ``prediction`` at pixel (x, y)."""
-    p = prediction.probs[:, y, x].astype(np.float32)  # (C,)
-    order = np.argsort(-p)[:3]
-    top = tuple((int(c), float(p[c])) for c in order)
-    return PixelReading(
-        source, int(prediction.labels[y, x]), float(p[prediction.labels[y, x]]), top
-    )
+    classes, values = top_classes(prediction.probs[:, y, x])
+    return top_reading(source, int(prediction.labels[y, x]), classes, values)
+
+
+def top_reading(source: str, label: int, classes: np.ndarray, values: np.ndarray) -> PixelReading:
+    """A pixel's reading from its predicted class and its (TOP,) most probable classes and
+    probabilities (the label is the first of them, or tied with it)."""
+    top = tuple((int(c), float(v)) for c, v in zip(classes, values, strict=True))
+    return PixelReading(source, label, top[0][1], top)
 
 
 def image_confusion(pred: np.ndarray, label: np.ndarray) -> np.ndarray:

@@ -6,8 +6,10 @@ later processes. The file name is a hash of the checkpoint's identity (path, siz
 weights file, which segmentor of it) and the image's (path, size, mtime) plus the inference
 settings: a new checkpoint, a changed image or other settings never read a stale result. Files are
 compressed ``numpy.savez`` archives (read with ``allow_pickle=False``): labels uint8, probabilities
-uint8 steps of 1/255, features float16 (about 0.85 MB for a 512 x 256 SynthCity image, against
-6.2 MB before format 2). The folder is trimmed to ``max_bytes`` oldest first.
+uint8 steps of 1/255, features float16, and (format 3) each pixel's three most probable classes and
+their steps, so a label view reads only ``labels`` and a pixel readout only ``labels`` and the top
+three — neither decompresses the whole probabilities (about 0.6 MB for a 512 x 256 SynthCity image,
+against 6.2 MB before format 2). The folder is trimmed to ``max_bytes`` oldest first.
 """
 
 from __future__ import annotations
@@ -18,20 +20,29 @@ import threading
 import zipfile
 from collections.abc import Hashable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from dida import runs
 from dida.inference import Progress
-from dida.studio.predictions import ImagePrediction, dequantize_probs, quantize_probs
+from dida.studio.predictions import (
+    ImagePrediction,
+    PixelReading,
+    dequantize_probs,
+    quantize_probs,
+    top_classes,
+    top_reading,
+)
 
 DEFAULT_MAX_BYTES = 4 << 30
 """4 GiB: about 40 predictions of 2048 x 1024 images (at most 100 MB each: probabilities
 19 x 2 MB x 1 B, features 256 x 512 x 256 x 2 B, both before compression), thousands of
 SynthCity ones."""
-FORMAT = 2
-"""Part of every file's key: files of an older layout are never read as this one."""
+FORMAT = 3
+"""Part of every file's key and folder name: files of an older layout are never read as this one
+(format 2 had no top-3 members)."""
 
 
 def file_identity(path: Path) -> str:
@@ -40,15 +51,33 @@ def file_identity(path: Path) -> str:
     return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
+class StoredTop(NamedTuple):
+    """What a pixel readout needs of a stored prediction."""
+
+    labels: np.ndarray
+    """(H, W) uint8 train IDs."""
+    classes: np.ndarray
+    """(3, H, W) uint8: each pixel's most probable classes, most probable first."""
+    steps: np.ndarray
+    """(3, H, W) uint8: their probabilities in steps of 1/255."""
+
+    def reading(self, source: str, x: int, y: int) -> PixelReading:
+        """The readout at pixel (x, y): equal to ``pixel_reading`` on the whole prediction."""
+        values = dequantize_probs(self.steps[:, y, x])
+        return top_reading(source, int(self.labels[y, x]), self.classes[:, y, x], values)
+
+
 class ResultStore:
     """Predictions on disk keyed by (checkpoint identity, image identity, settings)."""
 
     def __init__(self, folder: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        """Predictions live in ``folder/v<FORMAT>``; files of format 1 (directly in ``folder``)
-        are removed: a stale cache of this project, never read again."""
+        """Predictions live in ``folder/v<FORMAT>``; files of older formats (format 1 directly in
+        ``folder``, later ones in ``folder/v<N>``) are removed: a stale cache of this project,
+        never read again."""
         self.folder, self.max_bytes = Path(folder) / f"v{FORMAT}", max_bytes
         self._lock = threading.Lock()
-        for old in Path(folder).glob("*.npz"):
+        old_folders = [Path(folder), *(Path(folder) / f"v{n}" for n in range(2, FORMAT))]
+        for old in (p for f in old_folders for p in f.glob("*.npz")):
             old.unlink(missing_ok=True)
 
     def path(self, checkpoint: str, image: str, settings: Hashable) -> Path:
@@ -76,31 +105,45 @@ class ResultStore:
         """Only the stored prediction's labels (H, W) uint8 — the probabilities and features stay
         compressed (about 0.4 ms instead of 26 ms for a SynthCity image) — or None (also for an
         unreadable file, which is removed)."""
+        found = self._members(self.path(checkpoint, image, settings), ("labels",))
+        return None if found is None else found[0]
+
+    def top(self, checkpoint: str, image: str, settings: Hashable) -> StoredTop | None:
+        """The stored labels and each pixel's three most probable classes and probabilities (what a
+        pixel readout shows), without the whole probabilities; None as ``labels``."""
         path = self.path(checkpoint, image, settings)
+        found = self._members(path, ("labels", "top_classes", "top_probs"))
+        return None if found is None else StoredTop(*found)
+
+    def _members(self, path: Path, names: tuple[str, ...]) -> list[np.ndarray] | None:
+        """Some uint8 arrays of a stored file; None when absent, and for a damaged or foreign file,
+        which is removed."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                labels = data["labels"]
-            if labels.dtype != np.uint8 or labels.ndim != 2:
-                raise ValueError(
-                    f"labels stored as {labels.dtype} {labels.shape}, not uint8 (H, W)"
-                )
+                arrays = [data[name] for name in names]
+            if any(a.dtype != np.uint8 for a in arrays):
+                raise ValueError(f"{path.name}: {names} are not all uint8")
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             path.unlink(missing_ok=True)
             return None
-        return labels
+        return arrays
 
     def put(
         self, checkpoint: str, image: str, settings: Hashable, prediction: ImagePrediction
     ) -> Path:
         """Write one prediction atomically, then trim the folder to ``max_bytes``."""
         buffer = io.BytesIO()
+        steps = quantize_probs(prediction.probs)
+        top_classes_, top_probs = top_classes(steps)
         np.savez_compressed(
             buffer,
             labels=prediction.labels,
-            probs=quantize_probs(prediction.probs),
+            probs=steps,
             features=prediction.features.numpy().astype(np.float16),
+            top_classes=top_classes_,
+            top_probs=top_probs,
         )
         path = self.path(checkpoint, image, settings)
         path.parent.mkdir(parents=True, exist_ok=True)

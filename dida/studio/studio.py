@@ -5,7 +5,8 @@ keyed by run id, so every browser session shares them; the app keeps only ids an
 user. The rooms: ``catalog`` (runs and their models), ``images`` (val split and uploads), ``passes``
 (whole-split passes), the prediction cache, ``gate`` (one forward at a time, requests first),
 ``worker`` / ``umap_worker`` (background tasks) and ``trainer`` (the training queue); the bank views
-(provenance, explanations, projections) are the :class:`~dida.studio.bank_views.BankViews` mixin.
+(provenance, explanations, projections) are the :class:`~dida.studio.bank_views.BankViews` mixin,
+the cheap reads of predictions (labels, readouts, IoU) the :class:`~dida.studio.readings.Readings` one.
 Who waits for whom is explained in :mod:`dida.studio.work`.
 """
 
@@ -34,12 +35,10 @@ from dida.studio.passes import ValPasses
 from dida.studio.predictions import (
     LRU,
     ImagePrediction,
-    PixelReading,
     ValPass,
     image_prediction,
-    per_class_iou,
-    pixel_reading,
 )
+from dida.studio.readings import Readings
 from dida.studio.results import ProgressBoard, ResultStore, file_identity
 from dida.studio.sources import dataset_source, mismatches, run_source
 from dida.studio.work import InferenceGate, Tasks
@@ -55,7 +54,7 @@ def prediction_bytes(height: int, width: int, classes: int = 19, width_d: int = 
     return height * width * (1 + 2 * classes) + -(-height // 4) * -(-width // 4) * width_d * 4
 
 
-class Studio(BankViews):
+class Studio(BankViews, Readings):
     """Runs, models, predictions, bank histories, the val data and training jobs of one process."""
 
     def __init__(
@@ -270,19 +269,6 @@ class Studio(BankViews):
             self._predictions.put(cache_key, cached)
         return cached
 
-    def labels(self, run_id: str, key: ImageKey, progress: Progress | None = None) -> np.ndarray:
-        """The run's predicted train IDs (H, W) on an image: from the in-memory prediction, else
-        only the labels of the disk cache's file (what the label views of Compare need, without
-        decompressing probabilities and features), else ``predict``."""
-        cached = self._predictions.get((run_id, self.model_stamp(run_id), key))
-        if cached is not None:
-            return cached.labels
-        if not isinstance(key, str):
-            stored = self.results.labels(*self._result_ids(run_id, key))
-            if stored is not None:
-                return stored
-        return self.predict(run_id, key, progress=progress).labels
-
     def _stored_or_new(
         self, run_id: str, key: ImageKey, batch: bool, progress: Progress | None
     ) -> ImagePrediction:
@@ -324,28 +310,6 @@ class Studio(BankViews):
     def prediction_progress(self, run_id: str, key: ImageKey) -> tuple[int, int] | None:
         """(windows done, windows in all) of the run's prediction on an image while it runs."""
         return self.progress.get((run_id, key))
-
-    def readout(self, run_ids: Sequence[str], key: ImageKey, x: int, y: int) -> list[PixelReading]:
-        """Ground truth (when labelled) and every run's class and probability at pixel (x, y)."""
-        item = self.item(key)
-        h, w = item["image"].shape[:2]
-        if not (0 <= x < w and 0 <= y < h):
-            raise ValueError(f"pixel ({x}, {y}) is outside the {w}x{h} image")
-        readings = []
-        if item["label"] is not None:
-            readings.append(PixelReading("ground truth", int(item["label"][y, x]), None))
-        for rid in run_ids:
-            readings.append(pixel_reading(self.run(rid).title, self.predict(rid, key), x, y))
-        return readings
-
-    def image_iou(
-        self, run_ids: Sequence[str], key: ImageKey
-    ) -> dict[str, dict[str, float | None]]:
-        """Per-class IoU of each run on one labelled image: ``{run_id: {class: IoU}}``."""
-        label = self.item(key)["label"]
-        if label is None:
-            raise ValueError("an uploaded image has no ground truth, so no IoU")
-        return {rid: per_class_iou(self.labels(rid, key), label) for rid in run_ids}
 
     # --- whole-split passes ----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ against 6.2 MB before format 2). The folder is trimmed to ``max_bytes`` oldest f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import threading
@@ -79,6 +80,9 @@ class ResultStore:
         old_folders = [Path(folder), *(Path(folder) / f"v{n}" for n in range(2, FORMAT))]
         for old in (p for f in old_folders for p in f.glob("*.npz")):
             old.unlink(missing_ok=True)
+        for old in old_folders[1:]:
+            with contextlib.suppress(OSError):  # absent, or holding files not of this project
+                old.rmdir()
 
     def path(self, checkpoint: str, image: str, settings: Hashable) -> Path:
         """The file of one prediction (hash of the three identities)."""

@@ -18,6 +18,13 @@ HEAVY_EVENTS = {"grid", "diff", "iou_table", "gallery", "upload", "umap_project"
 
 
 @pytest.fixture(scope="module")
+def app_fns(tmp_path_factory: pytest.TempPathFactory, synthcity_tiny: Path) -> list:
+    """The built app's event functions, in the order they were wired."""
+    studio: Studio = private_studio(tmp_path_factory, synthcity_tiny)
+    return list(build_app(studio).fns.values())
+
+
+@pytest.fixture(scope="module")
 def lanes(tmp_path_factory: pytest.TempPathFactory, synthcity_tiny: Path) -> dict:
     """(api name or function name, position) → (concurrency id, limit) of every queued event."""
     studio: Studio = private_studio(tmp_path_factory, synthcity_tiny)
@@ -43,3 +50,13 @@ def test_expensive_events_share_a_limited_group(lanes: dict) -> None:
 
 def test_every_queued_event_is_in_one_of_the_two_lanes(lanes: dict) -> None:
     assert set(lanes.values()) == {("interactive", None), ("heavy", 2)}
+
+
+def test_the_compare_grid_is_the_first_heavy_event_of_a_page_load(app_fns: list) -> None:
+    """Page-load events queue in wiring order: the panels a new user waits for come before the
+    gallery's thumbnails and the tables (first launch, issue 16)."""
+    on_load = [
+        fn.api_name for fn in app_fns
+        if fn.queue and fn.concurrency_id == "heavy" and any(e == "load" for _, e in fn.targets)
+    ]  # fmt: skip
+    assert on_load[0] == "grid" and {"gallery", "diff", "iou_table"} <= set(on_load)

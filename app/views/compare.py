@@ -477,8 +477,10 @@ def _diff_and_table(choices: list[tuple[str, str]], chosen: list[str]) -> dict[s
 
 
 def _wire(studio: Studio, shared: Shared, p: dict[str, Any], ui: dict[str, Any]) -> None:
-    compare_picker.wire(studio, shared, p, ui)
+    """The panels first: page-load events queue in the order they are wired, and the grid is what
+    a user opening the app waits for (the gallery's thumbnails and the tables follow)."""
     _wire_panels(studio, shared, ui)
+    compare_picker.wire(studio, shared, p, ui)
     key = shared.image_key
     diff_in = [key, ui["run_a"], ui["run_b"], shared.palette]
     gr.on(

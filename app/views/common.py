@@ -23,8 +23,8 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
-from plotly.basedatatypes import BaseTraceType
 from PIL import Image
+from plotly.basedatatypes import BaseTraceType
 
 from app.errors import client_text
 from dida import runs
@@ -203,6 +203,19 @@ def png_data_uri(rgb: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+PHOTO_QUALITY = 95
+"""JPEG quality of photo panels (``jpeg_data_uri``)."""
+
+
+def jpeg_data_uri(rgb: np.ndarray, quality: int = PHOTO_QUALITY) -> str:
+    """A photo as a ``data:image/jpeg`` URI (full chroma resolution, so a thin overlap band drawn
+    over it keeps its colour): about a fifth of its PNG (a 512 x 256 SynthCity image: 46 KB base64
+    instead of 213 KB), for panels that show the input image itself, never labels."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality, subsampling=0)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def grid_domains(
     rows: int, cols: int, h_space: float, v_space: float
 ) -> list[tuple[tuple[float, float], tuple[float, float]]]:
@@ -257,13 +270,18 @@ def subplots(
 
 
 def image_grid(
-    panels: Sequence[tuple[str, np.ndarray]], columns: int = 3, panel_height: int = 230
+    panels: Sequence[tuple[str, np.ndarray]],
+    columns: int = 3,
+    panel_height: int = 230,
+    photos: int = 0,
 ) -> go.Figure:
-    """Images side by side with linked axes: zooming or panning one panel moves them all."""
+    """Images side by side with linked axes: zooming or panning one panel moves them all. The
+    first ``photos`` panels (the input image) are sent as JPEG, the others losslessly as PNG."""
     rows = max(1, -(-len(panels) // columns))
     cols = min(columns, max(1, len(panels)))
     images = [
-        go.Image(source=png_data_uri(rgb), name=title, hovertemplate="x %{x}, y %{y}", **axis_refs(i))
+        go.Image(source=(jpeg_data_uri if i < photos else png_data_uri)(rgb), name=title,
+                 hovertemplate="x %{x}, y %{y}", **axis_refs(i))
         for i, (title, rgb) in enumerate(panels)
     ]  # fmt: skip
     layout = {"height": rows * panel_height + 40, "margin": {"l": 4, "r": 4, "t": 28, "b": 4},

@@ -209,7 +209,7 @@ def grid(
     run_ids = in_checkbox_order(studio, run_ids)
     args = (view, opacity, threshold, palette, hidden, isolate, show_overlap)
     shown = panels(studio, key, run_ids, *args, progress=progress)
-    figure = image_grid(shown) if run_ids else message_figure(EMPTY_RUNS_PLAIN)
+    figure = image_grid(shown, photos=1) if run_ids else message_figure(EMPTY_RUNS_PLAIN)
     item = studio.item(key)
     labels = [studio.labels(r, key) for r in run_ids]
     labels += [] if item["label"] is None else [item["label"]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import threading
 import time
 import traceback
@@ -73,6 +74,23 @@ def warm_start(cfg: TrainConfig, start: Path) -> TrainConfig:
     model = runs.read_json(Path(start) / runs.CONFIG)["model"]
     model.update(init_weights=str(weights), backbone_weights=None)  # the whole model is replaced
     return replace(cfg, model=ModelConfig.from_dict(model))
+
+
+TRAIN_NICENESS = 10
+"""How much lower than the app's request threads the training thread runs (Linux nice levels)."""
+
+
+def lower_priority(niceness: int = TRAIN_NICENESS) -> bool:
+    """Lower the calling thread's CPU priority by ``niceness`` (Linux schedules threads as tasks,
+    so only this thread is affected: the web server's request threads keep theirs). A training
+    job then takes the CPU the requests leave instead of competing with them. False where the
+    platform does not allow it (the thread keeps its priority)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + niceness)
+    except (AttributeError, OSError):  # not Linux / not permitted
+        return False
+    return True
 
 
 @dataclass
@@ -190,6 +208,7 @@ class TrainQueue:
             return job
 
     def _loop(self) -> None:
+        lower_priority()
         while True:
             job = self._next()
             if job is None:

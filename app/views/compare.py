@@ -477,36 +477,41 @@ def _diff_and_table(choices: list[tuple[str, str]], chosen: list[str]) -> dict[s
 
 
 def _wire(studio: Studio, shared: Shared, p: dict[str, Any], ui: dict[str, Any]) -> None:
-    """The panels first: page-load events queue in the order they are wired, and the grid is what
-    a user opening the app waits for (the gallery's thumbnails and the tables follow)."""
-    _wire_panels(studio, shared, ui)
-    compare_picker.wire(studio, shared, p, ui)
+    """On a page load the grid comes first (what a user opening the app waits for); the gallery's
+    thumbnails, the fixed/broke map and the tables follow it instead of competing with it."""
+    first = _wire_panels(studio, shared, ui)
+    compare_picker.wire(studio, shared, p, ui, after=first)
     key = shared.image_key
-    diff_in = [key, ui["run_a"], ui["run_b"], shared.palette]
-    gr.on(
-        [shared.demo.load, key.change, ui["run_a"].change, ui["run_b"].change, shared.palette.change],
-        bind(diff, studio), diff_in, [ui["diff"], ui["slider"], ui["diff_text"]], api_name="diff",
-        **HEAVY,
-    )  # fmt: skip
-    gr.on([shared.demo.load, key.change, ui["models"].change], bind(_iou_outputs, studio),
-          [key, ui["models"]], [ui["bands"], ui["iou"], ui["csv"]], api_name="iou_table",
-          **HEAVY)  # fmt: skip
+    diff_in, diff_out = (
+        [key, ui["run_a"], ui["run_b"], shared.palette],
+        [ui["diff"], ui["slider"], ui["diff_text"]],
+    )
+    gr.on([key.change, ui["run_a"].change, ui["run_b"].change, shared.palette.change],
+          bind(diff, studio), diff_in, diff_out, api_name="diff", **HEAVY)  # fmt: skip
+    first.then(bind(diff, studio), diff_in, diff_out, api_visibility="private", **HEAVY)
+    iou_in, iou_out = [key, ui["models"]], [ui["bands"], ui["iou"], ui["csv"]]
+    gr.on([key.change, ui["models"].change], bind(_iou_outputs, studio), iou_in, iou_out,
+          api_name="iou_table", **HEAVY)  # fmt: skip
+    first.then(bind(_iou_outputs, studio), iou_in, iou_out, api_visibility="private", **HEAVY)
 
 
-def _wire_panels(studio: Studio, shared: Shared, ui: dict[str, Any]) -> None:
+def _wire_panels(studio: Studio, shared: Shared, ui: dict[str, Any]) -> Any:
     """The grid redraws on every change of its inputs — a slider's typed value included (its
     ``.change``; ``.release`` would only add a second draw of the same value) — always for the
-    latest values; the click image is placed by a cheap event of its own."""
+    latest values; the click image is placed by a cheap event of its own. Returns the page load's
+    first grid (the views a new user waits for less are chained after it)."""
     key = shared.image_key
     view_in = [key, ui["models"], ui["view"], ui["opacity"], ui["threshold"], shared.palette,
                ui["hidden"], ui["isolate"], ui["show_overlap"]]  # fmt: skip
     gr.on(
-        [shared.demo.load, key.change, ui["models"].change, ui["view"].change, ui["opacity"].change,
+        [key.change, ui["models"].change, ui["view"].change, ui["opacity"].change,
          ui["threshold"].change, shared.palette.change, ui["hidden"].change, ui["isolate"].change,
          ui["show_overlap"].change],
         bind(_grid_outputs, studio), view_in, [ui["grid"], ui["legend"]], api_name="grid",
         trigger_mode="always_last", **HEAVY,
     )  # fmt: skip
+    first = shared.demo.load(bind(_grid_outputs, studio), view_in, [ui["grid"], ui["legend"]],
+                             api_visibility="private", **HEAVY)  # fmt: skip
     ui["export"].click(bind(export_png, studio), view_in, ui["png"], api_name="export_png", **HEAVY)
     gr.on([shared.demo.load, key.change], bind(click_image, studio), key,
           [ui["click"], ui["placed"]], api_name="click_image", show_progress="hidden",
@@ -516,6 +521,7 @@ def _wire_panels(studio: Studio, shared: Shared, ui: dict[str, Any]) -> None:
                        [ui["x"], ui["y"], *readout_out], api_name="click", **CHEAP)  # fmt: skip
     ui["read"].click(bind(readout, studio), [key, ui["models"], ui["x"], ui["y"]], readout_out,
                      api_name="readout", **CHEAP)  # fmt: skip
+    return first
 
 
 def _grid_outputs(

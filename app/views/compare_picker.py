@@ -256,18 +256,20 @@ def layout(studio: Studio) -> dict[str, Any]:
     return ui
 
 
-def wire(studio: Studio, shared: Shared, p: dict[str, Any], ui: dict[str, Any]) -> None:
+def wire(studio: Studio, shared: Shared, p: dict[str, Any], ui: dict[str, Any], after: Any) -> None:
     """Gallery (heavy: thumbnails and scores), picks, uploads, ← / → (cheap); ``ui``: the panels'
-    run pickers the sort orders read."""
+    run pickers the sort orders read; on a page load the gallery follows ``after`` (the first
+    grid)."""
     key = shared.image_key
     gallery_in = [p["overlap"], p["classes"], p["sort"], ui["run_a"], ui["run_b"], p["pair"],
                   ui["models"]]  # fmt: skip
     gallery_out = [p["gallery"], p["shown"], p["status"], p["timer"], p["pair"]]
     gr.on(
-        [shared.demo.load, p["overlap"].change, p["classes"].change, p["sort"].change,
-         p["pair"].change, p["timer"].tick, ui["models"].change],
+        [p["overlap"].change, p["classes"].change, p["sort"].change, p["pair"].change,
+         p["timer"].tick, ui["models"].change],
         bind(gallery, studio), gallery_in, gallery_out, api_name="gallery", **HEAVY,
     )  # fmt: skip
+    after.then(bind(gallery, studio), gallery_in, gallery_out, api_visibility="private", **HEAVY)
     p["gallery"].select(select_image, p["shown"], key, api_name="select_image", **CHEAP)
     p["index"].submit(bind(choose_index, studio), p["index"], key, api_name="choose_index",
                       **CHEAP)  # fmt: skip

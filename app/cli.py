@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     opened = open_app(args, auth, _open_studio)
     if opened is None:
         return 2
-    studio, featured, _ = opened
+    studio, featured, demo = opened
     seconds = time.perf_counter() - start
     print(f"{ready_line(args.host, args.port, auth)} ({seconds:.1f} s)", flush=True)
     stopping = threading.Event()
     threading.Thread(target=_background, args=(studio, featured, stopping), daemon=True).start()
-    _block(studio, stopping)
+    _block(studio, stopping, demo)
     return 0
 
 
@@ -158,14 +158,17 @@ def _background(studio, featured: list[str], stopping: threading.Event) -> None:
             raise
 
 
-def _block(studio, stopping: threading.Event) -> None:
-    """Wait for Ctrl+C or SIGTERM (treated alike), then stop the studio's workers."""
+def _block(studio, stopping: threading.Event, demo=None) -> None:
+    """Wait for Ctrl+C or SIGTERM (treated alike), then close the web server (no request or timer
+    event starts while the process exits) and stop the studio's workers."""
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:
         stopping.set()
+        if demo is not None:
+            demo.close()
         studio.shutdown()
         print("stopped")
 

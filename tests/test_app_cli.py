@@ -207,17 +207,27 @@ def test_ready_line_shows_the_bound_url(host: str, url: str, reach: str) -> None
     assert line.startswith(f"DIDA Studio ready at {url} — reachable from {reach}")
 
 
-def test_sigterm_stops_the_app_like_ctrl_c(capsys: pytest.CaptureFixture) -> None:
+def test_sigterm_closes_the_server_and_stops_the_app_like_ctrl_c(
+    capsys: pytest.CaptureFixture,
+) -> None:
     class Studio:
         stopped = False
 
         def shutdown(self) -> None:
             self.stopped = True
 
-    studio, stopping, previous = Studio(), threading.Event(), signal.getsignal(signal.SIGTERM)
+    class Demo:
+        closed_before_shutdown = None
+
+        def close(self) -> None:
+            self.closed_before_shutdown = not studio.stopped
+
+    studio, demo = Studio(), Demo()
+    stopping, previous = threading.Event(), signal.getsignal(signal.SIGTERM)
     threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
     try:
-        cli._block(studio, stopping)
+        cli._block(studio, stopping, demo)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert studio.stopped and stopping.is_set() and capsys.readouterr().out == "stopped\n"
+    assert demo.closed_before_shutdown  # the server stops taking events first

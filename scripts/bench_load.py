@@ -1,7 +1,7 @@
 """The app under load: N gradio_client users doing Compare, pixel readout and the tp explain
 while the app trains a run (docs/BENCHMARKS.md, "App under load").
 
-    python -m scripts.bench_load [--users 8] [--duration 120] [--port 7899]
+    python -m scripts.bench_load [--users 8] [--duration 120] [--port 7899] [--processes]
 
 Starts ``python launch.py`` on loopback (the shipped checkpoints, SynthCity's default val split
 under ``data/synthcity``, an empty runs folder under ``--work``), starts a source-only training job
@@ -14,6 +14,7 @@ per endpoint, and the load average before and after. Loopback only; the server i
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import shutil
@@ -137,6 +138,30 @@ def run_users(url: str, users: int, duration: float) -> tuple[dict, dict]:
     return record, errors
 
 
+def user_process(job: tuple[str, int, float]) -> tuple[dict, dict]:
+    """``user`` in a process of its own for ``duration`` seconds → (latencies, errors)."""
+    url, seed, duration = job
+    record: dict[str, list] = defaultdict(list)
+    errors: dict[str, int] = defaultdict(int)
+    user(url, seed, time.monotonic() + duration, record, errors)
+    return dict(record), dict(errors)
+
+
+def run_user_processes(url: str, users: int, duration: float) -> tuple[dict, dict]:
+    """Like ``run_users`` with one process per user (as separate browsers are: no client shares
+    another's interpreter lock); the processes' CPU still counts against the same cores."""
+    with multiprocessing.get_context("spawn").Pool(users) as pool:
+        results = pool.map(user_process, [(url, k, duration) for k in range(users)])
+    record: dict[str, list] = defaultdict(list)
+    errors: dict[str, int] = defaultdict(int)
+    for latencies, failures in results:
+        for name, values in latencies.items():
+            record[name] += values
+        for name, count in failures.items():
+            errors[name] += count
+    return record, errors
+
+
 def table(record: dict[str, list], errors: dict[str, int]) -> str:
     lines = ["| endpoint | calls | errors | p50 s | p95 s | max s |", "|---|---|---|---|---|---|"]
     for name in ENDPOINTS:
@@ -160,6 +185,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("/tmp/dida_load"))
     p.add_argument("--no-train", action="store_true", help="no training job during the load")
     p.add_argument(
+        "--processes", action="store_true",
+        help="one process per user instead of one thread per user in this process",
+    )  # fmt: skip
+    p.add_argument(
         "--precomputed", action="store_true",
         help="start the users once the app's background precompute of val predictions is done",
     )  # fmt: skip
@@ -179,11 +208,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{count} predictions precomputed after {time.monotonic() - began:.0f} s more")
         if not args.no_train:
             print("training:", start_training(url).splitlines()[0][:160])
-        record, errors = run_users(url, args.users, args.duration)
+        run = run_user_processes if args.processes else run_users
+        record, errors = run(url, args.users, args.duration)
     finally:
         server.terminate()
         server.wait(60)
-    print(f"{args.users} users for {args.duration:.0f} s; load average at end: {os.getloadavg()}")
+    kind = "processes" if args.processes else "threads"
+    print(
+        f"{args.users} users ({kind}) for {args.duration:.0f} s; load average at end: {os.getloadavg()}"
+    )
     print(table(record, errors))
     return 0 if not sum(errors.values()) else 1
 

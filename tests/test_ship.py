@@ -66,3 +66,19 @@ def test_an_unfinished_run_is_refused(tiny_dida_run: Path, tmp_path: Path) -> No
             ship_run(tiny_dida_run, tmp_path, "dida")
     finally:
         runs.write_status(tiny_dida_run, "finished")
+
+
+def test_ship_finds_the_showcase_models_and_the_main_suite_runs() -> None:
+    from dida.bench.ship import SHIPPED_ROWS, _sources, parse_args, showcase_runs
+    from dida.bench.showcase import SHOWCASE_RECIPE
+
+    found = showcase_runs(Path("/b"))
+    assert list(found) == list(SHIPPED_ROWS)
+    assert found["source_only"] == Path(f"/b/curves/source_only_{SHOWCASE_RECIPE}")
+    assert found["oracle"] == Path(f"/b/curves/oracle_{SHOWCASE_RECIPE}")
+    assert found["dida"] == Path("/b/showcase/dida_s0")
+    assert _sources(parse_args(["--suite", "showcase"])) == showcase_runs(Path("runs/bench"))
+    main = _sources(parse_args(["--names", "dida_s0", "dida_released_s0", "other_s3"]))
+    assert main == {"dida": Path("runs/bench/main/dida_s0"),
+                    "dida_released": Path("runs/bench/main/dida_released_s0"),
+                    "other_s3": Path("runs/bench/main/other_s3")}  # fmt: skip

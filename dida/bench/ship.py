@@ -2,6 +2,7 @@
 
     python -m dida.bench.ship                               # seed-0 runs of runs/bench/main
     python -m dida.bench.ship --runs runs/bench/main --names dida_s0 --out assets/checkpoints
+    python -m dida.bench.ship --suite showcase              # the showcase models (runs/bench)
 
 Each folder gets ``model.safetensors`` (the student's weights in half precision), ``config.json``
 (the run's config: it rebuilds the model), ``bank_history.safetensors`` (DIDA), ``metrics.jsonl``
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from dida import runs
+from dida.bench.showcase import showcase_jobs
 from dida.bench.suites import MAIN_ROWS
 from dida.config import TrainConfig
 from dida.data.datasets import CityscapesDataset
@@ -178,10 +180,23 @@ def scores_main(out: Path, names: Sequence[str], data_root: Path) -> None:
         )
 
 
+def showcase_runs(bench_root: Path) -> dict[str, Path]:
+    """Shipped name → run folder of the showcase models (``--suite showcase``): source-only and the
+    oracle are the winning recipe's curve runs, the adaptation rows the showcase suite's seed 0."""
+    jobs = {job.tags["row"]: job.run_dir(bench_root) for job in showcase_jobs()}
+    return {name: jobs[name] for name in SHIPPED_ROWS}
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dida.bench.ship", description=__doc__)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--runs", type=Path, default=Path("runs/bench/main"))
+    p.add_argument(
+        "--suite", choices=("main", "showcase"), default="main",
+        help="main: --names under --runs; showcase: the showcase models under --runs (runs/bench)",
+    )  # fmt: skip
+    p.add_argument(
+        "--runs", type=Path, default=None, help="runs/bench/main; runs/bench for showcase"
+    )
     p.add_argument("--out", type=Path, default=Path("assets/checkpoints"))
     p.add_argument("--names", nargs="*", default=[f"{k}_s0" for k in SHIPPED_ROWS])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -203,12 +218,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.scores_only:
         names = [] if args.names == parse_args([]).names else args.names
         return scores_main(args.out, names, args.data or DEFAULT_DATA)
-    known = {row.key for row in MAIN_ROWS}
-    for run_name in args.names:
-        name = run_name.rsplit("_s", 1)[0] if run_name.rsplit("_s", 1)[0] in known else run_name
-        folder = ship_run(args.runs / run_name, args.out, name, args.data)
+    for name, run_dir in _sources(args).items():
+        folder = ship_run(run_dir, args.out, name, args.data)
         size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
         print(f"{folder}: {size:.1f} MB, {(folder / 'MODEL_CARD.md').read_text().splitlines()[-3]}")
+
+
+def _sources(args: argparse.Namespace) -> dict[str, Path]:
+    """Shipped name → run folder for the command line's suite."""
+    if args.suite == "showcase":
+        return showcase_runs(args.runs or Path("runs/bench"))
+    root, known = args.runs or Path("runs/bench/main"), {row.key for row in MAIN_ROWS}
+    names = {n: n.rsplit("_s", 1)[0] for n in args.names}
+    return {(key if key in known else n): root / n for n, key in names.items()}
 
 
 if __name__ == "__main__":

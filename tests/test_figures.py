@@ -36,7 +36,9 @@ def test_an_image_grid_links_every_panel_to_the_first_and_titles_each() -> None:
     assert "matches" not in layout["xaxis"]
     assert all(layout[f"{a}axis{i}"]["matches"] == a for a in "xy" for i in range(2, 6))
     assert layout["xaxis4"]["domain"] == layout["xaxis"]["domain"]  # second row, first column
-    assert not layout["yaxis"]["showticklabels"] and layout["height"] == 2 * 230 + 40
+    assert (
+        not layout["yaxis"]["showticklabels"] and layout["height"] == 2 * 230 + 40 + C.GRID_LABEL_PX
+    )
 
 
 def test_the_tp_figure_places_q_above_the_three_class_plots() -> None:

@@ -269,6 +269,10 @@ def subplots(
     return go.Figure(data=list(data), layout=full)
 
 
+GRID_LABEL_PX = 28
+"""Room above the first row of panels for the plot's own label (else it covers the first title)."""
+
+
 def image_grid(
     panels: Sequence[tuple[str, np.ndarray]],
     columns: int = 3,
@@ -284,7 +288,8 @@ def image_grid(
                  hovertemplate="x %{x}, y %{y}", **axis_refs(i))
         for i, (title, rgb) in enumerate(panels)
     ]  # fmt: skip
-    layout = {"height": rows * panel_height + 40, "margin": {"l": 4, "r": 4, "t": 28, "b": 4},
+    layout = {"height": rows * panel_height + 40 + GRID_LABEL_PX,
+              "margin": {"l": 4, "r": 4, "t": 28 + GRID_LABEL_PX, "b": 4},
               "uirevision": "grid", "dragmode": "zoom"}  # fmt: skip
     return subplots(
         grid_domains(rows, cols, 0.01, 0.06)[: len(panels)], [t for t, _ in panels], images,

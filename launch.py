@@ -8,6 +8,6 @@ from pathlib import Path
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from app.cli import main
+    from app.cli import run
 
-    raise SystemExit(main())
+    run()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import os
 import signal
 import sys
@@ -99,6 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_background, args=(studio, featured, stopping), daemon=True).start()
     _block(studio, stopping, demo)
     return 0
+
+
+def run() -> None:
+    """The console entry point (``dida-studio``, ``python launch.py``): ``main``, then end the
+    process at once. Once the studio has stopped (its training job at a checkpoint), what may
+    still run in background threads — a UMAP numba compile, a statistics pass — writes nothing
+    or writes atomically, and joining it made Ctrl+C take 9-35 s; so the process does not wait."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _open_studio(args: argparse.Namespace):

@@ -231,3 +231,13 @@ def test_sigterm_closes_the_server_and_stops_the_app_like_ctrl_c(
         signal.signal(signal.SIGTERM, previous)
     assert studio.stopped and stopping.is_set() and capsys.readouterr().out == "stopped\n"
     assert demo.closed_before_shutdown  # the server stops taking events first
+
+
+def test_the_entry_point_ends_the_process_with_mains_code_without_joining_threads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    ended = []
+    monkeypatch.setattr(cli, "main", lambda: print("stopped") or 3)
+    monkeypatch.setattr(cli.os, "_exit", ended.append)
+    cli.run()
+    assert ended == [3] and capsys.readouterr().out == "stopped\n"

@@ -14,6 +14,7 @@ from dida.bench.showcase import (
     curve_jobs,
     showcase_jobs,
 )
+from dida.bench.suites import job_config
 from dida.presets import CURVE_SNAPSHOTS, curve_snapshots, preset_config
 from dida.train import build_parser, config_from_args, train
 
@@ -80,6 +81,8 @@ def test_fidelity_rows_start_from_the_showcase_source_only_snapshot() -> None:
     start = Path("r/curves") / f"source_only_{SHOWCASE_RECIPE}" / runs.SNAPSHOTS
     assert f"model.init_weights={start / f'model_{FIDELITY_START_IT:06d}.safetensors'}" in argv
     assert job.init_dir(Path("r")) == Path("r/curves") / f"source_only_{SHOWCASE_RECIPE}"
+    config = job_config(job, Path("r"))  # final scores only: no learning-curve evaluations
+    assert config.iters == FIDELITY_ITERS and config.snapshot_iters == []
 
 
 def test_a_snapshot_start_waits_only_for_its_file(tmp_path: Path) -> None:

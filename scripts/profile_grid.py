@@ -1,7 +1,10 @@
-"""One Compare grid's parts on a few val images: disk reads, panels, Plotly grid, JSON
-(docs/BENCHMARKS.md, "App under load").
+"""One Compare grid's parts on a few val images — disk reads, panels, Plotly grid, JSON — and the
+tp view's handler (explanation + figure) at a pixel of each (docs/BENCHMARKS.md, "App under load").
 
     python -m scripts.profile_grid     # data/synthcity with the app's precomputed prediction cache
+
+Only public handler functions are called, so the same file also times an older checkout:
+``PYTHONPATH=<old checkout> python scripts/profile_grid.py`` (from this repository's root).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from app.views import compare
+from app.views import compare, temperature
 from dida.studio import Studio
 
 
@@ -29,7 +32,13 @@ def profile_image(studio: Studio, runs: list[str], index: int) -> str:
     shown, panels = timed(lambda: compare.panels(studio, index, runs, *args))
     figure, grid = timed(lambda: compare.image_grid(shown))
     _, json = timed(figure.to_json)
-    return f"image {index}: predictions {read:.2f} s, panels {panels:.2f} s, grid {grid:.2f} s, JSON {json:.2f} s"
+    tp_args = (index, 120, 90, 0.1, -1, "cityscapes")
+    bank_run = next((r for r in runs if studio.bank_history(r) is not None), None)
+    tp = timed(lambda: temperature.explain(studio, bank_run, *tp_args))[1] if bank_run else 0.0
+    return (
+        f"image {index}: predictions {read:.3f} s, panels {panels:.3f} s, grid {grid:.3f} s, "
+        f"JSON {json:.3f} s, tp handler {tp:.3f} s"
+    )
 
 
 def main() -> None:

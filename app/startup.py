@@ -35,11 +35,16 @@ VAL_IMAGES = ("target", "leftImg8bit", "val")
 class Readiness:
     """Where the app's preparation stands: stage, detail, elapsed time, ready (thread-safe)."""
 
-    def __init__(self, data_root: str | Path | None = None) -> None:
+    def __init__(
+        self, data_root: str | Path | None = None, echo: Callable[[str], Any] | None = None
+    ) -> None:
+        """``echo``: also report each stage with its elapsed time there (the console)."""
         self._lock = threading.Lock()
         self._start = time.monotonic()
         self._stage, self._ready = STAGES[0], False
         self._val_dir = None if data_root is None else Path(data_root, *VAL_IMAGES)
+        self._echo = echo
+        self._say(f"{STAGES[0]} (step 1 of {len(STAGES)})")
 
     def enter(self, stage: str) -> None:
         """Move to ``stage`` (one of ``STAGES``)."""
@@ -47,11 +52,17 @@ class Readiness:
             raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
         with self._lock:
             self._stage = stage
+        self._say(f"{stage} (step {STAGES.index(stage) + 1} of {len(STAGES)})")
 
     def done(self) -> None:
         """The app is serving: the page may reload into it."""
         with self._lock:
             self._ready = True
+        self._say("the app is serving")
+
+    def _say(self, text: str) -> None:
+        if self._echo is not None:
+            self._echo(f"[{time.monotonic() - self._start:5.1f} s] {text}")
 
     def state(self) -> dict[str, Any]:
         """JSON-ready: stage, step, steps, detail, elapsed_s, ready."""
@@ -151,7 +162,7 @@ def open_app(args: Any, auth: Any, open_studio: Callable[[Any], Any]) -> tuple |
     SynthCity val split (in a thread, its worker processes overlapping the imports), import the app,
     open the Studio (``open_studio(args)``: None after saying why) and build the views; then hand
     the port to the app. Returns (studio, featured run ids, demo), or None when refused."""
-    readiness = Readiness(args.data)
+    readiness = Readiness(args.data, echo=lambda line: print(line, flush=True))
     try:
         server = serve_progress(args.host, args.port, readiness)
     except OSError as err:

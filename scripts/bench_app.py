@@ -29,6 +29,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -143,7 +144,8 @@ def fresh_clone_seconds(work: Path, port: int) -> dict[str, float]:
                                     args=["--no-sandbox", "--headless", "--disable-gpu"])  # fmt: skip
         page, start = browser.new_page(), time.perf_counter()
         proc = subprocess.Popen([sys.executable, "launch.py", "--port", str(port)], cwd=clone,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+        threading.Thread(target=_stage_lines, args=(proc, times), daemon=True).start()
         try:
             times["first_byte"] = _wait_page(url) - start
             page.goto(url)
@@ -156,6 +158,14 @@ def fresh_clone_seconds(work: Path, port: int) -> dict[str, float]:
             browser.close()
     times["load_after"] = os.getloadavg()[0]
     return times
+
+
+def _stage_lines(proc: subprocess.Popen, times: dict) -> None:
+    """The app's console lines ``[  t s] <stage>`` (its own clock, from ``launch.py``'s start)
+    into ``times["stages"]``."""
+    for line in proc.stdout:
+        if line.startswith(("[", "DIDA Studio ready")):
+            times.setdefault("stages", []).append(line.rstrip())
 
 
 def _wait_page(url: str, timeout: float = 600.0) -> float:
@@ -270,6 +280,7 @@ def main() -> None:
         t = fresh_clone_seconds(args.work, args.port)
         print(f"fresh clone -> first byte (progress page): {t['first_byte']:.1f} s")
         print(f"fresh clone -> usable page (Compare):      {t['usable']:.1f} s")
+        print("the app's stages (its own clock):", *t.get("stages", []), sep="\n  ")
         print(
             f"load average (1 min) before / after:      {t['load_before']:.1f} / {t['load_after']:.1f}"
         )

@@ -137,3 +137,17 @@ def test_only_a_new_or_synthcity_folder_is_generated_early(
     assert calls == []  # a folder of another dataset: nothing is written into it
     startup._generate_val(_args(0, tmp_path / "new"))
     assert calls == [(tmp_path / "new", "tiny", ("val",))]
+
+
+def test_the_console_hears_each_stage_with_its_elapsed_time() -> None:
+    lines: list[str] = []
+    readiness = startup.Readiness(None, echo=lines.append)
+    readiness.enter(startup.STAGES[1])
+    readiness.done()
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        f"{startup.STAGES[0]} (step 1 of 3)",
+        f"{startup.STAGES[1]} (step 2 of 3)",
+        "the app is serving",
+    ]
+    seconds = [float(line[1:].split(" s]")[0]) for line in lines]
+    assert seconds == sorted(seconds) and seconds[0] >= 0

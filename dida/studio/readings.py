@@ -3,7 +3,7 @@ cost of what they need: from the in-memory prediction, else only the needed memb
 cache's file (labels; labels and each pixel's top 3), else a full prediction.
 
 :class:`Readings` is a mixin of :class:`dida.studio.studio.Studio`: it uses the host's prediction
-cache (``_predictions``, ``results``, ``_result_ids``, ``predict``), ``run``, ``model_stamp`` and
+cache (``_predictions``, ``_memory_key``, ``results``, ``_result_ids``, ``predict``), ``run``, ``model_stamp`` and
 ``item``."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Readings:
         """The run's predicted train IDs (H, W) on an image: from the in-memory prediction, else
         only the labels of the disk cache's file (what the label views of Compare need, without
         decompressing probabilities and features), else ``predict``."""
-        cached = self._predictions.get((run_id, self.model_stamp(run_id), key))
+        cached = self._predictions.get(self._memory_key(run_id, key))
         if cached is not None:
             return cached.labels
         if not isinstance(key, str):
@@ -48,12 +48,13 @@ class Readings:
         """One run's reading: from the in-memory prediction, else from the top-3 of the disk
         cache's file (no whole probabilities decompressed), else from ``predict``."""
         title = self.run(run_id).title
-        cached = self._predictions.get((run_id, self.model_stamp(run_id), key))
+        cached = self._predictions.get(self._memory_key(run_id, key))
         if cached is None and not isinstance(key, str):
             stored = self.results.top(*self._result_ids(run_id, key))
             if stored is not None:
                 return stored.reading(title, x, y)
-        return pixel_reading(title, cached or self.predict(run_id, key), x, y)
+        prediction = self.predict(run_id, key) if cached is None else cached
+        return pixel_reading(title, prediction, x, y)
 
     def image_iou(
         self, run_ids: Sequence[str], key: ImageKey

@@ -262,12 +262,16 @@ class Studio(BankViews, Readings):
         when the run checkpoints). ``batch``: a background task's forward, which yields to
         waiting requests; ``progress(done, total)`` is called per window of a slow image (also
         readable by any request as ``prediction_progress``)."""
-        cache_key = (run_id, self.model_stamp(run_id), key)
+        cache_key = self._memory_key(run_id, key)
         cached = self._predictions.get(cache_key)
         if cached is None:
             cached = self._stored_or_new(run_id, key, batch, progress)
             self._predictions.put(cache_key, cached)
         return cached
+
+    def _memory_key(self, run_id: str, key: ImageKey) -> tuple:
+        """Key of the in-memory prediction cache (changes when the run checkpoints)."""
+        return (run_id, self.model_stamp(run_id), key)
 
     def _stored_or_new(
         self, run_id: str, key: ImageKey, batch: bool, progress: Progress | None

@@ -14,9 +14,11 @@ per endpoint, and the load average before and after. Loopback only; the server i
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -88,14 +90,79 @@ def parameters(c, api_name: str) -> list[str]:
     return [p["parameter_name"] for p in info["parameters"]]
 
 
+TRAIN_ITERS = 1000
+"""The job's iterations: the quick preset's whole schedule, longer than any measurement here (the
+Train tab's default, the tiny preset's 4, ended the job in the first seconds of the load)."""
+
+
 def start_training(url: str) -> str:
     """A source-only quick-preset job through the Train tab's API (runs during the measurement)."""
     c = client(url)
     names = parameters(c, "/train_start")
-    values = {"method": "source_only", "preset": "quick", "name": "load_bench"}
+    values = {
+        "method": "source_only",
+        "preset": "quick",
+        "iters": TRAIN_ITERS,
+        "name": "load_bench",
+    }
     kwargs = {n: v for n, v in values.items() if n in names}
     status, _ = c.predict(**kwargs, api_name="/train_start")
     return str(status)
+
+
+def training_progress(run_dir: Path) -> str:
+    """How far the job got: its state and iteration (status.json), read right after the load."""
+    status = run_dir / "status.json"
+    if not status.exists():
+        return "training: no status (no job ran)"
+    info = json.loads(status.read_text())
+    return f"training after the load: {info.get('state')} at iteration {info.get('it')}"
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of ``root`` and every live descendant: pid → (name, seconds),
+    from /proc (Linux); empty where /proc is missing."""
+    stats: dict[int, tuple[int, str, float]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = entry.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name, fields = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :]
+        parts = fields.split()
+        stats[int(entry.parent.name)] = (
+            int(parts[1]),
+            name,
+            (int(parts[11]) + int(parts[12])) / TICKS,
+        )
+    tree, frontier = {}, [root]
+    while frontier:
+        pid = frontier.pop()
+        if pid in stats:
+            tree[pid] = stats[pid][1:]
+            frontier += [child for child, (ppid, *_) in stats.items() if ppid == pid]
+    return tree
+
+
+def clients_cpu() -> float:
+    """CPU seconds of this process and its reaped children (the client processes of --processes)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def cpu_line(before: dict, after: dict, server: int, clients_s: float, seconds: float) -> str:
+    """Where the CPU went during the load: the server's own process, its child processes (the
+    training job), and the clients."""
+    used = {pid: cpu - before.get(pid, ("", 0.0))[1] for pid, (_, cpu) in after.items()}
+    own = used.pop(server, 0.0)
+    return (
+        f"CPU during the load ({seconds:.0f} s x {os.cpu_count()} cores = {seconds * (os.cpu_count() or 1):.0f} "
+        f"CPU-s): server {own:.0f} s, its child processes {sum(used.values()):.0f} s, "
+        f"clients {clients_s:.0f} s"
+    )
 
 
 def call(c, api_name: str, kwargs: dict, record: dict[str, list], errors: dict[str, int]) -> None:
@@ -209,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_train:
             print("training:", start_training(url).splitlines()[0][:160])
         run = run_user_processes if args.processes else run_users
+        before, clients = tree_cpu(server.pid), clients_cpu()
         record, errors = run(url, args.users, args.duration)
+        after, clients = tree_cpu(server.pid), clients_cpu() - clients
+        print(cpu_line(before, after, server.pid, clients, args.duration))
+        print(training_progress(args.work / "runs" / "load_bench"))
     finally:
         server.terminate()
         server.wait(60)

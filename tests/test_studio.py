@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import shutil
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +44,7 @@ from dida.studio import (
     train_config,
     warm_start,
 )
+from dida.studio.results import ResultStore
 from dida.train import build_parser, config_from_args, train
 
 FIXTURE_RUNS = (("source_only", 2, {}), ("daformer", 2, {}), ("dida", 3, {"bank_size": 38}))
@@ -515,3 +517,53 @@ def test_featured_runs_and_prefetch(studio: Studio) -> None:
     studio.worker.wait(("prefetch", ("run:daformer",), 3), timeout=60)
     stamp = studio.model_stamp("run:daformer")
     assert studio._predictions.get(("run:daformer", stamp, 3)) is not None
+
+
+def test_one_image_asked_by_three_callers_at_once_is_computed_once(
+    studio: Studio, tmp_path: Path
+) -> None:
+    local = make_studio(studio.data_root, studio.runs_dirs[0])
+    local.results = ResultStore(tmp_path / "cache")  # nothing stored yet
+    computed, compute = [], local._compute
+
+    def slow_compute(*args, **kwargs):
+        computed.append(args[:2])
+        time.sleep(0.3)  # long enough for the other callers to arrive meanwhile
+        return compute(*args, **kwargs)
+
+    local._compute = slow_compute
+    callers = [  # a request, the start-up prefetch and the background precompute, say
+        threading.Thread(target=local.predict, args=("run:daformer", 1)),
+        threading.Thread(target=local.predict, args=("run:daformer", 1, True)),
+        threading.Thread(target=local._stored_or_new, args=("run:daformer", 1, True, None)),
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(60)
+    assert computed == [("run:daformer", 1)]
+    assert local.results.get(*local._result_ids("run:daformer", 1)) is not None
+    assert len(local.computing) == 0
+
+
+def test_the_background_precompute_starts_after_the_start_up_prefetch(
+    studio: Studio, tmp_path: Path
+) -> None:
+    local = make_studio(studio.data_root, studio.runs_dirs[0])
+    local.results = ResultStore(tmp_path / "cache")
+    release, predict = threading.Event(), local.predict
+
+    def held_predict(*args, **kwargs):
+        release.wait(60)  # the prefetch is still predicting the first image
+        return predict(*args, **kwargs)
+
+    local.predict = held_predict
+    local.prefetch(["run:daformer"], thumbnails=0)
+    local.precompute(["run:daformer"])
+    time.sleep(1.0)
+    assert local.precompute_state(["run:daformer"]) == "running"
+    assert not list((tmp_path / "cache").rglob("*.npz"))  # nothing precomputed meanwhile
+    release.set()
+    _wait(lambda: local.precompute_state(["run:daformer"]) == "done")
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == len(local.val)
+    local.shutdown()

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dida.studio.work import InferenceGate, Tasks
+from dida.studio.work import InferenceGate, KeyedLocks, Tasks
 
 
 def _until(predicate, timeout: float = 10.0) -> None:
@@ -97,3 +97,29 @@ def test_batch_work_runs_when_no_request_waits() -> None:
     _hold(gate, True, order, "batch").join(10)
     _hold(gate, False, order, "request").join(10)
     assert order == ["batch", "request"]
+
+
+def test_keyed_locks_serialise_one_key_and_let_others_through() -> None:
+    locks, order, inside = KeyedLocks(), [], threading.Event()
+
+    def first() -> None:
+        with locks.hold("a"):
+            inside.set()
+            time.sleep(0.2)
+            order.append("first done")
+
+    def second() -> None:
+        with locks.hold("a"):
+            order.append("second in")
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    inside.wait(5)
+    t2 = threading.Thread(target=second)
+    t2.start()
+    with locks.hold("b"):  # another key is free while "a" is held
+        order.append("b")
+    t1.join(5)
+    t2.join(5)
+    assert order == ["b", "first done", "second in"]
+    assert len(locks) == 0  # released keys leave nothing behind

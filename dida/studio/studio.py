@@ -41,7 +41,7 @@ from dida.studio.predictions import (
 from dida.studio.readings import Readings
 from dida.studio.results import ProgressBoard, ResultStore, file_identity
 from dida.studio.sources import dataset_source, mismatches, run_source
-from dida.studio.work import InferenceGate, Tasks
+from dida.studio.work import InferenceGate, KeyedLocks, Tasks
 from dida.train import cli_args
 
 PREDICTION_MEMORY = 2 << 30
@@ -87,6 +87,8 @@ class Studio(BankViews, Readings):
             ProgressBoard(),
         )
         self.gate = InferenceGate()
+        self.computing = KeyedLocks()
+        """Val predictions being computed now (``_stored_or_new``): nothing is computed twice."""
         self.passes = ValPasses(self.catalog, self.images, self.gate, self.worker)
         per_image = prediction_bytes(*self.images.val.image_size(0)) if len(self.images.val) else 1
         cache_size = max(2, min(cache_size, PREDICTION_MEMORY // per_image))  # 2048x1024: 9
@@ -235,14 +237,17 @@ class Studio(BankViews, Readings):
             for i in range(min(thumbnails, len(self.val))):
                 self.thumbnail(i)
 
-        return self.worker.submit(("prefetch", tuple(run_ids), key), work)
+        return self.worker.submit(_prefetch_key(run_ids, key), work)
 
     def precompute(self, run_ids: Sequence[str], share: float = 0.5) -> str:
         """Write each run's prediction of every val image to the disk cache in the background, one
         image at a time and after any waiting request (Compare and readouts then read instead of
-        computing); stops once the cache holds ``share`` of its budget. Returns the task's state."""
+        computing); stops once the cache holds ``share`` of its budget. It starts once a start-up
+        ``prefetch`` of the same runs has finished (the first page's predictions go first).
+        Returns the task's state."""
 
         def work() -> None:
+            self.worker.wait(_prefetch_key(run_ids, 0), timeout=PREFETCH_WAIT_S)
             for index in range(len(self.val)):
                 for rid in run_ids:
                     if self.precomputing.closing.is_set() or self.results.full(share):
@@ -280,10 +285,11 @@ class Studio(BankViews, Readings):
         if isinstance(key, str):  # an upload: kept in memory only
             return self._compute(run_id, key, self.run(run_id).inference, batch, progress)
         ids = self._result_ids(run_id, key)
-        prediction = self.results.get(*ids)
-        if prediction is None:
-            prediction = self._compute(run_id, key, ids[2], batch, progress)
-            self.results.put(*ids, prediction)
+        with self.computing.hold(ids[:2]):  # a computation of it running now: wait, then read
+            prediction = self.results.get(*ids)
+            if prediction is None:
+                prediction = self._compute(run_id, key, ids[2], batch, progress)
+                self.results.put(*ids, prediction)
         return prediction
 
     def _result_ids(self, run_id: str, key: ImageKey) -> tuple[str, str, InferenceSettings]:
@@ -377,6 +383,14 @@ class Studio(BankViews, Readings):
         self.umap_worker.close()
         self.precomputing.close()
         self.trainer.stop_all(timeout)
+
+
+PREFETCH_WAIT_S = 300.0
+"""Longest the background precompute waits for the start-up prefetch before starting anyway."""
+
+
+def _prefetch_key(run_ids: Sequence[str], key: ImageKey) -> tuple:
+    return ("prefetch", tuple(run_ids), key)
 
 
 def _default_name(method: str, preset: str, seed: int) -> str:

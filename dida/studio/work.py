@@ -15,6 +15,9 @@ Three rules keep it so:
    :class:`InferenceGate`; a batch task holds it one image at a time and only while no request's
    forward is waiting, so a user waits at most one image of a val pass, never the whole pass.
    Cached results (predictions, image features) need no forward and no gate.
+4. **Nothing computed twice at once.** A prediction being computed (by a request, the start-up
+   prefetch or the background precompute) holds its key in :class:`KeyedLocks`; another caller of
+   the same key waits for it and then reads the stored result instead of repeating the forward.
 """
 
 from __future__ import annotations
@@ -63,6 +66,36 @@ class InferenceGate:
 
     def _free_for(self, batch: bool) -> bool:
         return not self._busy and not (batch and self._interactive_waiting)
+
+
+class KeyedLocks:
+    """One lock per key, made on first use and dropped when its last holder leaves."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._locks: dict[Hashable, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: Hashable) -> Iterator[None]:
+        """Hold ``key``'s lock for the ``with`` block (waiting while another caller holds it)."""
+        with self._lock:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._lock:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        """Keys held or waited for now."""
+        with self._lock:
+            return len(self._locks)
 
 
 class Tasks:

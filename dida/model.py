@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
+import timm
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -239,9 +240,6 @@ def build_backbone(name: str, drop_path_rate: float = 0.1) -> nn.Module:
     """Randomly initialised timm ``pvt_v2`` with MiT settings; never downloads weights."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
-    import timm  # here: importing timm registers all its models (about 1 s), which the app's
-    # start-up would otherwise pay before it serves; the first model built pays it instead
-
     return timm.create_model(
         **BACKBONES[name], pretrained=False, num_classes=0, drop_path_rate=drop_path_rate
     )

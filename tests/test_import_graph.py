@@ -10,8 +10,6 @@ importing its parent package (its ``__init__`` runs, but that is Python's order,
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -141,12 +139,3 @@ STUDIO_ROOM_LINES = 420
 def test_each_studio_room_is_about_400_lines(path: Path) -> None:
     lines = len(path.read_text().splitlines())
     assert lines <= STUDIO_ROOM_LINES, f"dida/studio/{path.name} has {lines} lines; split the room"
-
-
-def test_the_app_imports_neither_timm_nor_torchvision_before_it_serves() -> None:
-    """Both register every model they have (about 2 CPU-s together): the app's first launch pays
-    them with its first model instead (dida.model, dida.methods.common import them on first use)."""
-    code = "import sys, app.main; print(sorted(m for m in ('timm', 'torchvision') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"

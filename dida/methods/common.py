@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
 from dida.bank import check_labels, class_means
@@ -159,22 +159,12 @@ def blur_kernel_size(size: int, kernel_frac: float = 0.1) -> int:
     return max(1, k - 1 if k % 2 == 0 else k)
 
 
-def _functional() -> ModuleType:
-    """``torchvision.transforms.v2.functional``, imported on first use: torchvision imports all its
-    models and ops (about 1-2 s), which the app's start-up (it reads this package, never trains
-    before it serves) would otherwise pay."""
-    import torchvision.transforms.v2.functional as TF  # noqa: N812 (torchvision's own alias)
-
-    return TF
-
-
 def color_jitter(images: Tensor, strength: float, generator: torch.Generator) -> Tensor:
     """Per-image random brightness/contrast/saturation/hue on RGB in [0, 1], shape kept.
 
     Factors ~ U(1 - s, 1 + s) (hue ~ U(-s, s)) per image; the order of the four ops is one random
     permutation per call (kornia ColorJitter). Loops over the B images (torchvision takes scalars).
     """
-    TF = _functional()
     batch = images.shape[0]
     draws = _uniform((batch, 4), generator).cpu() * 2 - 1  # (B, 4) in [-1, 1)
     order = torch.randperm(4, generator=generator, device=generator.device).tolist()
@@ -219,7 +209,7 @@ def strong_augment(
             blur_kernel_size(images.shape[-1], kernel_frac),
             blur_kernel_size(images.shape[-2], kernel_frac),
         ]
-        out = _functional().gaussian_blur(out, kernel_size=size, sigma=[sd, sd])
+        out = TF.gaussian_blur(out, kernel_size=size, sigma=[sd, sd])
     return out.clone() if out is images else out
 
 

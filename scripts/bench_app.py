@@ -143,6 +143,7 @@ def fresh_clone_seconds(work: Path, port: int) -> dict[str, float]:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
                                     args=["--no-sandbox", "--headless", "--disable-gpu"])  # fmt: skip
         page, start = browser.new_page(), time.perf_counter()
+        _watch_page(page, start, times)
         proc = subprocess.Popen([sys.executable, "launch.py", "--port", str(port)], cwd=clone,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
         threading.Thread(target=_stage_lines, args=(proc, times), daemon=True).start()
@@ -158,6 +159,26 @@ def fresh_clone_seconds(work: Path, port: int) -> dict[str, float]:
             browser.close()
     times["load_after"] = os.getloadavg()[0]
     return times
+
+
+def _watch_page(page, start: float, times: dict) -> None:
+    """Browser-side moments into ``times["browser"]`` (seconds from ``start``): each document
+    loaded, the app's first config request and first queue call (the page's load events)."""
+    events = times.setdefault("browser", [])
+
+    def mark(what: str) -> None:
+        events.append(f"[{time.perf_counter() - start:5.1f} s] {what}")
+
+    def on_request(request) -> None:
+        path = request.url.split("127.0.0.1", 1)[-1]
+        if request.is_navigation_request() or ("/config" in path and "startup" not in path):
+            mark(f"request {path[:60]}")
+        elif "queue/join" in path and not any("queue call" in e for e in events):
+            mark("first queue call (the page's load events)")
+
+    page.on("request", on_request)
+    page.on("domcontentloaded", lambda _: mark("document parsed (DOMContentLoaded)"))
+    page.on("load", lambda _: mark("document loaded (load)"))
 
 
 def _stage_lines(proc: subprocess.Popen, times: dict) -> None:
@@ -281,6 +302,7 @@ def main() -> None:
         print(f"fresh clone -> first byte (progress page): {t['first_byte']:.1f} s")
         print(f"fresh clone -> usable page (Compare):      {t['usable']:.1f} s")
         print("the app's stages (its own clock):", *t.get("stages", []), sep="\n  ")
+        print("the browser (the bench's clock):", *t.get("browser", []), sep="\n  ")
         print(
             f"load average (1 min) before / after:      {t['load_before']:.1f} / {t['load_after']:.1f}"
         )

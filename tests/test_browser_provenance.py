@@ -66,3 +66,16 @@ def test_umap_lasso_lists_slots_and_pixels_and_opens_compare(page) -> None:
     expect(page.get_by_role("tab", name="Compare")).to_have_attribute("aria-selected", "true")
     expect(page.locator("#compare-grid").get_by_text("ground truth")).to_be_visible()
     page.screenshot(path=str(screenshot_dir() / "umap_opened_in_compare.png"), full_page=True)
+
+
+@pytest.mark.parametrize("key", ["Enter", None])
+def test_a_slot_number_typed_in_the_box_shows_that_slot(page, key: str | None) -> None:
+    expect = _browser_or_skip().expect
+    page.get_by_role("tab", name="Instance bank").click()
+    expect(page.locator("#tab-bank").get_by_text("Snapshot 3 of 3")).to_be_visible()
+    box = page.locator("#bank-slot input")
+    box.click()
+    box.press_sequentially("5")
+    if key is not None:  # None: the user types and waits
+        box.press(key)
+    expect(page.locator("#bank-slot-detail")).to_contain_text("Slot 5")

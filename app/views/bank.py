@@ -227,7 +227,7 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
             )
             ui["csv"] = gr.DownloadButton("Download all slots (CSV)", value=None)
         with gr.Column(scale=1):
-            ui["slot"] = gr.Number(label="slot", precision=0, minimum=0)
+            ui["slot"] = gr.Number(label="slot", precision=0, minimum=0, elem_id="bank-slot")
             ui["detail"] = gr.Markdown(elem_id="bank-slot-detail")
             ui["crop"] = gr.Image(
                 label="source image of the slot (its class region outlined)", format="png",

@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.views import longtail
 from dida import runs
 from dida.analysis import pca_2d, per_image_scores
 from dida.data.classes import IGNORE_INDEX
@@ -567,3 +568,32 @@ def test_the_background_precompute_starts_after_the_start_up_prefetch(
     _wait(lambda: local.precompute_state(["run:daformer"]) == "done")
     assert len(list((tmp_path / "cache").rglob("*.npz"))) == len(local.val)
     local.shutdown()
+
+
+def test_metrics_say_when_they_are_not_this_val_splits(
+    synthcity_tiny: Path, runs_dir: Path, tmp_path: Path
+) -> None:
+    own = tmp_path / "runs"
+    for name, data in (
+        ("here", {}),
+        ("elsewhere", {"target_root": "/data/other-synthcity"}),
+        ("first_two", {"val_images": 2}),
+    ):
+        shutil.copytree(runs_dir / "daformer", own / name)
+        config = runs.read_json(own / name / runs.CONFIG)
+        config["data"].update(data)
+        (own / name / runs.CONFIG).write_text(json.dumps(config))
+    local = make_studio(synthcity_tiny, own)
+    assert local.val_metrics("run:elsewhere") is not None  # the training evaluation is still shown
+    assert local.val_metrics_origin("run:here") is None  # trained and evaluated on this split
+    assert local.val_metrics_origin("run:elsewhere") == (
+        "its training evaluation at iteration 2 (val split of /data/other-synthcity)"
+    )
+    assert local.val_metrics_origin("run:first_two") == (
+        "its training evaluation at iteration 2 (first 2 images of this val split)"
+    )
+    *_, status, _ = longtail.iou_frequency(local, ["run:here", "run:elsewhere"], False)
+    assert status == (
+        "DAFormer-style · elsewhere: IoU from its training evaluation at iteration 2 (val split "
+        "of /data/other-synthcity), not from this val split; " + longtail.RESCORE
+    )

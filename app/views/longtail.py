@@ -41,6 +41,11 @@ LABELLED_RARE = 5
 """How many of the rarest classes carry their name as text beside the points (all have a hover)."""
 
 
+WHOLE_SPLIT = "evaluate on the whole val split (background)"
+"""The checkbox that scores every ticked run on this val split."""
+RESCORE = "tick “evaluate on the whole val split” to score it here"
+
+
 def dataset_names(studio: Studio) -> dict[str, str | None]:
     """The dataset behind each bar series, paths cut to the folder name (``…/name``)."""
     source = studio.source_name()
@@ -145,6 +150,9 @@ def run_metrics(studio: Studio, run_ids: list[str], whole_split: bool) -> tuple[
         if metrics is None:
             notes.append(f"{title}: no evaluation yet")
             continue
+        origin = None if whole_split else studio.val_metrics_origin(rid)
+        if origin is not None:
+            notes.append(f"{title}: IoU from {origin}, not from this val split; {RESCORE}")
         chosen[title] = metrics
     return chosen, notes
 
@@ -217,9 +225,7 @@ def build(studio: Studio, shared: Shared) -> RunPickers:
             choices, value=default_runs(studio), label="runs (shipped checkpoints by default)",
             scale=3, elem_id="longtail-runs",
         )  # fmt: skip
-        whole = gr.Checkbox(
-            label="evaluate on the whole val split (background)", value=False, scale=1
-        )
+        whole = gr.Checkbox(label=WHOLE_SPLIT, value=False, scale=1)
     status = gr.Markdown()
     scatter = gr.Plot(label="IoU vs frequency", elem_id="longtail-iou")
     with gr.Accordion("IoU table", open=False):

@@ -73,6 +73,28 @@ class ValPasses:
         evals = self.catalog.metrics(run_id, "eval")
         return evals[-1] if evals else None
 
+    def metrics_origin(self, run_id: str) -> str | None:
+        """None when ``metrics`` are this val split's (a score table, a finished pass, or a
+        training evaluation on this very split); else where they come from: the run's last
+        training evaluation on another folder's val split or on its first images only."""
+        if self.scores(run_id, start=False) is not None or self.get(run_id, start=False):
+            return None
+        evals = self.catalog.metrics(run_id, "eval")
+        path = self.catalog.run(run_id).path / runs.CONFIG
+        data = (runs.read_json(path) if path.exists() else {}).get("data", {})
+        root, first = data.get("target_root"), data.get("val_images")
+        here = root is not None and Path(root).resolve() == Path(self.images.data_root).resolve()
+        if not evals or (here and (not first or first >= len(self.images.val))):
+            return None
+        where = (
+            f"first {first} images of this val split"
+            if here
+            else f"val split of {root}"
+            if root
+            else "the val split it trained with"
+        )
+        return f"its training evaluation at iteration {evals[-1].get('it', '?')} ({where})"
+
     def image_scores(self, run_a: str, run_b: str) -> ImageScores | None:
         """Per-image mIoU of b minus a on every val image (None until both score tables exist)."""
         tables = [self.scores(run_a), self.scores(run_b)]

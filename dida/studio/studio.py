@@ -335,6 +335,10 @@ class Studio(BankViews, Readings):
         """Whole-val metrics: from a finished val pass, else the run's last evaluation record."""
         return self.passes.metrics(run_id)
 
+    def val_metrics_origin(self, run_id: str) -> str | None:
+        """None when ``val_metrics`` are this val split's, else where they come from."""
+        return self.passes.metrics_origin(run_id)
+
     def image_scores(self, run_a: str, run_b: str) -> ImageScores | None:
         """Per-image mIoU of b minus a on every val image (None until both val passes are done)."""
         return self.passes.image_scores(run_a, run_b)

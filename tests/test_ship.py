@@ -82,3 +82,30 @@ def test_ship_finds_the_showcase_models_and_the_main_suite_runs() -> None:
     assert main == {"dida": Path("runs/bench/main/dida_s0"),
                     "dida_released": Path("runs/bench/main/dida_released_s0"),
                     "other_s3": Path("runs/bench/main/other_s3")}  # fmt: skip
+
+
+def test_a_warm_started_models_card_counts_its_starting_models_hours(tiny_dida_run: Path) -> None:
+    from dida.bench.ship import card, init_cost
+
+    cost = training_cost(tiny_dida_run)
+    assert init_cost(tiny_dida_run / runs.MODEL) == cost
+    records = [r for r in runs.read_metrics(tiny_dida_run, "train") if r["it"] <= 2]
+    at_two = init_cost(tiny_dida_run / "snapshots" / "model_000002.safetensors")
+    assert at_two == {k: records[-1][k] for k in ("train_cpu_s", "train_wall_s")}
+    assert init_cost(Path("/nowhere/model.safetensors")) is None
+    config = runs.read_json(tiny_dida_run / runs.CONFIG)
+    config["model"]["init_weights"] = str(tiny_dida_run / runs.MODEL)
+    metrics = {"mIoU": {"19": 0.5}, "IoU": {"road": 0.9}}
+    text = card("dida", config, "dida_s0", metrics, 0.4, cost, suite="showcase")
+    total = 2 * cost["train_cpu_s"] / 3600
+    assert f"**{total:.2f} CPU-hours in all**" in text
+    assert "- Trained by: `python -m dida.bench --suite showcase` (run `dida_s0`)" in text
+
+
+def test_the_card_names_the_suite_that_trained_the_runs() -> None:
+    from dida.bench.ship import _suite, parse_args
+
+    assert _suite(parse_args([])) == "main"
+    assert _suite(parse_args(["--suite", "showcase"])) == "showcase"
+    assert _suite(parse_args(["--runs", "runs/bench/fidelity"])) == "fidelity"
+    assert _suite(parse_args(["--runs", "/somewhere/else"])) == "main"

@@ -17,6 +17,7 @@ and the confusion matrix on the default SynthCity val split, read by the app at 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 
 from dida import runs
 from dida.bench.showcase import showcase_jobs
-from dida.bench.suites import MAIN_ROWS
+from dida.bench.suites import MAIN_ROWS, SUITES
 from dida.config import TrainConfig
 from dida.data.datasets import CityscapesDataset
 from dida.data.pipeline import EvalImages
@@ -64,12 +65,36 @@ def _shift(data: dict) -> float:
     return PRESETS[data["synthcity_preset"]].shift if shift is None else shift
 
 
-def _init_line(init_weights: str | None) -> list[str]:
+def _init_line(init_weights: str | None, cost: dict[str, float] | None) -> list[str]:
     if init_weights is None:
         return []
+    start = init_cost(Path(init_weights))
+    if start is None or cost is None:
+        return [
+            f"- Starts from `{init_weights}` (whole segmentor; its iterations come on top of these)"
+        ]
+    before, total = start["train_cpu_s"] / 3600, (start["train_cpu_s"] + cost["train_cpu_s"]) / 3600
     return [
-        f"- Starts from `{init_weights}` (whole segmentor; its iterations come on top of these)"
+        f"- Starts from `{init_weights}` (whole segmentor, {before:.2f} CPU-hours of training; its "
+        f"iterations come on top of these: **{total:.2f} CPU-hours in all**)"
     ]
+
+
+def init_cost(weights: Path) -> dict[str, float] | None:
+    """Training cost of the model a run started from: ``<run>/model.safetensors`` (the run's
+    last record) or ``<run>/snapshots/model_<it>.safetensors`` (its record at that iteration);
+    None when the file is not in a run folder that recorded costs."""
+    snapshot = re.fullmatch(r"model_(\d+)\.safetensors", weights.name)
+    run_dir = weights.parent.parent if snapshot else weights.parent
+    if not (run_dir / runs.METRICS).exists():
+        return None
+    upto = int(snapshot.group(1)) if snapshot else None
+    costs = [
+        r
+        for r in runs.read_metrics(run_dir, "train")
+        if "train_cpu_s" in r and (upto is None or r["it"] <= upto)
+    ]
+    return None if not costs else {k: costs[-1][k] for k in ("train_cpu_s", "train_wall_s")}
 
 
 def training_cost(run_dir: Path) -> dict[str, float] | None:
@@ -93,6 +118,7 @@ def card(
     metrics: dict,
     slice_value: float,
     cost: dict[str, float] | None = None,
+    suite: str = "main",
 ) -> str:
     """The MODEL_CARD.md text."""
     data, options = config["data"], config["method"]["options"]
@@ -100,12 +126,12 @@ def card(
     return "\n".join([
         f"# {name}: {config['method']['name']} on SynthCity",
         "",
-        f"- Trained by: `python -m dida.bench --suite main` (run `{run_name}`), i.e. `{config['command']}`",
+        f"- Trained by: `python -m dida.bench --suite {suite}` (run `{run_name}`), i.e. `{config['command']}`",
         f"- Seed {config['seed']}, {config['iters']} iterations, SynthCity preset `{data['synthcity_preset']}`"
         f" (shift {_shift(data)}), crop {data['crop']}, batch {data['batch_size']}",
         f"- Model: {config['model']['backbone']}, decoder embed_dim {config['model']['embed_dim']}; "
         f"method options {options or 'defaults'}",
-        *_init_line(config["model"].get("init_weights")),
+        *_init_line(config["model"].get("init_weights"), cost),
         _cost_line(cost, config.get("environment", {}).get("hardware", "hardware not recorded")),
         f"- Environment: {config.get('environment', {})}",
         "- Weights: the student, stored in float16 (`python -m dida.bench.ship`).",
@@ -116,9 +142,12 @@ def card(
     ])  # fmt: skip
 
 
-def ship_run(run_dir: Path, out: Path, name: str, data_root: Path | None = None) -> Path:
+def ship_run(
+    run_dir: Path, out: Path, name: str, data_root: Path | None = None, suite: str = "main"
+) -> Path:
     """Export one finished run to ``out/name`` and measure it there (scores on the val split of
-    the SynthCity tree ``data_root``, or of the run's own target when None); returns the folder."""
+    the SynthCity tree ``data_root``, or of the run's own target when None); ``suite``: the bench
+    suite that trained it (its card says so); returns the folder."""
     if runs.read_status(run_dir).get("state") != "finished":
         raise runs.RunError(f"{run_dir} is not a finished run; finish it with python -m dida.bench")
     folder = out / name
@@ -136,7 +165,8 @@ def ship_run(run_dir: Path, out: Path, name: str, data_root: Path | None = None)
     value = slice_miou(folder, val)
     runs.atomic_write_json(folder / EXPECTED, {"val_images": SLICE_IMAGES, "mIoU": value})
     cost = training_cost(run_dir)
-    (folder / "MODEL_CARD.md").write_text(card(name, config, run_dir.name, metrics, value, cost))
+    text = card(name, config, run_dir.name, metrics, value, cost, suite)
+    (folder / "MODEL_CARD.md").write_text(text)
     split = val_split(data_root) if data_root else run_val_split(TrainConfig.from_dict(config))
     write_scores(folder, split)
     return folder
@@ -219,9 +249,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         names = [] if args.names == parse_args([]).names else args.names
         return scores_main(args.out, names, args.data or DEFAULT_DATA)
     for name, run_dir in _sources(args).items():
-        folder = ship_run(run_dir, args.out, name, args.data)
+        folder = ship_run(run_dir, args.out, name, args.data, _suite(args))
         size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
         print(f"{folder}: {size:.1f} MB, {(folder / 'MODEL_CARD.md').read_text().splitlines()[-3]}")
+
+
+def _suite(args: argparse.Namespace) -> str:
+    """The bench suite that trained the runs shipped: showcase, else the --runs folder's name
+    when it is a suite's (runs/bench/<suite>), else main."""
+    if args.suite == "showcase":
+        return "showcase"
+    return args.runs.name if args.runs is not None and args.runs.name in SUITES else "main"
 
 
 def _sources(args: argparse.Namespace) -> dict[str, Path]:

@@ -97,12 +97,26 @@ def run_path(runs_dir: str | Path, name: str) -> Path:
     return Path(runs_dir) / name
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read once, at import: reading it means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
+"""Mode of files written here: what ``open`` would give (``mkstemp`` alone gives 0600, so a run
+folder would be unreadable to the other accounts that can read the folder)."""
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # POSIX
+            os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,14 @@ def test_a_model_file_of_another_shape_lists_each_mismatch(tmp_path: Path) -> No
         "dtype (1): ['decode_head.conv_seg.bias: file torch.int64 vs model torch.float32']",
     ]
     assert f"{runs.MODEL} (model of {tmp_path / runs.CONFIG}) does not match" in str(raised.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX file modes")
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path: Path) -> None:
+    runs.atomic_write_json(tmp_path / "a.json", {"x": 1})
+    (tmp_path / "plain").write_text("x")
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(tmp_path / "a.json") == mode(tmp_path / "plain") == runs.FILE_MODE

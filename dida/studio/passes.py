@@ -86,13 +86,9 @@ class ValPasses:
         here = root is not None and Path(root).resolve() == Path(self.images.data_root).resolve()
         if not evals or (here and (not first or first >= len(self.images.val))):
             return None
-        where = (
-            f"first {first} images of this val split"
-            if here
-            else f"val split of {root}"
-            if root
-            else "the val split it trained with"
-        )
+        where = f"val split of {root}" if root else "the val split it trained with"
+        if here:
+            where = f"first {first} images of this val split"
         return f"its training evaluation at iteration {evals[-1].get('it', '?')} ({where})"
 
     def image_scores(self, run_a: str, run_b: str) -> ImageScores | None:

@@ -2,7 +2,7 @@
 
 A cheap request (a pixel readout, an explanation or tp sweep, a bank step) must never queue behind an
 expensive one (the panels of a comparison, a whole-split val pass, a UMAP fit, per-image scores).
-Three rules keep it so:
+Four rules keep it so:
 
 1. **Two lanes in the web server.** The app puts cheap events in the Gradio concurrency group
    ``interactive`` (no limit: they start at once) and expensive ones in ``heavy`` (two at a time, one

@@ -162,7 +162,7 @@ def ready_line(host: str, port: int, auth: Credentials | None) -> str:
 def _background(studio, featured: list[str], stopping: threading.Event) -> None:
     """Slow preparations, started once the first page's predictions are ready so they do not
     compete with it: the overlap index, source class statistics and the UMAP warm-up."""
-    studio.worker.wait(("prefetch", tuple(featured), 0), timeout=300)
+    studio.wait_prefetch(featured)
     try:
         for start in (studio.index_overlaps, studio.source_stats, studio.warm_up):
             start()

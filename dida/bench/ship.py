@@ -88,19 +88,18 @@ def init_cost(weights: Path) -> dict[str, float] | None:
     run_dir = weights.parent.parent if snapshot else weights.parent
     if not (run_dir / runs.METRICS).exists():
         return None
-    upto = int(snapshot.group(1)) if snapshot else None
+    return training_cost(run_dir, int(snapshot.group(1)) if snapshot else None)
+
+
+def training_cost(run_dir: Path, upto: int | None = None) -> dict[str, float] | None:
+    """The run's cumulative training cost (``train_cpu_s``, ``train_wall_s``) at its last train
+    record (at or before iteration ``upto`` when given); None for runs trained before the cost
+    was recorded."""
     costs = [
         r
         for r in runs.read_metrics(run_dir, "train")
         if "train_cpu_s" in r and (upto is None or r["it"] <= upto)
     ]
-    return None if not costs else {k: costs[-1][k] for k in ("train_cpu_s", "train_wall_s")}
-
-
-def training_cost(run_dir: Path) -> dict[str, float] | None:
-    """The run's cumulative training cost (``train_cpu_s``, ``train_wall_s``) at its last train
-    record; None for runs trained before the cost was recorded."""
-    costs = [r for r in runs.read_metrics(run_dir, "train") if "train_cpu_s" in r]
     return None if not costs else {k: costs[-1][k] for k in ("train_cpu_s", "train_wall_s")}
 
 

@@ -44,6 +44,8 @@ from dida.studio.sources import dataset_source, mismatches, run_source
 from dida.studio.work import InferenceGate, KeyedLocks, Tasks
 from dida.train import cli_args
 
+PREFETCH_WAIT_S = 300.0
+"""Longest the background work waits for the start-up prefetch before starting anyway."""
 PREDICTION_MEMORY = 2 << 30
 """Bytes the in-memory prediction cache may hold (full-resolution images: a few predictions)."""
 
@@ -247,7 +249,7 @@ class Studio(BankViews, Readings):
         Returns the task's state."""
 
         def work() -> None:
-            self.worker.wait(_prefetch_key(run_ids, 0), timeout=PREFETCH_WAIT_S)
+            self.wait_prefetch(run_ids)
             for index in range(len(self.val)):
                 for rid in run_ids:
                     if self.precomputing.closing.is_set() or self.results.full(share):
@@ -255,6 +257,11 @@ class Studio(BankViews, Readings):
                     self._stored_or_new(rid, index, batch=True, progress=None)
 
         return self.precomputing.submit(("precompute", tuple(run_ids)), work)
+
+    def wait_prefetch(self, run_ids: Sequence[str], timeout: float = PREFETCH_WAIT_S) -> None:
+        """Block until the start-up ``prefetch`` of ``run_ids`` (image 0) has finished, or
+        ``timeout`` seconds; at once when none was started."""
+        self.worker.wait(_prefetch_key(run_ids, 0), timeout=timeout)
 
     def precompute_state(self, run_ids: Sequence[str]) -> str | None:
         """``queued``, ``running``, ``done``, ``failed: ...`` or None (see ``precompute``)."""
@@ -387,10 +394,6 @@ class Studio(BankViews, Readings):
         self.umap_worker.close()
         self.precomputing.close()
         self.trainer.stop_all(timeout)
-
-
-PREFETCH_WAIT_S = 300.0
-"""Longest the background precompute waits for the start-up prefetch before starting anyway."""
 
 
 def _prefetch_key(run_ids: Sequence[str], key: ImageKey) -> tuple:

@@ -1,7 +1,10 @@
-"""The app under load: N gradio_client users doing Compare, pixel readout and the tp explain
-while the app trains a run (docs/BENCHMARKS.md, "App under load").
+"""The app under load: N users doing Compare, pixel readout and the tp explain while the app
+trains a run (docs/BENCHMARKS.md, "App under load").
 
-    python -m scripts.bench_load [--users 8] [--duration 120] [--port 7899] [--processes]
+    python -m scripts.bench_load [--users 8] [--duration 120] [--client gradio|raw] [--processes]
+
+The users are gradio_client clients (``--client gradio``) or the browser-weight protocol client of
+scripts/raw_client.py (``--client raw``), which takes far less of the shared cores.
 
 Starts ``python launch.py`` on loopback (the shipped checkpoints, SynthCity's default val split
 under ``data/synthcity``, an empty runs folder under ``--work``), starts a source-only training job
@@ -29,6 +32,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import httpx
+
+from scripts.raw_client import RawClient
 
 REPO = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("/choose_index", "/grid", "/readout", "/tp_explain")
@@ -78,16 +83,26 @@ def wait_precomputed(folder: Path, quiet_s: float = 30.0, timeout: float = 1800.
     return last_count
 
 
-def client(url: str):
-    from gradio_client import Client
+class GradioClientUser:
+    """gradio_client behind the same two calls as ``RawClient``: ``parameters`` and ``predict``."""
 
-    return Client(url, verbose=False, analytics_enabled=False, download_files=False)
+    def __init__(self, url: str):
+        from gradio_client import Client
+
+        self.c = Client(url, verbose=False, analytics_enabled=False, download_files=False)
+
+    def parameters(self, api_name: str) -> list[str]:
+        """The parameter names of a named endpoint (labels as gradio_client reports them)."""
+        info = self.c.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        return [p["parameter_name"] for p in info[api_name]["parameters"]]
+
+    def predict(self, api_name: str, **kwargs):
+        return self.c.submit(**kwargs, api_name=api_name).result(timeout=CALL_TIMEOUT_S)
 
 
-def parameters(c, api_name: str) -> list[str]:
-    """The parameter names of a named endpoint (labels as gradio_client reports them)."""
-    info = c.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]
-    return [p["parameter_name"] for p in info["parameters"]]
+CLIENTS = {"gradio": GradioClientUser, "raw": RawClient}
+"""--client: gradio_client (heavy: ≈ 63 ms of CPU per call here) or the browser-weight raw
+protocol client (scripts/raw_client.py)."""
 
 
 TRAIN_ITERS = 1000
@@ -97,8 +112,8 @@ Train tab's default, the tiny preset's 4, ended the job in the first seconds of 
 
 def start_training(url: str) -> str:
     """A source-only quick-preset job through the Train tab's API (runs during the measurement)."""
-    c = client(url)
-    names = parameters(c, "/train_start")
+    c = GradioClientUser(url)
+    names = c.parameters("/train_start")
     values = {
         "method": "source_only",
         "preset": "quick",
@@ -106,7 +121,7 @@ def start_training(url: str) -> str:
         "name": "load_bench",
     }
     kwargs = {n: v for n, v in values.items() if n in names}
-    status, _ = c.predict(**kwargs, api_name="/train_start")
+    status, _ = c.predict("/train_start", **kwargs)
     return str(status)
 
 
@@ -168,7 +183,7 @@ def cpu_line(before: dict, after: dict, server: int, clients_s: float, seconds: 
 def call(c, api_name: str, kwargs: dict, record: dict[str, list], errors: dict[str, int]) -> None:
     start = time.perf_counter()
     try:
-        c.submit(**kwargs, api_name=api_name).result(timeout=CALL_TIMEOUT_S)
+        c.predict(api_name, **kwargs)
     except Exception as err:  # every failure counts: timeouts, server errors, transport errors
         errors[api_name] += 1
         print(f"{api_name}: {type(err).__name__}: {str(err)[:200]}", file=sys.stderr)
@@ -176,11 +191,13 @@ def call(c, api_name: str, kwargs: dict, record: dict[str, list], errors: dict[s
     record[api_name].append(time.perf_counter() - start)
 
 
-def user(url: str, seed: int, stop_at: float, record: dict, errors: dict) -> None:
+def user(
+    url: str, seed: int, stop_at: float, record: dict, errors: dict, kind: str = "gradio"
+) -> None:
     """One client's loop: image → Compare grid → readout → tp explain, until ``stop_at``."""
-    rng, c = random.Random(seed), client(url)
-    xy = {n for n in parameters(c, "/readout") if n in ("x", "y")}
-    tp_xy = {n for n in parameters(c, "/tp_explain") if n in ("x", "y")}
+    rng, c = random.Random(seed), CLIENTS[kind](url)
+    xy = {n for n in c.parameters("/readout") if n in ("x", "y")}
+    tp_xy = {n for n in c.parameters("/tp_explain") if n in ("x", "y")}
     while time.monotonic() < stop_at:
         x, y = rng.randrange(512), rng.randrange(256)
         call(c, "/choose_index", {"value": rng.randrange(250)}, record, errors)
@@ -191,12 +208,13 @@ def user(url: str, seed: int, stop_at: float, record: dict, errors: dict) -> Non
         )
 
 
-def run_users(url: str, users: int, duration: float) -> tuple[dict, dict]:
+def run_users(url: str, users: int, duration: float, kind: str) -> tuple[dict, dict]:
     record: dict[str, list] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
     stop_at = time.monotonic() + duration
     threads = [
-        threading.Thread(target=user, args=(url, k, stop_at, record, errors)) for k in range(users)
+        threading.Thread(target=user, args=(url, k, stop_at, record, errors, kind))
+        for k in range(users)
     ]
     for t in threads:
         t.start()
@@ -205,20 +223,20 @@ def run_users(url: str, users: int, duration: float) -> tuple[dict, dict]:
     return record, errors
 
 
-def user_process(job: tuple[str, int, float]) -> tuple[dict, dict]:
+def user_process(job: tuple[str, int, float, str]) -> tuple[dict, dict]:
     """``user`` in a process of its own for ``duration`` seconds → (latencies, errors)."""
-    url, seed, duration = job
+    url, seed, duration, kind = job
     record: dict[str, list] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
-    user(url, seed, time.monotonic() + duration, record, errors)
+    user(url, seed, time.monotonic() + duration, record, errors, kind)
     return dict(record), dict(errors)
 
 
-def run_user_processes(url: str, users: int, duration: float) -> tuple[dict, dict]:
+def run_user_processes(url: str, users: int, duration: float, kind: str) -> tuple[dict, dict]:
     """Like ``run_users`` with one process per user (as separate browsers are: no client shares
     another's interpreter lock); the processes' CPU still counts against the same cores."""
     with multiprocessing.get_context("spawn").Pool(users) as pool:
-        results = pool.map(user_process, [(url, k, duration) for k in range(users)])
+        results = pool.map(user_process, [(url, k, duration, kind) for k in range(users)])
     record: dict[str, list] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
     for latencies, failures in results:
@@ -250,6 +268,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=120.0, help="seconds of load")
     p.add_argument("--port", type=int, default=7899)
     p.add_argument("--work", type=Path, default=Path("/tmp/dida_load"))
+    p.add_argument(
+        "--client", choices=sorted(CLIENTS), default="gradio",
+        help="gradio: gradio_client users; raw: the browser-weight protocol client "
+        "(scripts/raw_client.py), which leaves the cores to the server",
+    )  # fmt: skip
     p.add_argument("--no-train", action="store_true", help="no training job during the load")
     p.add_argument(
         "--processes", action="store_true",
@@ -277,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             print("training:", start_training(url).splitlines()[0][:160])
         run = run_user_processes if args.processes else run_users
         before, clients = tree_cpu(server.pid), clients_cpu()
-        record, errors = run(url, args.users, args.duration)
+        record, errors = run(url, args.users, args.duration, args.client)
         after, clients = tree_cpu(server.pid), clients_cpu() - clients
         print(cpu_line(before, after, server.pid, clients, args.duration))
         print(training_progress(args.work / "runs" / "load_bench"))
@@ -286,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(60)
     kind = "processes" if args.processes else "threads"
     print(
-        f"{args.users} users ({kind}) for {args.duration:.0f} s; load average at end: {os.getloadavg()}"
+        f"{args.users} {args.client} users ({kind}) for {args.duration:.0f} s; load average at end: {os.getloadavg()}"
     )
     print(table(record, errors))
     return 0 if not sum(errors.values()) else 1

@@ -16,6 +16,7 @@ from dida.studio.predictions import (
     dequantize_probs,
     image_prediction,
     pixel_reading,
+    pixel_vectors,
     quantize_probs,
 )
 
@@ -75,6 +76,30 @@ def test_the_stored_top_3_reads_every_pixel_like_the_whole_prediction(tmp_path: 
     half = float(dequantize_probs(np.uint8(128)))
     assert top.reading("m", 0, 0).top[:2] == ((2, half), (4, half))
     assert store.top("c", "other", ()) is None
+
+
+def test_one_stored_pixel_reads_like_the_whole_prediction(tmp_path: Path) -> None:
+    """What the tp explanation reads of a stored file equals ``pixel_vectors`` of the whole
+    prediction read back, at every pixel (features on their 1/4 grid, probabilities renormalised)."""
+    store, pred = R.ResultStore(tmp_path), _prediction(4, h=16, w=24)
+    store.put("c", "i", (), pred)
+    whole = store.get("c", "i", ())
+    for y in range(16):
+        for x in range(24):
+            feature, p, cell = store.pixel("c", "i", (), x, y)
+            f_ref, p_ref, cell_ref = pixel_vectors(whole, x, y)
+            assert cell == cell_ref and torch.equal(feature, f_ref) and torch.equal(p, p_ref)
+    assert store.pixel("c", "other", (), 0, 0) is None
+
+
+def test_member_reads_are_kept_read_only_and_a_rewritten_file_is_read_again(tmp_path: Path) -> None:
+    store, first, second = R.ResultStore(tmp_path), _prediction(1), _prediction(2)
+    path = store.put("c", "i", (), first)
+    labels = store.labels("c", "i", ())
+    assert labels is store.labels("c", "i", ()) and not labels.flags.writeable  # one read, kept
+    np.savez_compressed(path, labels=second.labels)  # the same file, new content
+    assert np.array_equal(store.labels("c", "i", ()), second.labels)
+    assert not np.array_equal(first.labels, second.labels)
 
 
 def test_files_of_the_old_layout_are_neither_read_nor_kept(tmp_path: Path) -> None:

@@ -73,13 +73,14 @@ def explanation_figure(
     hover = [f"slot {k} · {CLASSES[c]}" for k, c in zip(order, labels, strict=True)]
     x = list(range(len(order)))
     traces = [
-        go.Bar(x=x, y=q[order], marker_color=[colors[c] for c in labels], name="q (instance)",
-               hovertext=hover),
-        go.Scatter(x=x, y=calibrated[order], mode="markers", name="q̂ (calibrated)", hovertext=hover,
-                   marker={"symbol": "diamond", "color": "#D55E00", "size": 7}),
+        {"type": "bar", "x": x, "y": q[order], "marker": {"color": [colors[c] for c in labels]},
+         "name": "q (instance)", "hovertext": hover},
+        {"type": "scatter", "x": x, "y": calibrated[order], "mode": "markers",
+         "name": "q̂ (calibrated)", "hovertext": hover,
+         "marker": {"symbol": "diamond", "color": "#D55E00", "size": 7}},
     ] + [
-        go.Bar(x=list(CLASSES), y=values.numpy(), marker_color=colors, showlegend=False,
-               **axis_refs(i))
+        {"type": "bar", "x": list(CLASSES), "y": values.numpy(), "marker": {"color": colors},
+         "showlegend": False, **axis_refs(i)}
         for i, values in enumerate((e.teacher_probs, e.scattered, e.regenerated_probs), start=1)
     ]  # fmt: skip
     top = grid_domains(2, 1, 0, 0.18)[0]

@@ -3,7 +3,7 @@
 
 :class:`BankViews` is a mixin of :class:`dida.studio.studio.Studio`: it reads the host's runs
 (``run``, ``model``, ``model_stamp``, ``snapshot``), images (``item``, ``images``) and predictions
-(``predict``), and owns the per-run projectors and the UMAP worker."""
+(``predict``, ``pixel_vectors``), and owns the per-run projectors and the UMAP worker."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from dida.studio.points import (
     pixel_points,
     sample_pixel_features,
 )
-from dida.studio.predictions import pixel_vectors
 from dida.studio.provenance import (
     MAX_CROPS,
     Selection,
@@ -73,7 +72,7 @@ class BankViews:
         only the K-way softmax. Teacher probabilities are the prediction's (1/255 steps)."""
         bank = self.snapshot(run_id, snapshot)  # first: a run without a bank says so
         options = self.dida_options(run_id)
-        feature, p, cell = pixel_vectors(self.predict(run_id, key), x, y)
+        feature, p, cell = self.pixel_vectors(run_id, key, x, y)
         return explain_vector(
             feature, p, bank, (int(x), int(y)), cell, tp,
             alpha=options.scatter_alpha, normalize=options.normalize, centre=options.centre,
@@ -85,7 +84,7 @@ class BankViews:
         """q at every tp of ``tps`` for one pixel (the common y-scale of the tp view)."""
         bank = self.snapshot(run_id, snapshot)
         options = self.dida_options(run_id)
-        feature, _, _ = pixel_vectors(self.predict(run_id, key), x, y)
+        feature, _, _ = self.pixel_vectors(run_id, key, x, y)
         return distribution_over_tps(feature, bank, tps, options.normalize, options.centre)
 
     # --- projections -----------------------------------------------------------------------

@@ -122,8 +122,24 @@ def pixel_vectors(
     image. p: the stored probabilities floored at 1e-6
     and renormalised (the softmax of their logarithms)."""
     cell = feature_cell(x, y, prediction.labels.shape, prediction.features.shape[-2:])
-    p = torch.from_numpy(prediction.probs[:, int(y), int(x)].astype(np.float32)).clamp_min(1e-6)
-    return prediction.features[:, cell[0], cell[1]], p / p.sum(), cell
+    p = _renormalised(prediction.probs[:, int(y), int(x)])
+    return prediction.features[:, cell[0], cell[1]], p, cell
+
+
+def stored_pixel_vectors(
+    steps: np.ndarray, features: np.ndarray, x: int, y: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """``pixel_vectors`` of a stored prediction from its members — (C, H, W) uint8 probability
+    steps and (D, h, w) float16 features — converting only the pixel's values (equal results)."""
+    cell = feature_cell(x, y, steps.shape[1:], features.shape[-2:])
+    feature = torch.from_numpy(features[:, cell[0], cell[1]].astype(np.float32))
+    return feature, _renormalised(dequantize_probs(steps[:, int(y), int(x)])), cell
+
+
+def _renormalised(probs: np.ndarray) -> torch.Tensor:
+    """Probabilities floored at 1e-6 and renormalised, as float32."""
+    p = torch.from_numpy(probs.astype(np.float32)).clamp_min(1e-6)
+    return p / p.sum()
 
 
 TOP = 3

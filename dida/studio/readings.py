@@ -1,6 +1,7 @@
 """What the Compare views read of predictions — labels, pixel readouts, per-image IoU — at the
 cost of what they need: from the in-memory prediction, else only the needed members of the disk
-cache's file (labels; labels and each pixel's top 3), else a full prediction.
+cache's file (labels; labels and each pixel's top 3; one pixel's probabilities and feature), else a
+full prediction.
 
 :class:`Readings` is a mixin of :class:`dida.studio.studio.Studio`: it uses the host's prediction
 cache (``_predictions``, ``_memory_key``, ``results``, ``_result_ids``, ``predict``), ``run``, ``model_stamp`` and
@@ -11,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from dida.inference import Progress
 from dida.studio.images import ImageKey
-from dida.studio.predictions import PixelReading, per_class_iou, pixel_reading
+from dida.studio.predictions import PixelReading, per_class_iou, pixel_reading, pixel_vectors
 
 
 class Readings:
@@ -55,6 +57,19 @@ class Readings:
                 return stored.reading(title, x, y)
         prediction = self.predict(run_id, key) if cached is None else cached
         return pixel_reading(title, prediction, x, y)
+
+    def pixel_vectors(
+        self, run_id: str, key: ImageKey, x: int, y: int
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """``pixel_vectors`` (feature, teacher probabilities, cell) of the run's prediction at pixel
+        (x, y): from the in-memory prediction, else from the disk cache's probabilities and features
+        (only the pixel converted), else from ``predict``."""
+        cached = self._predictions.get(self._memory_key(run_id, key))
+        if cached is None and not isinstance(key, str):
+            stored = self.results.pixel(*self._result_ids(run_id, key), x, y)
+            if stored is not None:
+                return stored
+        return pixel_vectors(self.predict(run_id, key) if cached is None else cached, x, y)
 
     def image_iou(
         self, run_ids: Sequence[str], key: ImageKey

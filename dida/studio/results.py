@@ -15,6 +15,7 @@ against 6.2 MB before format 2). The folder is trimmed to ``max_bytes`` oldest f
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import threading
@@ -33,6 +34,7 @@ from dida.studio.predictions import (
     PixelReading,
     dequantize_probs,
     quantize_probs,
+    stored_pixel_vectors,
     top_classes,
     top_reading,
 )
@@ -41,6 +43,9 @@ DEFAULT_MAX_BYTES = 4 << 30
 """4 GiB: about 40 predictions of 2048 x 1024 images (at most 100 MB each: probabilities
 19 x 2 MB x 1 B, features 256 x 512 x 256 x 2 B, both before compression), thousands of
 SynthCity ones."""
+MEMBER_CACHE = 16
+"""Member reads kept in memory (at most ≈ 3.5 MB each for a SynthCity image: its probabilities and
+features, what a tp explanation reads)."""
 FORMAT = 3
 """Part of every file's key and folder name: files of an older layout are never read as this one
 (format 2 had no top-3 members)."""
@@ -119,20 +124,30 @@ class ResultStore:
         found = self._members(path, ("labels", "top_classes", "top_probs"))
         return None if found is None else StoredTop(*found)
 
-    def _members(self, path: Path, names: tuple[str, ...]) -> list[np.ndarray] | None:
-        """Some uint8 arrays of a stored file; None when absent, and for a damaged or foreign file,
-        which is removed."""
+    def pixel(
+        self, checkpoint: str, image: str, settings: Hashable, x: int, y: int
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]] | None:
+        """What the tp explanation reads at pixel (x, y) (``pixel_vectors``) from the stored
+        probabilities and features, without converting the whole image; None as ``labels``."""
+        path = self.path(checkpoint, image, settings)
+        found = self._members(path, ("probs", "features"), (np.uint8, np.float16))
+        return None if found is None else stored_pixel_vectors(*found, x, y)
+
+    def _members(
+        self, path: Path, names: tuple[str, ...], dtypes: tuple[type, ...] | None = None
+    ) -> tuple[np.ndarray, ...] | None:
+        """Some arrays of a stored file, of ``dtypes`` (uint8 by default), read-only and kept in a
+        small in-memory LRU (the views of one image read the same members in turn); None when
+        absent, and for a damaged or foreign file, which is removed."""
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = [data[name] for name in names]
-            if any(a.dtype != np.uint8 for a in arrays):
-                raise ValueError(f"{path.name}: {names} are not all uint8")
+            stamp = path.stat()
+            version = (stamp.st_mtime_ns, stamp.st_size)
+            return _read_members(path, version, names, dtypes or (np.uint8,) * len(names))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             path.unlink(missing_ok=True)
             return None
-        return arrays
 
     def put(
         self, checkpoint: str, image: str, settings: Hashable, prediction: ImagePrediction
@@ -172,6 +187,22 @@ class ResultStore:
                     break
                 total -= old.stat().st_size
                 old.unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=MEMBER_CACHE)
+def _read_members(
+    path: Path, version: tuple[int, int], names: tuple[str, ...], dtypes: tuple[type, ...]
+) -> tuple[np.ndarray, ...]:
+    """The named arrays of a stored file, read-only; raises for an absent, damaged or foreign file
+    (errors are not cached). ``version`` (modification time, size) is part of the cache key, so a
+    file rewritten or damaged since is read again."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = tuple(data[name] for name in names)
+    if any(a.dtype != dtype for a, dtype in zip(arrays, dtypes, strict=True)):
+        raise ValueError(f"{path.name}: {names} are not of types {dtypes}")
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
 
 
 def _size(path: Path) -> int:

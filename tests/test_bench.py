@@ -11,7 +11,9 @@ import pytest
 from dida import runs
 from dida.bench import suites as bench
 from dida.bench.report import (
+    FIDELITY_PAIRS,
     compare,
+    comparisons,
     fmt,
     main_table,
     shift_difference,
@@ -219,6 +221,17 @@ def test_main_table_means_over_seeds_and_judges_the_spread() -> None:
     assert "mIoU: dida − daformer = -1.0 (within the seed spread, largest std 2.8; the" in compare(
         mixed
     )
+
+
+def test_pairs_with_an_unfinished_row_are_listed_once_not_a_line_each() -> None:
+    found = [(_job("daformer_s0", "daformer"), _record(0.40, 0.30, 0.10)),
+             (_job("dida_s0", "dida"), _record(0.41, 0.40, 0.20))]  # fmt: skip
+    _, rows = main_table(found)
+    lines = [line for line in comparisons("fidelity", rows) if line]
+    assert lines[0].startswith("mIoU: dida − daformer = +1.0")
+    assert len(lines) == 2 and lines[1].startswith("Not compared yet (a row not finished): ")
+    waiting = lines[1].split(": ", 1)[1].rstrip(".").split(", ")
+    assert len(waiting) == len(FIDELITY_PAIRS) - 1 and "dida_released − daformer" in waiting
 
 
 def test_sweep_table_sorts_values() -> None:

@@ -332,7 +332,11 @@ def comparisons(suite: str, rows: dict) -> list[str]:
     pairs = {"warm": WARM_PAIRS, "showcase": SHOWCASE_PAIRS, "fidelity": FIDELITY_PAIRS}.get(
         suite, (("daformer", "dida"),)
     )
-    lines = [line for a, b in pairs for line in (compare(rows, a, b), "")]
+    ready = [(a, b) for a, b in pairs if a in rows and b in rows]
+    lines = [line for a, b in ready for line in (compare(rows, a, b), "")]
+    waiting = [f"{b} − {a}" for a, b in pairs if (a, b) not in ready]
+    if waiting:
+        lines += [f"Not compared yet (a row not finished): {', '.join(waiting)}.", ""]
     return lines + ([gap_closed(rows), ""] if suite == "showcase" else [])
 
 

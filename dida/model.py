@@ -488,7 +488,9 @@ def fitted_model(
 ) -> SegModel:
     """A ``config`` model (or only its encoder) loaded strictly with ``state``.  The fit is
     checked on the meta device first, so a file that does not fit allocates and initialises
-    nothing; raises :class:`CheckpointError` naming ``source`` and listing every mismatch."""
+    nothing; raises :class:`CheckpointError` naming ``source`` and listing every mismatch.  A
+    whole model is that skeleton given ``state``'s values (no random initialisation that the
+    state would overwrite: about a third of loading a model and predicting an image on CPU)."""
     try:
         with torch.device("meta"):
             skeleton = SegModel(config, load_backbone_weights=False)
@@ -499,9 +501,27 @@ def fitted_model(
     )
     if problems:
         raise CheckpointError(f"{source} does not match the model:\n{problems}")
+    if not backbone_only:
+        return materialised(skeleton, state)
     model = SegModel(config, load_backbone_weights=False)
-    (model.backbone if backbone_only else model).load_state_dict(state, strict=True)
+    model.backbone.load_state_dict(state, strict=True)
     return model
+
+
+def materialised(skeleton: nn.Module, state: Mapping[str, Tensor]) -> nn.Module:
+    """A meta-device module given copies of ``state``'s tensors (in the module's dtypes, on the
+    state's device) as its parameters and buffers; strict.  Equal to building the module for real
+    and loading ``state``, without the random initialisation."""
+    own = skeleton.state_dict()
+    copies = {
+        k: v.detach().to(own[k].dtype, memory_format=torch.contiguous_format, copy=True)
+        for k, v in state.items()
+    }
+    skeleton.load_state_dict(copies, strict=True, assign=True)
+    left = [n for n, t in (*skeleton.named_parameters(), *skeleton.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"not in the state, left on the meta device: {left}")
+    return skeleton
 
 
 def load_official(

@@ -19,10 +19,12 @@ from dida.model import (
     build_backbone,
     check_torch_for_pickle,
     convert_official_state_dict,
+    fitted_model,
     infer_config_from_state,
     load_checkpoint_state,
     load_model_file,
     load_official,
+    materialised,
     mit_to_timm_key,
 )
 
@@ -412,3 +414,35 @@ def test_init_weights_start_the_whole_segmentor_from_a_file(tmp_path) -> None:
     assert not torch.equal(skipped.decode_head.conv_seg.weight, source.decode_head.conv_seg.weight)
     with pytest.raises(ValueError, match=r"init weights .* does not match the model"):
         SegModel(ModelConfig(backbone="mit_b0", embed_dim=32, init_weights=path))
+
+
+def test_a_fitted_model_equals_a_built_and_loaded_one_and_owns_its_tensors(model, image) -> None:
+    """The meta skeleton given the state's values (no random initialisation) predicts bit for
+    bit like a model built for real and loaded; half-precision states come back in float32; the
+    model's tensors are copies (changing the state changes nothing) and none stays on meta."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    reference = SegModel(TINY, load_backbone_weights=False)
+    reference.load_state_dict(state, strict=True)
+    fitted = fitted_model(TINY, state, "test").eval()
+    with torch.no_grad():
+        assert torch.equal(fitted(image)[0], reference.eval()(image)[0])
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in fitted.parameters())
+    assert not any(t.is_meta for t in [*fitted.parameters(), *fitted.buffers()])
+    next(iter(state.values())).zero_()
+    assert torch.equal(
+        fitted.state_dict()[next(iter(state))], reference.state_dict()[next(iter(state))]
+    )
+
+
+def test_materialising_refuses_a_module_whose_buffer_no_state_holds() -> None:
+    """A non-persistent buffer is in no state dict: it would stay on the meta device."""
+
+    class Scaled(nn.Linear):
+        def __init__(self) -> None:
+            super().__init__(2, 3)
+            self.register_buffer("scale", torch.ones(3), persistent=False)
+
+    with torch.device("meta"):
+        skeleton = Scaled()
+    with pytest.raises(RuntimeError, match="scale"):
+        materialised(skeleton, {"weight": torch.ones(3, 2), "bias": torch.zeros(3)})

@@ -102,7 +102,7 @@ async function poll() {
     el('stage').textContent = `Step ${s.step} of ${s.steps}: ${s.stage} (${s.elapsed_s} s)`;
     el('bar').value = s.step - 0.5; el('detail').textContent = s.detail;
   } catch (e) { el('detail').textContent = 'the app is taking over this address…'; }
-  setTimeout(poll, 500);
+  setTimeout(poll, 200);
 }
 poll();
 </script></body></html>

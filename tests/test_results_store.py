@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +195,16 @@ def test_label_views_and_readouts_read_only_the_stored_members_they_need(
     assert readings[-1] == pixel_reading(studio.run(run_id).title, studio.predict(run_id, 0), 3, 2)
     studio.results.path(*studio._result_ids(run_id, 1)).unlink(missing_ok=True)
     assert np.array_equal(studio.labels(run_id, 1), studio.predict(run_id, 1).labels)
+
+
+def test_npz_bytes_reads_back_like_savez_compressed_and_is_compressed() -> None:
+    rng = np.random.default_rng(0)
+    arrays = {"labels": rng.integers(0, 19, (32, 64), dtype=np.uint8),
+              "features": rng.standard_normal((8, 8, 16)).astype(np.float16),
+              "zeros": np.zeros((3, 100, 100), np.uint8)}  # fmt: skip
+    data = R.npz_bytes(**arrays)
+    with np.load(io.BytesIO(data), allow_pickle=False) as back:
+        assert sorted(back.files) == sorted(arrays)
+        for name, array in arrays.items():
+            assert back[name].dtype == array.dtype and np.array_equal(back[name], array)
+    assert len(data) < sum(a.nbytes for a in arrays.values()) / 2

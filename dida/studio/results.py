@@ -153,11 +153,9 @@ class ResultStore:
         self, checkpoint: str, image: str, settings: Hashable, prediction: ImagePrediction
     ) -> Path:
         """Write one prediction atomically, then trim the folder to ``max_bytes``."""
-        buffer = io.BytesIO()
         steps = quantize_probs(prediction.probs)
         top_classes_, top_probs = top_classes(steps)
-        np.savez_compressed(
-            buffer,
+        data = npz_bytes(
             labels=prediction.labels,
             probs=steps,
             features=prediction.features.numpy().astype(np.float16),
@@ -166,7 +164,7 @@ class ResultStore:
         )
         path = self.path(checkpoint, image, settings)
         path.parent.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_bytes(path, buffer.getvalue())
+        runs.atomic_write_bytes(path, data)
         self._trim()
         return path
 
@@ -187,6 +185,22 @@ class ResultStore:
                     break
                 total -= old.stat().st_size
                 old.unlink(missing_ok=True)
+
+
+NPZ_LEVEL = 1
+"""zlib level of the stored files: level 1 writes a SynthCity prediction in about 40 % of the time
+of ``np.savez_compressed``'s level 6, for files about 10 % larger."""
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """What ``np.savez_compressed`` writes (one ``<name>.npy`` member per array, read by
+    ``np.load``), compressed at ``NPZ_LEVEL``."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=NPZ_LEVEL) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 @functools.lru_cache(maxsize=MEMBER_CACHE)

@@ -42,6 +42,7 @@ from dida.data.classes import CLASSES, IGNORE_INDEX, NUM_CLASSES
 from dida.data.uda import DataConfig, build_uda_data, target_val_images
 from dida.methods.base import MethodContext
 from dida.methods.common import (
+    gather_from_classes,
     regenerate_pseudo_probs,
     scatter_to_classes,
     seg_ce,
@@ -79,6 +80,18 @@ def instance_target(method: DIDA, image: torch.Tensor) -> tuple:
     return target, teacher.logits.softmax(1), view, student
 
 
+def flipped_share(method: DIDA, view, student) -> float | None:
+    """Share of cells whose released-code normaliser Σ_k s_k·z_{y_k} (scores times the student's
+    raw logits gathered onto the slots) is ≤ 0: there q̂ = s ⊙ z_y / Σ has the sign of −z_y, so its
+    positive part lies on the slots of classes with negative logits. None when the run gathers
+    with the teacher's probabilities (the normaliser is then positive)."""
+    if method.cfg.gather_from == "teacher":
+        return None
+    gathered = gather_from_classes(student.logits, method.active_slots()[1])
+    scores = view.scores if method.cfg.mode == "released" else view.q
+    return float(((scores * gathered).sum(1) <= 0).float().mean())
+
+
 def within_class_stats(target: torch.Tensor, p: torch.Tensor, slot_labels: torch.Tensor) -> dict:
     """Per pixel: top class of the scattered target, its mass, agreement with argmax p, and the
     entropy of the target restricted to that class's slots (renormalised)."""
@@ -108,18 +121,21 @@ def val_pass(method: DIDA, data: DataConfig, images: int) -> dict:
     """Entropy, mass and agreement statistics, rule confusions and feature norms over val images."""
     val = target_val_images(data)
     bank, slot_labels = method.active_slots()
-    stats, norms = [], []
+    stats, norms, flipped = [], [], []
     confusions = {n: torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long) for n in RULES}
     for i in range(min(images, len(val))):
         item = val[i]
         target, p, view, student = instance_target(method, item["image"][None])
         stats.append(within_class_stats(target, p, slot_labels))
+        flipped.append(flipped_share(method, view, student))
         gt = downsample_labels(item["label"][None], target.shape[-2:])[0]
         accumulate(confusions, rule_maps(method, p, view, student), gt)
         feature_norm = torch.linalg.vector_norm(student.features, dim=1).mean()
         norms.append(float(feature_norm * torch.linalg.vector_norm(bank, dim=1).mean()))
     merged = {key: torch.cat([s[key].flatten() for s in stats]) for key in stats[0]}
-    return {"stats": merged, "confusions": confusions, "norm_product": sum(norms) / len(norms)}
+    flips = None if None in flipped else sum(flipped) / len(flipped)
+    return {"stats": merged, "confusions": confusions, "norm_product": sum(norms) / len(norms),
+            "flipped": flips}  # fmt: skip
 
 
 def accumulate(confusions: dict, maps: dict, gt: torch.Tensor) -> None:
@@ -224,6 +240,10 @@ def main() -> None:
     print("    " + ", ".join(f"{CLASSES[c]} {int(hits[c])}/{int(slots[c])}" for c in range(19) if slots[c]))  # fmt: skip
     val = val_pass(method, run_cfg.data, args.images)
     print_within_class(val["stats"])
+    if val["flipped"] is not None:
+        print(f"    gathered from the student's raw logits: normaliser Σ_k s_k·z_(y_k) ≤ 0 on "
+              f"{100 * val['flipped']:.1f} % of cells (there the target's positive part lies on "
+              "classes with negative logits)")  # fmt: skip
     for name, confusion in val["confusions"].items():
         acc, macc = accuracy(confusion)
         print(f"  {name:<22s} pixel acc {acc:5.1f}   mean class acc {macc:5.1f}")

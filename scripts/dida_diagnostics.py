@@ -88,7 +88,11 @@ def flipped_share(method: DIDA, view, student) -> float | None:
     if method.cfg.gather_from == "teacher":
         return None
     gathered = gather_from_classes(student.logits, method.active_slots()[1])
-    scores = view.scores if method.cfg.mode == "released" else view.q
+    return nonpositive_share(view.scores if method.cfg.mode == "released" else view.q, gathered)
+
+
+def nonpositive_share(scores: torch.Tensor, gathered: torch.Tensor) -> float:
+    """Share of cells of (B, K, h, w) scores and gathered logits where Σ_k s_k·g_k ≤ 0."""
     return float(((scores * gathered).sum(1) <= 0).float().mean())
 
 

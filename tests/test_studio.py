@@ -511,6 +511,19 @@ def test_lru_keeps_the_most_recent_entries() -> None:
     assert cache.get("b") is None and cache.get("a") == 1 and len(cache) == 2
 
 
+def test_a_weighed_lru_keeps_its_total_weight_and_always_the_newest_entry() -> None:
+    cache = LRU(10, weigh=len)
+    cache.put("a", "xxxx")
+    cache.put("b", "xxxx")
+    assert cache.weight == 8 and cache.get("a") == "xxxx"  # "a" now the most recent
+    cache.put("c", "xxx")  # 11 > 10: the least recent, "b", goes
+    assert cache.get("b") is None and list(cache) == ["a", "c"] and cache.weight == 7
+    cache.put("a", "x")  # a replaced entry's weight is replaced too
+    assert cache.weight == 4
+    cache.put("big", "x" * 50)  # heavier than the bound: kept alone
+    assert list(cache) == ["big"] and cache.weight == 50
+
+
 def test_featured_runs_and_prefetch(studio: Studio) -> None:
     assert studio.featured_runs() == ["run:dida", "run:daformer", "run:source_only"]
     assert studio.featured_runs(limit=1) == ["run:dida"]

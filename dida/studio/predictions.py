@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +19,16 @@ from dida.explain import feature_cell
 
 
 class LRU(OrderedDict):
-    """An ``OrderedDict`` kept to its ``maxsize`` most recently used keys; ``get`` and ``put`` are
-    atomic, so request threads and background tasks can share one."""
+    """An ``OrderedDict`` kept to its ``maxsize`` most recently used keys — or, given ``weigh``
+    (value → weight, e.g. bytes), to a total weight of ``maxsize`` (the newest entry always stays);
+    ``get`` and ``put`` are atomic, so request threads and background tasks can share one."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, weigh: Callable[[Any], int] | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         super().__init__()
         self.maxsize, self._lock = maxsize, threading.Lock()
+        self._weigh, self._weights, self.weight = weigh or (lambda _: 1), {}, 0
 
     def get(self, key: Hashable, default: Any = None) -> Any:
         """The value of ``key`` (now the most recently used), else ``default``."""
@@ -37,12 +39,15 @@ class LRU(OrderedDict):
             return self[key]
 
     def put(self, key: Hashable, value: Any) -> None:
-        """Store ``value``; the least recently used keys beyond ``maxsize`` are dropped."""
+        """Store ``value``; the least recently used entries beyond ``maxsize`` are dropped."""
         with self._lock:
-            self[key] = value
+            self.weight -= self._weights.pop(key, 0)
+            self[key], self._weights[key] = value, self._weigh(value)
+            self.weight += self._weights[key]
             self.move_to_end(key)
-            while len(self) > self.maxsize:
-                self.popitem(last=False)
+            while self.weight > self.maxsize and len(self) > 1:
+                old, _ = self.popitem(last=False)
+                self.weight -= self._weights.pop(old)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ against 6.2 MB before format 2). The folder is trimmed to ``max_bytes`` oldest f
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import threading
@@ -30,6 +29,7 @@ import torch
 from dida import runs
 from dida.inference import Progress
 from dida.studio.predictions import (
+    LRU,
     ImagePrediction,
     PixelReading,
     dequantize_probs,
@@ -43,9 +43,9 @@ DEFAULT_MAX_BYTES = 4 << 30
 """4 GiB: about 40 predictions of 2048 x 1024 images (at most 100 MB each: probabilities
 19 x 2 MB x 1 B, features 256 x 512 x 256 x 2 B, both before compression), thousands of
 SynthCity ones."""
-MEMBER_CACHE = 16
-"""Member reads kept in memory (at most ≈ 3.5 MB each for a SynthCity image: its probabilities and
-features, what a tp explanation reads)."""
+MEMBER_MEMORY = 256 << 20
+"""Bytes of member reads kept in memory: ≈ 70 tp reads of SynthCity images (3.5 MB: probabilities and
+features), two of a 2048 × 1024 image (≈ 107 MB)."""
 FORMAT = 3
 """Part of every file's key and folder name: files of an older layout are never read as this one
 (format 2 had no top-3 members)."""
@@ -82,6 +82,7 @@ class ResultStore:
         never read again."""
         self.folder, self.max_bytes = Path(folder) / f"v{FORMAT}", max_bytes
         self._lock = threading.Lock()
+        self._read = LRU(MEMBER_MEMORY, weigh=lambda arrays: sum(a.nbytes for a in arrays))
         old_folders = [Path(folder), *(Path(folder) / f"v{n}" for n in range(2, FORMAT))]
         for old in (p for f in old_folders for p in f.glob("*.npz")):
             old.unlink(missing_ok=True)
@@ -136,13 +137,18 @@ class ResultStore:
     def _members(
         self, path: Path, names: tuple[str, ...], dtypes: tuple[type, ...] | None = None
     ) -> tuple[np.ndarray, ...] | None:
-        """Some arrays of a stored file, of ``dtypes`` (uint8 by default), read-only and kept in a
-        small in-memory LRU (the views of one image read the same members in turn); None when
-        absent, and for a damaged or foreign file, which is removed."""
+        """Some arrays of a stored file, of ``dtypes`` (uint8 by default), read-only and kept in an
+        in-memory LRU of ``MEMBER_MEMORY`` bytes keyed by the file's path, modification time and size
+        (the views of one image read the same members in turn; a file rewritten since is read
+        again); None when absent, and for a damaged or foreign file, which is removed."""
         try:
             stamp = path.stat()
-            version = (stamp.st_mtime_ns, stamp.st_size)
-            return _read_members(path, version, names, dtypes or (np.uint8,) * len(names))
+            key = (path, stamp.st_mtime_ns, stamp.st_size, names)
+            found = self._read.get(key)
+            if found is None:
+                found = _read_members(path, names, dtypes or (np.uint8,) * len(names))
+                self._read.put(key, found)
+            return found
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
@@ -203,13 +209,11 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-@functools.lru_cache(maxsize=MEMBER_CACHE)
 def _read_members(
-    path: Path, version: tuple[int, int], names: tuple[str, ...], dtypes: tuple[type, ...]
+    path: Path, names: tuple[str, ...], dtypes: tuple[type, ...]
 ) -> tuple[np.ndarray, ...]:
-    """The named arrays of a stored file, read-only; raises for an absent, damaged or foreign file
-    (errors are not cached). ``version`` (modification time, size) is part of the cache key, so a
-    file rewritten or damaged since is read again."""
+    """The named arrays of a stored file, read-only; raises for an absent, damaged or foreign
+    file."""
     with np.load(path, allow_pickle=False) as data:
         arrays = tuple(data[name] for name in names)
     if any(a.dtype != dtype for a, dtype in zip(arrays, dtypes, strict=True)):

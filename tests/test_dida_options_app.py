@@ -97,6 +97,8 @@ def test_a_partly_written_bank_is_centred_on_its_written_slots(studio: Studio) -
 def test_released_runs_are_explained_without_normalising(studio: Studio) -> None:
     options = studio.dida_options("run:released")
     assert (options.normalize, options.centre, options.scatter_alpha) == (False, False, 1.0)
+    assert (options.mode, options.gather_from) == ("released", "student")
+    assert studio.dida_options("run:plain")[4:] == ("paper", "teacher")
     explanation = studio.explain("run:released", 0, X, Y, TP)
     assert explanation.alpha == 1.0 and float(explanation.similarities.abs().max()) > 1.0
 
@@ -104,8 +106,10 @@ def test_released_runs_are_explained_without_normalising(studio: Studio) -> None
 def test_temperature_view_names_the_runs_similarity(studio: Studio) -> None:
     _, summary = temperature.explain(studio, "run:centred", 0, X, Y, TP, -1, "cityscapes")
     assert "similarity (the run's config): cosine after centring on the bank mean" in summary
+    assert "released" not in summary and "raw logits" not in summary  # paper mode: as shown
     _, summary = temperature.explain(studio, "run:released", 0, X, Y, TP, -1, "cityscapes")
     assert "dot product (not normalised)" in summary
+    assert "trained in **released** mode" in summary and "**student's raw logits**" in summary
     _, tp_update = temperature.select_run(studio, "run:centred")
     assert tp_update["value"] == method_config("dida", {"centre": True}).tp
 

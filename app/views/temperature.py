@@ -103,11 +103,28 @@ def similarity_text(options: DIDAOptions) -> str:
     return kind + (" after centring on the bank mean" if options.centre else "")
 
 
+def training_differences(options: DIDAOptions) -> str:
+    """Where the run's training computed the instance level otherwise than this view (the paper's
+    formulas with the teacher's p), as markdown list lines; empty for a paper-mode run."""
+    lines = []
+    if options.mode == "released":
+        lines.append("\n- trained in **released** mode: its instance distribution was s / Σ s "
+                     "(no temperature); this view shows the paper's softmax at tp")  # fmt: skip
+    if options.gather_from == "student":
+        lines.append("\n- its L_ins target was calibrated with the **student's raw logits** (the "
+                     "released code), not with p as shown; with mostly negative logits that target "
+                     "flips sign (docs/METHODS.md, released mode)")  # fmt: skip
+    return "".join(lines)
+
+
 def summary_text(e: PixelExplanation, slots: int, options: DIDAOptions | None = None) -> str:
     semantic, regenerated = CLASSES[e.pseudo_label_semantic], CLASSES[e.pseudo_label_regenerated]
     change = "same" if semantic == regenerated else "**changed by the instance level**"
     similarity = (
-        "" if options is None else f"\n- similarity (the run's config): {similarity_text(options)}"
+        ""
+        if options is None
+        else f"\n- similarity (the run's config): {similarity_text(options)}"
+        + training_differences(options)
     )
     nearest = ", ".join(
         f"{int(k)} ({CLASSES[int(c)]}, s={float(s):.2f})"

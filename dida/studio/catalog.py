@@ -117,6 +117,11 @@ class DIDAOptions(NamedTuple):
     """Cosine similarity (L2-normalised features and bank)."""
     centre: bool
     """Bank mean subtracted from features and slots before the similarity."""
+    mode: str = "paper"
+    """'paper' (temperature softmax over the slots) or 'released' (s / Σ s, the released code)."""
+    gather_from: str = "teacher"
+    """What calibrated L_ins's target in training: 'teacher' (p, as the view shows) or 'student'
+    (the student's raw logits, the released code)."""
 
 
 def dida_options(summary: RunSummary) -> DIDAOptions:
@@ -128,7 +133,9 @@ def dida_options(summary: RunSummary) -> DIDAOptions:
     cfg = method_config(summary.method, summary.method_options) if known else None
     if not isinstance(cfg, DIDAConfig):
         cfg = DIDAConfig()
-    return DIDAOptions(cfg.tp, cfg.scatter_alpha, cfg.normalize, cfg.centre)
+    return DIDAOptions(
+        cfg.tp, cfg.scatter_alpha, cfg.normalize, cfg.centre, cfg.mode, cfg.gather_from
+    )
 
 
 def run_id(kind: str, name: str) -> str:

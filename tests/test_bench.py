@@ -20,14 +20,17 @@ from dida.bench.report import (
     shift_table,
     stat,
     sweep_table,
+    trained_on,
     write_reports,
 )
 from dida.bench.scores import (
     BENCH_EVAL,
+    FINAL_EVAL_SOURCE,
     last_segment,
     mean_over,
     overlap_pixels,
     present_miou,
+    score_from_final_eval,
     training_cost,
 )
 from dida.data.classes import CLASSES
@@ -275,13 +278,43 @@ def test_bench_trains_scores_reports_and_resumes(
     md = write_reports("main", [job, _job("dida_s0", "dida")], tmp_path, tmp_path / "docs")
     text = md.read_text()
     assert "| source-only | 1 |" in text and "**Not finished (1):** dida_s0" in text
-    rate = record["it_per_s"]
-    assert f"| source_only_s0 | {rate:.2f} | {2 * rate:.1f} | {record['peak_mem_mb']:.0f} |" in text
+    rate, where = record["it_per_s"], trained_on(job.run_dir(tmp_path))
+    assert where.endswith(" threads)")  # hardware_name's CPU form: the row counts its minutes
+    row = (
+        f"| source_only_s0 | {where} | {rate:.2f} | {2 * rate:.1f} | {record['peak_mem_mb']:.0f} |"
+    )
+    assert row in text
     assert (tmp_path / "docs" / "figures" / "bench_main.png").stat().st_size > 1000
     assert json.loads(md.with_suffix(".json").read_text())["source_only"]["seeds"] == 1
     (job.run_dir(tmp_path) / BENCH_EVAL).unlink()
     bench.score_finished([job, _job("dida_s0", "dida")], tmp_path, threads=1)  # --report
     assert runs.read_json(job.run_dir(tmp_path) / BENCH_EVAL)["all"] == record["all"]
+    final = score_from_final_eval(job.run_dir(tmp_path))  # as for a GPU run's records alone
+    assert final["all"]["mIoU"] == pytest.approx(record["all"]["mIoU"])
+    assert final["all"]["IoU"].keys() == record["all"]["IoU"].keys()
+    assert final["rare_classes"] == record["rare_classes"] and final["it"] == record["it"]
+    assert final["overlap"] is None and final["scored_from"] == FINAL_EVAL_SOURCE
+    text = write_reports("main", [job], tmp_path, tmp_path / "docs").read_text()
+    assert (
+        f"Scored from {FINAL_EVAL_SOURCE} — all-pixel and rare-class scores only: source_only_s0."
+        in text
+    )
+    status = runs.read_status(job.run_dir(tmp_path))
+    runs.write_status(job.run_dir(tmp_path), "running", it=status["it"])
+    with pytest.raises(ValueError, match="not finished"):
+        score_from_final_eval(job.run_dir(tmp_path))
+
+
+def test_a_row_with_overlap_scores_for_some_seeds_says_how_many() -> None:
+    scored, unscored = _record(0.40, 0.2, 0.1), {**_record(0.44, 0.2, 0.1), "overlap": None}
+    cpu, gpu = {**scored, "trained_on_cpu": True}, {**unscored, "trained_on_cpu": False}
+    found = [(_job("daformer_s0", "daformer"), cpu), (_job("daformer_s1", "daformer", 1), gpu)]
+    table, rows = main_table(found)
+    assert rows["daformer"]["overlap_mIoU"][2] == 1 and rows["daformer"]["mIoU"][2] == 2
+    assert "| 20.0 (1 of 2 seeds) |" in table  # the car-only overlap subset of _record: 0.2
+    assert rows["daformer"]["train_min"] == 10.0  # the CPU run's 600 s; the GPU run's left out
+    table, rows = main_table([(_job("daformer_s1", "daformer", 1), gpu)])
+    assert rows["daformer"]["train_min"] is None and table.rstrip().endswith("| - |")
 
 
 def test_a_failing_run_is_reported_not_skipped(

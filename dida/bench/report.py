@@ -15,7 +15,7 @@ import numpy as np
 from dida import runs
 from dida.bench.curves import curves_section
 from dida.bench.jobs import ABLATION_DEFAULTS, Job
-from dida.bench.scores import BENCH_EVAL, present_miou
+from dida.bench.scores import BENCH_EVAL, FINAL_EVAL_SOURCE, overlap_score
 from dida.data.classes import CLASSES
 from dida.methods.registry import trained_domains
 
@@ -28,7 +28,9 @@ def load_scores(jobs: Sequence[Job], runs_root: Path) -> tuple[list[tuple[Job, d
     for job in jobs:
         path = job.run_dir(runs_root) / BENCH_EVAL
         if path.exists():
-            found.append((job, runs.read_json(path)))
+            where = trained_on(job.run_dir(runs_root))
+            on_cpu = where == "-" or where.endswith(" threads)")  # hardware_name's CPU form
+            found.append((job, {**runs.read_json(path), "trained_on_cpu": on_cpu}))
         else:
             missing.append(job.name)
     return found, missing
@@ -55,10 +57,17 @@ def row_stats(records: list[dict]) -> dict[str, Any]:
         "seeds": len(records),
         "iou": [stat([r["all"]["IoU"][c] for r in records]) for c in CLASSES],
         "mIoU": stat([r["all"]["mIoU"]["19"] for r in records]),
-        "overlap_mIoU": stat([present_miou(r["overlap"]) for r in records]),
+        "overlap_mIoU": stat([overlap_score(r) for r in records]),
         "rare_mIoU": stat([r["rare_mIoU"] for r in records]),
-        "train_min": float(np.mean([(r["train_s"] or 0) / 60 for r in records])),
+        "train_min": _cpu_minutes(records),
     }
+
+
+def _cpu_minutes(records: list[dict]) -> float | None:
+    """Mean training minutes of the row's CPU-trained runs (a lent GPU's minutes are not
+    comparable; the cost table lists each run); None when none was trained on the CPU."""
+    minutes = [(r["train_s"] or 0) / 60 for r in records if r.get("trained_on_cpu", True)]
+    return float(np.mean(minutes)) if minutes else None
 
 
 def group(found: list[tuple[Job, dict]], key: str) -> dict[Any, list[dict]]:
@@ -75,16 +84,34 @@ def main_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
     head = (
         "| method | seeds | "
         + " | ".join(SHORT)
-        + " | mIoU | overlap mIoU | rare mIoU | train min |"
+        + " | mIoU | overlap mIoU | rare mIoU | CPU train min |"
     )
     lines = [head, "|---|---|" + "---|" * (len(SHORT) + 4)]
     for key, r in rows.items():
         cells = " | ".join(f"{m:.1f}" if n else "-" for m, _, n in r["iou"])
         lines.append(
             f"| {labels[key]} | {r['seeds']} | {cells} | **{fmt(r['mIoU'])}** | "
-            f"{fmt(r['overlap_mIoU'])} | {fmt(r['rare_mIoU'])} | {r['train_min']:.0f} |"
+            f"{_seeds_fmt(r['overlap_mIoU'], r['seeds'])} | {fmt(r['rare_mIoU'])} | "
+            f"{_num(r['train_min'], 0)} |"
         )
     return "\n".join(lines), rows
+
+
+def _seeds_fmt(s: tuple[float, float, int], seeds: int) -> str:
+    """``fmt`` plus "(n of N seeds)" when only some of the row's runs have this score."""
+    return fmt(s) if s[2] in (0, seeds) else f"{fmt(s)} ({s[2]} of {seeds} seeds)"
+
+
+def final_eval_note(found: list[tuple[Job, dict]]) -> list[str]:
+    """A paragraph naming the runs scored from their final training evaluation, if any."""
+    names = [job.name for job, r in found if r.get("scored_from")]
+    if not names:
+        return []
+    return [
+        f"Scored from {FINAL_EVAL_SOURCE} — all-pixel and rare-class scores only: "
+        f"{', '.join(names)}.",
+        "",
+    ]
 
 
 def images_per_iteration(run_dir: Path) -> int:
@@ -95,15 +122,27 @@ def images_per_iteration(run_dir: Path) -> int:
 
 def cost_table(found: list[tuple[Job, dict]], runs_root: Path) -> str:
     """Throughput and peak memory of every run, as trained by the benchmark (its workers and threads)."""
-    lines = ["| run | it/s | images/s | peak memory (MB) | train min |", "|---|---|---|---|---|"]
+    lines = [
+        "| run | trained on | it/s | images/s | peak memory (MB) | train min |",
+        "|---|---|---|---|---|---|",
+    ]
     for job, r in found:
         rate = r.get("it_per_s")
         images = None if rate is None else rate * images_per_iteration(job.run_dir(runs_root))
         lines.append(
-            f"| {job.name} | {_num(rate, 2)} | {_num(images, 1)} | {_num(r.get('peak_mem_mb'), 0)} | "
+            f"| {job.name} | {trained_on(job.run_dir(runs_root))} | {_num(rate, 2)} | "
+            f"{_num(images, 1)} | {_num(r.get('peak_mem_mb'), 0)} | "
             f"{_num((r.get('train_s') or 0) / 60, 1)} |"
         )
     return "\n".join(lines)
+
+
+def trained_on(run_dir: Path) -> str:
+    """The hardware the run's config records (``environment.hardware``), or "-"."""
+    if not (run_dir / runs.CONFIG).exists():
+        return "-"
+    config = runs.read_json(run_dir / runs.CONFIG)
+    return config.get("environment", {}).get("hardware", "-")
 
 
 def compare(rows: dict, a: str = "daformer", b: str = "dida") -> str:
@@ -138,11 +177,11 @@ def sweep_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
     data: dict[str, list] = defaultdict(list)
     for job, r in sorted(found, key=lambda jr: (jr[0].tags["sweep"], jr[0].tags["value"] or 0)):
         sweep, value = job.tags["sweep"], job.tags["value"]
-        point = (value, r["all"]["mIoU"]["19"], present_miou(r["overlap"]), r["rare_mIoU"])
+        point = (value, r["all"]["mIoU"]["19"], overlap_score(r), r["rare_mIoU"])
         data[sweep].append((*point, r.get("it_per_s"), r.get("peak_mem_mb")))
         lines.append(
             f"| {sweep} | {'-' if value is None else value} | {100 * point[1]:.1f} | "
-            f"{100 * point[2]:.1f} | {_pct(point[3])} | {_num(r.get('it_per_s'), 2)} | "
+            f"{_pct(point[2])} | {_pct(point[3])} | {_num(r.get('it_per_s'), 2)} | "
             f"{_num(r.get('peak_mem_mb'), 0)} |"
         )
     return "\n".join(lines), dict(data)
@@ -361,7 +400,8 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
         table, data = main_table(found)
         labels = {j.tags["row"]: j.tags["label"] for j in jobs}
         plot_main(data, labels, figures / f"bench_{suite}.png", MAIN_TITLES[suite])
-        lines += [table, "", *comparisons(suite, data), f"![{suite}](../figures/bench_{suite}.png)"]
+        lines += [table, "", *final_eval_note(found), *comparisons(suite, data)]
+        lines += [f"![{suite}](../figures/bench_{suite}.png)"]
         lines += [
             "",
             "Cost of each run as the benchmark trained it:",

@@ -1,0 +1,91 @@
+"""The lent-GPU bench driver's pure parts: the pixel check, the check runs' command, and bringing a
+results archive back (finished runs only, never over a run folder, scored from the final eval)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dida import runs
+from dida.bench import suites as bench
+from dida.bench.scores import BENCH_EVAL, FINAL_EVAL_SOURCE
+from dida.data.classes import CLASSES
+from dida.environment import run_config
+from scripts import gpu_bench
+
+
+def test_pixel_check_reads_pixels_not_png_bytes(tmp_path: Path) -> None:
+    pixels = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    for level in (0, 9):  # the same pixels compressed two ways: one md5
+        Image.fromarray(pixels).save(tmp_path / f"{level}.png", compress_level=level)
+    assert gpu_bench.pixel_md5(tmp_path / "0.png") == gpu_bench.pixel_md5(tmp_path / "9.png")
+    assert gpu_bench.check_pixels(tmp_path) == list(gpu_bench.EXPECTED_PIXELS)  # all missing
+
+
+def test_a_check_run_is_the_same_command_into_its_own_folder(tmp_path: Path) -> None:
+    job = next(j for j in bench.suite_jobs("fidelity", None) if j.name == "daformer_s0")
+    argv, check = job.argv(tmp_path, 1), gpu_bench.check_argv(job, tmp_path)
+    at = argv.index("--runs") + 1
+    assert check[at] == str(gpu_bench.CHECK_ROOT / "fidelity") and argv[at] != check[at]
+    assert check[:at] + check[at + 1 :] == argv[:at] + argv[at + 1 :]
+    assert str(job.init_file(tmp_path)) in " ".join(check)  # starts from the bench's weights
+
+
+def _eval_record(it: int, iou: float) -> dict:
+    return {
+        "kind": "eval", "it": it, "train_cpu_s": 1.0, "train_wall_s": 1.0,
+        "mIoU": {"19": iou, "16": iou, "13": iou}, "aAcc": 0.9, "mAcc": 0.5,
+        "IoU": dict.fromkeys(CLASSES, iou), "Acc": dict.fromkeys(CLASSES, 0.5),
+        "classes": list(CLASSES), "confusion": [[0] * len(CLASSES)] * len(CLASSES),
+    }  # fmt: skip
+
+
+def _run_files(synthcity_tiny: Path, name: str, state: str) -> dict[str, bytes]:
+    data = (f"data.source_root={synthcity_tiny}", f"data.target_root={synthcity_tiny}")
+    job = bench.Job("fidelity", name, "source_only", "tiny", 0, data)
+    config = run_config(bench.job_config(job, Path("runs/bench")))
+    metrics = [_eval_record(2, 0.1), _eval_record(4, 0.25)]
+    return {
+        "config.json": json.dumps(config).encode(),
+        "status.json": json.dumps({"state": state, "it": 4}).encode(),
+        "metrics.jsonl": "".join(json.dumps(m) + "\n" for m in metrics).encode(),
+    }
+
+
+def _archive(path: Path, runs_files: dict[str, dict[str, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for run, files in runs_files.items():
+            for name, content in files.items():
+                info = tarfile.TarInfo(f"{run}/{name}")
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def test_import_brings_finished_runs_back_scored_from_their_final_eval(
+    synthcity_tiny: Path, tmp_path: Path
+) -> None:
+    archive = _archive(tmp_path / "results.tar.gz", {
+        "runs/bench/fidelity/done_s1": _run_files(synthcity_tiny, "done_s1", "finished"),
+        "runs/bench/fidelity/half_s1": _run_files(synthcity_tiny, "half_s1", "running"),
+        "runs/bench/fidelity/here_s1": _run_files(synthcity_tiny, "here_s1", "finished"),
+    })  # fmt: skip
+    (tmp_path / "runs/bench/fidelity/here_s1").mkdir(parents=True)
+    lines = gpu_bench.import_results(archive, tmp_path)
+    assert lines == [
+        "runs/bench/fidelity/done_s1: imported",
+        "runs/bench/fidelity/half_s1: not finished (running at 4); not imported",
+        "runs/bench/fidelity/here_s1: already here; not imported",
+    ]
+    record = runs.read_json(tmp_path / "runs/bench/fidelity/done_s1" / BENCH_EVAL)
+    assert record["all"]["mIoU"]["19"] == 0.25 and record["it"] == 4  # the last eval, not the 2nd
+    assert record["overlap"] is None and record["scored_from"] == FINAL_EVAL_SOURCE
+    assert record["rare_mIoU"] == pytest.approx(0.25) and record["val_images"] == 4
+    assert not (tmp_path / "runs/bench/fidelity/half_s1").exists()
+    assert not any((tmp_path / "runs/bench/fidelity/here_s1").iterdir())

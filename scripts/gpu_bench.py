@@ -13,6 +13,8 @@ killed and listed; their files come back too but they cannot be resumed here (no
     python -m scripts.gpu_bench --suite fidelity --first dida_s1 dida_s2 --then rel_online_s0 \
         --check daformer_s0 --deadline 470 --out "$OUT"      # on the GPU machine
     python -m scripts.gpu_bench --import results.tar.gz      # back here: finished runs only
+    python -m scripts.gpu_bench --compare runs/gpucheck/fidelity/daformer_s0 \
+        runs/bench/fidelity/daformer_s0                      # the GPU run tracks the CPU run?
 
 Start weights the runs need (e.g. ``runs/bench/curves/source_only_d32/``: config.json, status.json,
 bench_eval.json, the snapshot) travel with the call's ``carry``.
@@ -302,6 +304,10 @@ def _import_run(tar: tarfile.TarFile, run: Path, files: list, dest: Path) -> str
     from dida.bench.scores import BENCH_EVAL, score_from_final_eval
 
     status = json.load(tar.extractfile(str(run / "status.json")))
+    checking = run.is_relative_to(CHECK_ROOT)  # a check run's records, finished or not
+    if checking and not (dest / run).exists():
+        tar.extractall(dest, members=files, filter="data")
+        return f"{run}: imported (check run, {status.get('state')} at {status.get('it')})"
     if status.get("state") != "finished":
         return f"{run}: not finished ({status.get('state')} at {status.get('it')}); not imported"
     if (dest / run).exists():
@@ -310,6 +316,35 @@ def _import_run(tar: tarfile.TarFile, run: Path, files: list, dest: Path) -> str
     if not (dest / run / BENCH_EVAL).exists():
         score_from_final_eval(dest / run)
     return f"{run}: imported"
+
+
+def loss_windows(run_dir: Path, windows: tuple[tuple[int, int], ...]) -> dict[str, list[float]]:
+    """Mean of each logged training loss over the iterations ``lo..hi`` of each window (None
+    where the run has no record there)."""
+    train = {r["it"]: r for r in runs.read_metrics(run_dir, "train")}
+    keys = sorted(k for k in train[min(train)] if k.startswith("loss_")) if train else []
+    out = {}
+    for key in keys:
+        means = []
+        for lo, hi in windows:
+            values = [r[key] for it, r in train.items() if lo <= it <= hi and key in r]
+            means.append(float(np.mean(values)) if values else None)
+        out[key] = means
+    return out
+
+
+def compare_curves(run_dirs: list[Path], width: int = 400) -> str:
+    """A table of the runs' training losses over windows of ``width`` iterations, up to the
+    shortest run's last record: does a GPU run track the CPU run of the same command?"""
+    last = min(max((r["it"] for r in runs.read_metrics(d, "train")), default=0) for d in run_dirs)
+    windows = tuple((lo, lo + width - 1) for lo in range(1, last - width + 2, width))
+    lines = ["| run | loss | " + " | ".join(f"{lo}–{hi}" for lo, hi in windows) + " |"]
+    lines.append("|---|---|" + "---|" * len(windows))
+    for run_dir in run_dirs:
+        for key, means in loss_windows(run_dir, windows).items():
+            cells = " | ".join("-" if m is None else f"{m:.4f}" for m in means)
+            lines.append(f"| {run_dir} | {key} | {cells} |")
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -326,6 +361,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--import", dest="import_archive", type=Path, help="unpack a results.tar.gz's finished runs"
     )
+    p.add_argument("--compare", nargs="+", type=Path, help="training-loss windows of these runs")
     p.add_argument("--score", type=Path, help="only score this run folder (used by the children)")
     return p.parse_args(argv)
 
@@ -334,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.import_archive is not None:
         print("\n".join(import_results(args.import_archive)))
+        return 0
+    if args.compare:
+        print(compare_curves(args.compare))
         return 0
     if args.score is not None:
         score(args.score)

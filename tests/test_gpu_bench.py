@@ -89,3 +89,20 @@ def test_import_brings_finished_runs_back_scored_from_their_final_eval(
     assert record["rare_mIoU"] == pytest.approx(0.25) and record["val_images"] == 4
     assert not (tmp_path / "runs/bench/fidelity/half_s1").exists()
     assert not any((tmp_path / "runs/bench/fidelity/here_s1").iterdir())
+
+
+def test_compare_curves_averages_each_loss_over_windows_up_to_the_shorter_run(
+    tmp_path: Path,
+) -> None:
+    for name, last, scale in (("gpu", 800, 1.0), ("cpu", 1200, 2.0)):
+        (tmp_path / name).mkdir()
+        lines = [
+            json.dumps({"kind": "train", "it": it, "loss_source": scale * it, "loss_target": 1.0})
+            for it in range(50, last + 1, 50)
+        ]
+        (tmp_path / name / runs.METRICS).write_text("\n".join(lines) + "\n")
+    table = gpu_bench.compare_curves([tmp_path / "gpu", tmp_path / "cpu"], width=400)
+    assert table.splitlines()[0] == "| run | loss | 1–400 | 401–800 |"
+    assert f"| {tmp_path / 'gpu'} | loss_source | 225.0000 | 625.0000 |" in table
+    assert f"| {tmp_path / 'cpu'} | loss_source | 450.0000 | 1250.0000 |" in table
+    assert table.count("| loss_target | 1.0000 | 1.0000 |") == 2

@@ -77,12 +77,26 @@ def test_fidelity_rows_start_from_the_showcase_source_only_snapshot() -> None:
     job = next(j for j in jobs if j.name == "rel_weighted_s0")
     argv = job.train_args(Path("r"), 1)
     assert {"method.mode=released", "method.ins_weight=confidence"} <= set(argv)
+    released = [j for j in jobs if "method.mode=released" in j.settings]
+    on_teacher = {j.tags["row"] for j in released if "method.gather_from=teacher" in j.settings}
+    assert {j.tags["row"] for j in released} - on_teacher == {"dida_released"}  # switches: teacher
+    assert config_changes(job) == {"method.ins_weight": "confidence"}  # one switch over rel_teacher
     assert f"iters={FIDELITY_ITERS}" in argv
     start = Path("r/curves") / f"source_only_{SHOWCASE_RECIPE}" / runs.SNAPSHOTS
     assert f"model.init_weights={start / f'model_{FIDELITY_START_IT:06d}.safetensors'}" in argv
     assert job.init_dir(Path("r")) == Path("r/curves") / f"source_only_{SHOWCASE_RECIPE}"
     config = job_config(job, Path("r"))  # final scores only: no learning-curve evaluations
     assert config.iters == FIDELITY_ITERS and config.snapshot_iters == []
+
+
+def config_changes(job) -> dict:
+    """The flat config keys in which ``job`` differs from ``rel_teacher_s0`` (seed aside)."""
+    from dida.bench.showcase import fidelity_jobs
+    from dida.train import flat_config
+
+    base = next(j for j in fidelity_jobs() if j.name == "rel_teacher_s0")
+    a, b = (flat_config(job_config(j, Path("r"))) for j in (job, base))
+    return {k: v for k, v in a.items() if b.get(k) != v}
 
 
 def test_a_snapshot_start_waits_only_for_its_file(tmp_path: Path) -> None:

@@ -69,11 +69,12 @@ def test_an_unfinished_run_is_refused(tiny_dida_run: Path, tmp_path: Path) -> No
 
 
 def test_ship_finds_the_showcase_models_and_the_main_suite_runs() -> None:
-    from dida.bench.ship import SHIPPED_ROWS, _sources, parse_args, showcase_runs
+    from dida.bench.ship import SHOWCASE_SHIPPED, _sources, parse_args, showcase_runs
     from dida.bench.showcase import SHOWCASE_RECIPE
 
     found = showcase_runs(Path("/b"))
-    assert list(found) == list(SHIPPED_ROWS)
+    assert list(found) == list(SHOWCASE_SHIPPED)
+    assert found["mic"] == Path("/b/showcase/mic_s0")
     assert found["source_only"] == Path(f"/b/curves/source_only_{SHOWCASE_RECIPE}")
     assert found["oracle"] == Path(f"/b/curves/oracle_{SHOWCASE_RECIPE}")
     assert found["dida"] == Path("/b/showcase/dida_s0")

@@ -131,6 +131,7 @@ def _open_studio(args: argparse.Namespace):
         return Studio(
             args.data, args.runs or ["runs"], args.assets, args.device, args.data_preset,
             checkpoints=args.checkpoint, source=args.source, cache_dir=args.cache,
+            writing=getattr(args, "val_writing", None),
         )  # fmt: skip
     except ValueError as err:  # DatasetError, CheckpointError, RunError: all say what to do
         print(f"error: {err}", file=sys.stderr)

@@ -28,6 +28,8 @@ STAGES = (
     "starting the app",
 )
 """The preparation's stages, in order (the page shows "step i of 3")."""
+GENERATOR_NICE = 10
+"""Niceness of the val split's generator processes: the pages served meanwhile come first."""
 VAL_IMAGES = ("target", "leftImg8bit", "val")
 """Where a SynthCity root keeps its val images (their count is the generation's progress)."""
 
@@ -159,9 +161,11 @@ def stop(server: ProgressServer) -> None:
 
 def open_app(args: Any, auth: Any, open_studio: Callable[[Any], Any]) -> tuple | None:
     """Answer on ``args.host:args.port`` at once with the progress page; meanwhile generate a fresh
-    SynthCity val split (in a thread, its worker processes overlapping the imports), import the app,
-    open the Studio (``open_studio(args)``: None after saying why) and build the views; then hand
-    the port to the app. Returns (studio, featured run ids, demo), or None when refused."""
+    SynthCity val split (in a thread, its worker processes overlapping the imports at niceness
+    ``GENERATOR_NICE``), import the app, open the Studio (``open_studio(args)``: None after saying
+    why) as soon as the tree's manifest exists — the val images are read as they are written — and
+    build the views; then hand the port to the app. Returns (studio, featured run ids, demo), or
+    None when refused."""
     readiness = Readiness(args.data, echo=lambda line: print(line, flush=True))
     try:
         server = serve_progress(args.host, args.port, readiness)
@@ -191,8 +195,9 @@ def _prepare(args: Any, open_studio: Callable[[Any], Any], readiness: Readiness)
     generating.start()
     from app.main import build_app  # gradio, torch, plotly: the long imports of a fresh process
 
-    generating.join()
+    _wait_for_manifest(Path(args.data), generating)
     readiness.enter(STAGES[1])
+    args.val_writing = generating.is_alive  # the Studio reads the split as it is written
     studio = open_studio(args)
     if studio is None:
         return None
@@ -200,6 +205,13 @@ def _prepare(args: Any, open_studio: Callable[[Any], Any], readiness: Readiness)
     studio.prefetch(featured)
     studio.precompute(featured)
     return studio, featured, build_app(studio)
+
+
+def _wait_for_manifest(root: Path, generating: threading.Thread) -> None:
+    """Return once the generator has written the tree's manifest (the split's names are then
+    known: the Studio opens while the images are written) or has finished."""
+    while generating.is_alive() and not (root / "synthcity.json").exists():
+        generating.join(0.05)
 
 
 def _generate_val(args: Any) -> None:
@@ -212,6 +224,6 @@ def _generate_val(args: Any) -> None:
     from dida.data.synthcity import ensure_synthcity
 
     try:
-        ensure_synthcity(root, args.data_preset, ("val",))
+        ensure_synthcity(root, args.data_preset, ("val",), nice=GENERATOR_NICE)
     except (ValueError, OSError):
         return

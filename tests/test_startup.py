@@ -129,14 +129,38 @@ def test_only_a_new_or_synthcity_folder_is_generated_early(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    fake = types.SimpleNamespace(ensure_synthcity=lambda *a: calls.append(a))
+    fake = types.SimpleNamespace(ensure_synthcity=lambda *a, **k: calls.append((*a, k)))
     monkeypatch.setitem(sys.modules, "dida.data.synthcity", fake)
     cityscapes = tmp_path / "cityscapes"
     (cityscapes / "leftImg8bit").mkdir(parents=True)
     startup._generate_val(_args(0, cityscapes))
     assert calls == []  # a folder of another dataset: nothing is written into it
     startup._generate_val(_args(0, tmp_path / "new"))
-    assert calls == [(tmp_path / "new", "tiny", ("val",))]
+    assert calls == [(tmp_path / "new", "tiny", ("val",), {"nice": startup.GENERATOR_NICE})]
+
+
+def test_the_studio_opens_once_the_manifest_exists_while_the_split_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    release, seen = threading.Event(), {}
+
+    def generate(args) -> None:  # writes the manifest, then "renders" until released
+        (Path(args.data) / "synthcity.json").write_text("{}")
+        release.wait(10)
+
+    def open_studio(args) -> None:
+        seen["writing"] = args.val_writing()
+        release.set()
+        return None
+
+    monkeypatch.setitem(sys.modules, "app.main", types.SimpleNamespace(build_app=None))
+    monkeypatch.setattr(startup, "_generate_val", generate)
+    tmp_path.mkdir(exist_ok=True)
+    args = _args(_free_port(), tmp_path)
+    assert startup.open_app(args, None, open_studio) is None
+    assert seen == {"writing": True} and release.is_set()
 
 
 def test_the_console_hears_each_stage_with_its_elapsed_time() -> None:

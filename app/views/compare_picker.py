@@ -52,7 +52,12 @@ KEYS_JS = """
 
 
 def class_filter_choices(studio: Studio) -> list[tuple[str, str]]:
-    rare = ", ".join(CLASSES[c] for c in studio.rare_classes()) or "none"
+    known = studio.known_rare_classes()  # None while a first launch still writes the val split
+    rare = (
+        "listed once the val split is written"
+        if known is None
+        else (", ".join(CLASSES[c] for c in known) or "none")
+    )
     return [("all images", "all"), (f"any rare class ({rare})", "rare")] + [
         (name, str(c)) for c, name in enumerate(CLASSES)
     ]

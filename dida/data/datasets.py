@@ -125,6 +125,10 @@ class SegDataset:
         """Train IDs of item ``index``, uint8 (H, W), without reading the image."""
         return self.label_format.decode(self._label_path(index))  # type: ignore[union-attr]
 
+    def wait(self, index: int) -> None:
+        """Return once item ``index``'s files can be read (at once here; a split still being
+        written waits for them: ``dida.data.pending.PendingSplit``)."""
+
     def image_size(self, index: int = 0) -> tuple[int, int]:
         """(H, W) of image ``index`` read from its header."""
         return read_size(self.samples[index].image)

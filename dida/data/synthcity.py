@@ -201,18 +201,26 @@ def image_paths(root: Path, split: str, index: int, count: int) -> dict[str, Pat
 
 
 def save_frame(frame: R.Rendered, paths: dict[str, Path]) -> None:
-    """Write one frame in the GTA5 (source) or Cityscapes (target) format."""
+    """Write one frame in the GTA5 (source) or Cityscapes (target) format; each file appears
+    whole (written aside, then renamed) and the label last, so a reader of a split still being
+    written (``dida.data.pending``) never sees half a file."""
     for folder in {path.parent for path in paths.values()}:
         if not folder.is_dir():
             folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(frame.image).save(paths["image"], compress_level=1)
+    _save_png(Image.fromarray(frame.image), paths["image"])
     label = Image.fromarray(train_to_label_ids(frame.label))
     if "instance" in paths:
         instance = Image.fromarray(frame.instance.astype(np.uint16))  # 16-bit PNG, as Cityscapes
-        instance.save(paths["instance"], compress_level=1)
+        _save_png(instance, paths["instance"])
     else:
         label.putpalette(GTA_PALETTE)  # 'P' mode: indices are label IDs, as GTA5
-    label.save(paths["label"], compress_level=1)
+    _save_png(label, paths["label"])
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    part = path.with_name(f".{path.name}.part")
+    image.save(part, format="PNG", compress_level=1)
+    os.replace(part, path)
 
 
 def write_range(config: dict, split: str, root: str, start: int, stop: int) -> np.ndarray:
@@ -230,17 +238,21 @@ CHUNK = 8
 """Most images one worker job renders (≈ 0.5 s of CPU for SynthCity's default size)."""
 
 
-def write_split(cfg: SynthCityConfig, root: Path, split: str, workers: int = 1) -> np.ndarray:
+def write_split(
+    cfg: SynthCityConfig, root: Path, split: str, workers: int = 1, nice: int = 0
+) -> np.ndarray:
     """Generate every image of ``split`` under ``root``; (2, 19) class pixel and image counts.
     Jobs of at most ``CHUNK`` images, handed out one at a time, so the workers finish together
-    (with jobs of 32, one worker could still render for ≈ 2 s while the other core idled)."""
+    (with jobs of 32, one worker could still render for ≈ 2 s while the other core idled).
+    ``nice``: the worker processes' niceness increment (the app's first launch generates behind
+    the pages it serves)."""
     n = cfg.count(split)
     chunk = max(1, min(CHUNK, -(-n // max(4 * workers, 1))))
     jobs = [(asdict(cfg), split, str(root), a, min(a + chunk, n)) for a in range(0, n, chunk)]
     total = np.zeros((2, NUM_CLASSES), dtype=np.int64)
     if workers <= 1 or len(jobs) <= 1:
         return sum((write_range(*job) for job in jobs), total)
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(workers, os.nice, (nice,)) as pool:
         return sum(pool.starmap(write_range, jobs, chunksize=1), total)
 
 
@@ -315,10 +327,12 @@ def record_split(root: Path, split: str, entry: dict) -> None:
     write_manifest(root, manifest)
 
 
-def generate_split(cfg: SynthCityConfig, root: Path, split: str, workers: int) -> None:
+def generate_split(
+    cfg: SynthCityConfig, root: Path, split: str, workers: int, nice: int = 0
+) -> None:
     """Write every image of ``split``, then record it in the manifest."""
     start = time.perf_counter()
-    counts = write_split(cfg, root, split, workers)
+    counts = write_split(cfg, root, split, workers, nice)
     entry = {
         "images": cfg.count(split),
         "seconds": round(time.perf_counter() - start, 2),
@@ -343,6 +357,7 @@ def generate(
     splits: Sequence[str] = SPLITS,
     workers: int = 1,
     wait: float = DEFAULT_WAIT,
+    nice: int = 0,
 ) -> Path:
     """Write the missing ``splits`` of ``cfg`` under ``root`` (complete ones are re-used).
 
@@ -356,7 +371,7 @@ def generate(
         write_manifest(root, check_tree(root, cfg))  # first: a killed run leaves a known tree
         for split in splits:
             if not split_complete(root, read_manifest(root), cfg, split):
-                generate_split(cfg, root, split, workers)
+                generate_split(cfg, root, split, workers, nice)
     return root
 
 
@@ -372,15 +387,17 @@ def ensure_synthcity(
     seed: int = 0,
     shift: float | None = None,
     wait: float = DEFAULT_WAIT,
+    nice: int = 0,
 ) -> Path:
-    """Make sure ``root`` holds ``splits`` of a SynthCity preset, generating only what is missing.
+    """Make sure ``root`` holds ``splits`` of a SynthCity preset, generating only what is missing
+    (``nice``: the worker processes' niceness increment).
 
     Raises ValueError, saying how to regenerate, when ``root`` holds a tree of another config, and
     ``GeneratorBusyError`` when another generator keeps ``root`` longer than ``wait`` seconds.
     """
     cfg = preset_config(preset, seed=seed, shift=shift)
     small = sum(cfg.count(split) for split in splits) < 64  # a worker pool costs more than it saves
-    return generate(cfg, root, splits, 1 if small else default_workers(), wait)
+    return generate(cfg, root, splits, 1 if small else default_workers(), wait, nice)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -15,7 +15,8 @@ import io
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from dida.data.datasets import (
     CityscapesDataset,
     ClassStats,
     DatasetError,
+    SegDataset,
     build_dataset,
     class_pixel_totals,
     load_class_stats,
@@ -38,6 +40,7 @@ from dida.data.overlap import (
     OverlapIndex,
     build_overlap_index,
 )
+from dida.data.pending import PendingSplit
 from dida.data.synthcity import ensure_synthcity, read_manifest, synthcity_roots
 from dida.studio.predictions import LRU
 from dida.studio.uploads import load_upload, upload_key
@@ -66,6 +69,9 @@ class DataRoot:
     """The Cityscapes-layout root holding ``leftImg8bit/val`` (SynthCity: ``<root>/target``)."""
     cache_dir: Path
     """Where thumbnails, indexes, class statistics and per-image results are written."""
+    writing: Callable[[], bool] | None = field(default=None, compare=False)
+    """Set while this process's generator still writes the val split (first launch): the split
+    is then read as it is written (``dida.data.pending.PendingSplit``)."""
 
     @property
     def owned(self) -> bool:
@@ -93,17 +99,27 @@ def _is_new_folder(root: Path) -> bool:
     return not root.exists() or (root.is_dir() and not any(root.iterdir()))
 
 
+def _own_cache(root: Path, cache: str | Path | None) -> Path:
+    return Path(cache) if cache else root / ".studio"
+
+
 def open_data_root(
-    root: str | Path, preset: str = "default", cache: str | Path | None = None
+    root: str | Path,
+    preset: str = "default",
+    cache: str | Path | None = None,
+    writing: Callable[[], bool] | None = None,
 ) -> DataRoot:
     """Detect the layout of ``root``: a SynthCity tree (its manifest; a missing or empty folder
     becomes one, val split only) or a Cityscapes root (``leftImg8bit/val``).  ``cache`` replaces
-    the default cache folder.  Raises :class:`DatasetError` naming both layouts for anything else."""
+    the default cache folder.  ``writing``: this process's generator is writing the val split of
+    ``root`` while ``writing()`` is true; the root then opens without waiting for it.  Raises
+    :class:`DatasetError` naming both layouts for anything else."""
     root = Path(root)
+    if writing is not None and writing() and read_manifest(root) is not None:
+        return DataRoot(SYNTHCITY, root, synthcity_roots(root)[1], _own_cache(root, cache), writing)
     if read_manifest(root) is not None or _is_new_folder(root):
         root = ensure_synthcity(root, preset, ("val",))
-        cache_dir = Path(cache) if cache else root / ".studio"
-        return DataRoot(SYNTHCITY, root, synthcity_roots(root)[1], cache_dir)
+        return DataRoot(SYNTHCITY, root, synthcity_roots(root)[1], _own_cache(root, cache))
     if (root / "leftImg8bit" / "val").is_dir():
         return DataRoot(CITYSCAPES, root, root, Path(cache) if cache else foreign_cache_dir(root))
     raise DatasetError(
@@ -155,6 +171,14 @@ def source_data(run_dir: Path) -> tuple[str, Path]:
     return kind, root
 
 
+def _val_split(data: DataRoot) -> SegDataset:
+    """The val split of ``data``: as it is being written when this process's generator still
+    writes it (``DataRoot.writing``), else the files found."""
+    if data.writing is not None and data.writing():
+        return PendingSplit(data.root, "val", data.writing)
+    return CityscapesDataset(data.target, "val")
+
+
 class ValImages:
     """The val split (int keys) and uploads (str keys) of a data root, with their indexes.
 
@@ -165,7 +189,7 @@ class ValImages:
     def __init__(self, data: DataRoot, tasks: Tasks, source: str | Path | None = None) -> None:
         self.data, self.data_root, self.tasks = data, data.root, tasks
         self.source = open_source(source) if source else self._own_source()
-        self.val = CityscapesDataset(data.target, "val")
+        self.val = _val_split(data)
         if not data.owned:  # class statistics go to the cache, never next to foreign labels
             self.val.stats_folder = data.cache_dir / "val-stats"
         self._val_item = functools.lru_cache(maxsize=64)(self.val.__getitem__)
@@ -216,6 +240,7 @@ class ValImages:
         path = self.thumbnail_dir / f"{index:05d}_{width}.jpg"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
+            self.val.wait(index)
             with Image.open(self.val.samples[index].image) as im:
                 im.thumbnail((width, width))
                 buffer = io.BytesIO()
@@ -251,6 +276,14 @@ class ValImages:
     def rare_classes(self) -> list[int]:
         """Classes below ``RARE_PIXEL_FRACTION`` of the val pixels, rarest first."""
         return rare_classes(class_pixel_totals(self.target_stats()))
+
+    def known_rare_classes(self) -> list[int] | None:
+        """``rare_classes`` without waiting: None while the val split is still being written and
+        its statistics are not computed (they are then computed in the background)."""
+        if self._stats is None and self.data.writing is not None and self.data.writing():
+            self.tasks.submit("target-stats", self.target_stats)
+            return None
+        return self.rare_classes()
 
     def source_name(self) -> str | None:
         """The dataset behind the source statistics, e.g. ``GTA5 (/data/gta)``; None without one."""

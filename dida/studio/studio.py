@@ -13,7 +13,7 @@ Who waits for whom is explained in :mod:`dida.studio.work`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -70,12 +70,15 @@ class Studio(BankViews, Readings):
         checkpoints: Sequence[str] = (),
         source: str | Path | None = None,
         cache_dir: str | Path | None = None,
+        writing: Callable[[], bool] | None = None,
     ) -> None:
         """Open the val split at ``data_root``: a SynthCity tree (generated when missing) or a
         Cityscapes root (read only; caches under ``cache_dir`` or ``~/.cache/dida-studio``).
         ``checkpoints``: ``--checkpoint`` entries (official ``.pth``, ``PATH:teacher``, run
-        folders); ``source``: the source dataset of the long-tail statistics."""
-        self.data = open_data_root(data_root, data_preset, cache_dir)
+        folders); ``source``: the source dataset of the long-tail statistics; ``writing``: this
+        process's generator still writes the SynthCity val split (first launch) while true, and
+        the split is read as it is written."""
+        self.data = open_data_root(data_root, data_preset, cache_dir, writing)
         self.data_root, self.data_preset = self.data.root, data_preset
         self.runs_dirs = [Path(d) for d in runs_dirs] or [Path("runs")]
         self.assets_dir = None if assets_dir is None else Path(assets_dir)
@@ -195,6 +198,10 @@ class Studio(BankViews, Readings):
     def rare_classes(self) -> list[int]:
         """Classes below ``RARE_PIXEL_FRACTION`` of the val pixels, rarest first."""
         return self.images.rare_classes()
+
+    def known_rare_classes(self) -> list[int] | None:
+        """``rare_classes``, or None while the val split is still being written (first launch)."""
+        return self.images.known_rare_classes()
 
     def overlap_flags(self) -> list[bool] | None:
         """Per val image: touching entities of different thing classes? None until indexed."""
@@ -322,6 +329,7 @@ class Studio(BankViews, Readings):
         return image_prediction(out.probs[0], out.features[0])
 
     def _image_identity(self, key: ImageKey) -> str:
+        self.val.wait(int(key))
         return file_identity(self.val.samples[int(key)].image)
 
     def prediction_progress(self, run_id: str, key: ImageKey) -> tuple[int, int] | None:

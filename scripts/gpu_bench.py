@@ -95,7 +95,6 @@ class Launch:
     nice: int
     log: Path
     proc: subprocess.Popen | None = field(default=None, repr=False)
-    started: float = 0.0
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +105,6 @@ class Launch:
         self.proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-        self.started = time.time()
 
     def done(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None

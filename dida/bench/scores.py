@@ -81,6 +81,12 @@ def training_cost(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def val_rare_classes(val: Any) -> list[str]:
+    """Names of the rare classes of a val split (``EvalImages``), from its cached statistics."""
+    stats = load_class_stats(val.dataset, cache_dir=Path(".cache") / "class_stats")
+    return [CLASSES[c] for c in rare_classes(class_pixel_totals(stats))]
+
+
 def score_run(run_dir: str | Path, device: str = "cpu", max_images: int | None = None) -> dict:
     """Score ``run_dir``'s final weights and write ``bench_eval.json``; returns the record."""
     run_dir = Path(run_dir)
@@ -92,8 +98,7 @@ def score_run(run_dir: str | Path, device: str = "cpu", max_images: int | None =
         scores = evaluate_masks(
             model, val, {"all": None, "overlap": overlap_pixels}, device, max_images
         )
-    stats = load_class_stats(val.dataset, cache_dir=Path(".cache") / "class_stats")
-    rare = [CLASSES[c] for c in rare_classes(class_pixel_totals(stats))]
+    rare = val_rare_classes(val)
     everything, overlap = scores["all"].to_dict(), scores["overlap"].to_dict()
     record = {
         "it": runs.run_info(run_dir).iteration,
@@ -127,8 +132,7 @@ def score_from_final_eval(run_dir: str | Path) -> dict:
         raise ValueError(f"{run_dir} is not finished with a logged final evaluation")
     cfg = TrainConfig.from_dict(runs.read_json(run_dir / runs.CONFIG))
     val = target_val_images(cfg.data)
-    stats = load_class_stats(val.dataset, cache_dir=Path(".cache") / "class_stats")
-    rare = [CLASSES[c] for c in rare_classes(class_pixel_totals(stats))]
+    rare = val_rare_classes(val)
     everything = {
         k: v for k, v in final[-1].items() if k not in ("kind", "it", "train_cpu_s", "train_wall_s")
     }

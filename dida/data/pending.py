@@ -14,7 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dida.data.datasets import CITYSCAPES_ID_FORMAT, DatasetError, Sample, SegDataset
-from dida.data.synthcity import SynthCityConfig, image_paths, read_manifest, synthcity_roots
+from dida.data.synthcity import (
+    SynthCityConfig,
+    image_paths,
+    read_manifest,
+    synthcity_roots,
+    target_name,
+)
 
 POLL_S = 0.05
 
@@ -34,9 +40,12 @@ class PendingSplit(SegDataset):
         if manifest is None:
             raise DatasetError(f"{root}: no synthcity.json yet; the split's names are not known")
         count = SynthCityConfig(**manifest["config"]).count(split)
-        files = [image_paths(root, split, i, count) for i in range(count)]
+        files = [
+            (target_name(split, i, count)[1], image_paths(root, split, i, count))
+            for i in range(count)
+        ]
         samples = sorted(
-            (Sample(_stem(f["image"]), f["image"], f["label"], f["instance"]) for f in files),
+            (Sample(stem, f["image"], f["label"], f["instance"]) for stem, f in files),
             key=lambda sample: sample.image,  # the glob order of CityscapesDataset
         )
         target = synthcity_roots(root)[1]
@@ -65,10 +74,6 @@ class PendingSplit(SegDataset):
     def __getitem__(self, index: int) -> dict:
         self.wait(index)
         return super().__getitem__(index)
-
-
-def _stem(image: Path) -> str:
-    return image.name[: -len("_leftImg8bit.png")]
 
 
 def _stopped(sample: Sample) -> str:

@@ -65,15 +65,20 @@ def app_url(tmp_path_factory: pytest.TempPathFactory, synthcity_tiny: Path):
 
 
 @contextmanager
-def chromium_page(url: str, failure_shot: Path | None = None) -> Iterator:
+def chromium_page(
+    url: str, failure_shot: Path | None = None, requests: list[str] | None = None
+) -> Iterator:
     """A 1400 x 1000 headless Chromium page at ``url`` (timeouts set; a screenshot to
-    ``failure_shot`` when the block raises); the browser closes afterwards."""
+    ``failure_shot`` when the block raises; every URL the page requests appended to ``requests``
+    from the first one); the browser closes afterwards."""
     sync_api = _browser_or_skip()
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(TIMEOUT)
         sync_api.expect.set_options(timeout=TIMEOUT)
+        if requests is not None:
+            page.on("request", lambda request: requests.append(request.url))
         try:
             page.goto(url)
             yield page
@@ -95,6 +100,18 @@ def test_every_tab_in_headless_chromium(app_url: str) -> None:
             views = {"Temperature": _temperature, "UMAP": _umap, "Train": _train}
             views.get(tab, _view)(page, expect, shots, tab)
     assert {f"{_slug(t)}.png" for t in TABS} <= {p.name for p in shots.iterdir()}
+
+
+def test_the_page_fetches_plotly_before_its_first_event(app_url: str) -> None:
+    """The head's preload asks for Gradio's plotly chunk before the page's load events reach the
+    queue (it used to wait for the first figure), and only once: the frontend's own import reuses
+    it, and the Compare grid draws."""
+    expect, requests = _browser_or_skip().expect, []
+    with chromium_page(app_url, requests=requests) as page:
+        expect(page.locator("#compare-grid").get_by_text("ground truth")).to_be_visible()
+    chunks = [i for i, url in enumerate(requests) if "/assets/PlotlyPlot-" in url]
+    first_event = next(i for i, url in enumerate(requests) if "/queue/join" in url)
+    assert len(chunks) == 1 and chunks[0] < first_event
 
 
 def _slug(tab: str) -> str:

@@ -163,7 +163,8 @@ def fresh_clone_seconds(work: Path, port: int) -> dict[str, float]:
 
 def _watch_page(page, start: float, times: dict) -> None:
     """Browser-side moments into ``times["browser"]`` (seconds from ``start``): each document
-    loaded, the app's first config request and first queue call (the page's load events)."""
+    loaded, the app's first config request, first queue call (the page's load events), and when
+    Gradio's plotly chunk was asked for and had arrived."""
     events = times.setdefault("browser", [])
 
     def mark(what: str) -> None:
@@ -175,8 +176,15 @@ def _watch_page(page, start: float, times: dict) -> None:
             mark(f"request {path[:60]}")
         elif "queue/join" in path and not any("queue call" in e for e in events):
             mark("first queue call (the page's load events)")
+        elif "/assets/PlotlyPlot-" in path:
+            mark("plotly chunk requested")
+
+    def on_finished(request) -> None:
+        if "/assets/PlotlyPlot-" in request.url:
+            mark("plotly chunk arrived")
 
     page.on("request", on_request)
+    page.on("requestfinished", on_finished)
     page.on("domcontentloaded", lambda _: mark("document parsed (DOMContentLoaded)"))
     page.on("load", lambda _: mark("document loaded (load)"))
 

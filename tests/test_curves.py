@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,9 +11,11 @@ import pytest
 from dida import runs
 from dida.bench.curves import (
     CURVE_CLASSES,
+    CurvePoint,
     best_per_budget,
     curve_table,
     interpolate_cost,
+    log_trend,
     plot_curves,
     run_curve,
 )
@@ -142,3 +145,23 @@ def test_a_budget_is_spent_only_up_to_the_budget_it_stopped_at(tmp_path: Path) -
     assert job.budget_spent(tmp_path)
     runs.write_status(run, "running", stop_cpu_h=job.stop_cpu_h)
     assert not job.budget_spent(tmp_path)
+
+
+def test_the_log_trend_recovers_its_line_and_where_it_crosses_a_target() -> None:
+    """mIoU = 0.40 + 0.015 log2(it / 1000): +1.5 points per doubling, 0.43 reached at 4,000 its
+    (the 500-it point before the fit's start is ignored); the cost per iteration is the last
+    point's."""
+    points = [CurvePoint(500, 0.1, 0.9)] + [
+        CurvePoint(it, it / 4000, 0.40 + 0.015 * math.log2(it / 1000)) for it in (1000, 2000, 8000)
+    ]
+    trend = log_trend(points, target=0.43)
+    assert trend.per_doubling == pytest.approx(0.015)
+    assert trend.reach_it == pytest.approx(4000)
+    assert trend.cpu_h_per_it == pytest.approx(1 / 4000) and trend.points == 3
+
+
+def test_a_flat_or_short_curve_has_no_crossing() -> None:
+    flat = [CurvePoint(it, None, 0.45) for it in (1000, 2000, 4000)]
+    trend = log_trend(flat, target=0.5)
+    assert trend.reach_it is None and trend.cpu_h_per_it is None
+    assert log_trend(flat[:2], target=0.5) is None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
 from dida import runs
-from dida.bench.report import gap_closed
+from dida.bench.jobs import Job
+from dida.bench.report import gap_closed, gap_trends
 from dida.bench.showcase import (
     SHOWCASE_ADAPT_ITERS,
     SHOWCASE_RECIPE,
@@ -63,6 +65,31 @@ def test_gap_closed_is_the_share_of_the_source_only_to_oracle_gap() -> None:
     line = gap_closed(rows)
     assert line.endswith("daformer 40 %, dida -5 %") and "30.0 → oracle 70.0" in line
     assert "no gap" in gap_closed({"oracle": rows["oracle"]})
+
+
+def test_gap_trends_extrapolate_finished_adaptation_rows_only(tmp_path: Path) -> None:
+    """The target is 40 % of the gap (46.0 mIoU here); a finished row rising 1.5 points per
+    doubling from 43.0 at 1,000 its reaches it at 4,000; an unfinished row is left out."""
+    rows = {"source_only": {"mIoU": (30.0, 0.0, 1)}, "oracle": {"mIoU": (70.0, 0.0, 1)}}
+    jobs = [
+        Job("showcase", f"{r}_s0", r, "showcase", tags={"row": r}) for r in ("daformer", "dida")
+    ]
+    for job, state in zip(jobs, ("finished", "running"), strict=True):
+        run_dir = job.run_dir(tmp_path)
+        run_dir.mkdir(parents=True)
+        runs.write_status(run_dir, state, it=8000)
+        for it in (1000, 2000, 8000):
+            miou = 0.43 + 0.015 * math.log2(it / 1000)
+            record = {"mIoU": {"19": miou}, "IoU": {}, "train_cpu_s": 0.9 * it}
+            runs.append_metrics(run_dir, {"kind": "eval", "it": it, **record})
+    lines = gap_trends(jobs, tmp_path, rows)
+    assert "What 40 % of the gap (46.0 mIoU)" in lines[0]
+    assert lines[2] == (
+        "- daformer_s0: +1.5 mIoU per doubling (3 evaluations); reaches the target at ≈ 4,000 its, "
+        "≈ 1 CPU-h"
+    )
+    assert not any("dida_s0" in line for line in lines)
+    assert gap_trends(jobs, tmp_path, {"oracle": rows["oracle"]}) == []
 
 
 def test_fidelity_rows_start_from_the_showcase_source_only_snapshot() -> None:

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from dida import runs
 from dida.bench.jobs import Job
 
@@ -67,6 +69,42 @@ def _bracket(points: list[tuple[int, float]], k: int) -> tuple[tuple[int, float]
     points = [(0, 0.0), *points]
     k = min(max(k + 1, 1), len(points) - 1)
     return points[k - 1], points[k]
+
+
+TREND_FROM_IT = 1000
+"""First iteration of the trend fit: earlier evaluations mix the warm start's jump with noise."""
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A run's mIoU against log2(iterations), least squares over its evaluations from
+    ``TREND_FROM_IT`` on: what the schedule's length buys, and where the line would cross a target.
+    An extrapolation of a noisy curve (±1–2 mIoU between evaluations), not a measurement."""
+
+    per_doubling: float
+    """mIoU (fraction) gained per doubling of the iterations."""
+    reach_it: float | None
+    """Iterations at which the line reaches the target (None: the line does not rise)."""
+    cpu_h_per_it: float | None
+    """The run's training CPU-hours per iteration so far (None without cost records)."""
+    points: int
+    """Evaluations fitted."""
+
+
+def log_trend(
+    points: Sequence[CurvePoint], target: float, from_it: int = TREND_FROM_IT
+) -> Trend | None:
+    """The ``Trend`` of ``points`` towards mIoU ``target`` (None with fewer than 3 evaluations
+    from ``from_it`` on)."""
+    fitted = [p for p in points if p.it >= from_it]
+    if len(fitted) < 3:
+        return None
+    x = np.log2([p.it for p in fitted])
+    slope, intercept = np.polyfit(x, [p.miou for p in fitted], 1)
+    reach = float(2 ** ((target - intercept) / slope)) if slope > 0 else None
+    last = fitted[-1]
+    cost = None if last.cpu_h is None else last.cpu_h / last.it
+    return Trend(float(slope), reach, cost, len(fitted))
 
 
 def curve_table(curves: Mapping[str, list[CurvePoint]]) -> str:

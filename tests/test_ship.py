@@ -83,6 +83,12 @@ def test_ship_finds_the_showcase_models_and_the_main_suite_runs() -> None:
     assert main == {"dida": Path("runs/bench/main/dida_s0"),
                     "dida_released": Path("runs/bench/main/dida_released_s0"),
                     "other_s3": Path("runs/bench/main/other_s3")}  # fmt: skip
+    some = _sources(parse_args(["--suite", "showcase", "--names", "oracle", "dida"]))
+    assert some == {"oracle": Path(f"runs/bench/curves/oracle_{SHOWCASE_RECIPE}"),
+                    "dida": Path("runs/bench/showcase/dida_s0")}  # fmt: skip
+    assert set(_sources(parse_args(["--names", "daformer_s0"]))) == {"daformer"}
+    with pytest.raises(ValueError, match="not a shipped showcase model: \\['dida_mic'\\]"):
+        showcase_runs(Path("/b"), ["oracle", "dida_mic"])
 
 
 def test_a_warm_started_models_card_counts_its_starting_models_hours(tiny_dida_run: Path) -> None:

@@ -213,11 +213,15 @@ def scores_main(out: Path, names: Sequence[str], data_root: Path) -> None:
         )
 
 
-def showcase_runs(bench_root: Path) -> dict[str, Path]:
-    """Shipped name → run folder of the showcase models (``--suite showcase``): source-only and the
-    oracle are the winning recipe's curve runs, the adaptation rows the showcase suite's seed 0."""
+def showcase_runs(bench_root: Path, names: Sequence[str] = SHOWCASE_SHIPPED) -> dict[str, Path]:
+    """Shipped name → run folder of the showcase models ``names`` (``--suite showcase``):
+    source-only and the oracle are the winning recipe's curve runs, the adaptation rows the
+    showcase suite's seed 0."""
+    unknown = sorted(set(names) - set(SHOWCASE_SHIPPED))
+    if unknown:
+        raise ValueError(f"not a shipped showcase model: {unknown}; choose from {SHOWCASE_SHIPPED}")
     jobs = {job.tags["row"]: job.run_dir(bench_root) for job in showcase_jobs()}
-    return {name: jobs[name] for name in SHOWCASE_SHIPPED}
+    return {name: jobs[name] for name in names}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -231,7 +235,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--runs", type=Path, default=None, help="runs/bench/main; runs/bench for showcase"
     )
     p.add_argument("--out", type=Path, default=Path("assets/checkpoints"))
-    p.add_argument("--names", nargs="*", default=[f"{k}_s0" for k in SHIPPED_ROWS])
+    p.add_argument(
+        "--names", nargs="*", default=None,
+        help=f"runs to ship (main: default {' '.join(f'{k}_s0' for k in SHIPPED_ROWS)}); with "
+        f"--suite showcase, which of {' '.join(SHOWCASE_SHIPPED)} (default all)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
         "--data", type=Path, default=None,
@@ -249,8 +257,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.scores_only:
-        names = [] if args.names == parse_args([]).names else args.names
-        return scores_main(args.out, names, args.data or DEFAULT_DATA)
+        return scores_main(args.out, args.names or [], args.data or DEFAULT_DATA)
     for name, run_dir in _sources(args).items():
         folder = ship_run(run_dir, args.out, name, args.data, _suite(args))
         size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
@@ -268,9 +275,10 @@ def _suite(args: argparse.Namespace) -> str:
 def _sources(args: argparse.Namespace) -> dict[str, Path]:
     """Shipped name → run folder for the command line's suite."""
     if args.suite == "showcase":
-        return showcase_runs(args.runs or Path("runs/bench"))
+        return showcase_runs(args.runs or Path("runs/bench"), args.names or SHOWCASE_SHIPPED)
     root, known = args.runs or Path("runs/bench/main"), {row.key for row in MAIN_ROWS}
-    names = {n: n.rsplit("_s", 1)[0] for n in args.names}
+    chosen = args.names or [f"{k}_s0" for k in SHIPPED_ROWS]
+    names = {n: n.rsplit("_s", 1)[0] for n in chosen}
     return {(key if key in known else n): root / n for n, key in names.items()}
 
 

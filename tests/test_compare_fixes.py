@@ -21,7 +21,7 @@ from app.views import common, compare, compare_picker, confusion
 from dida import visualize as V
 from dida.analysis import confusion_view, look_alike_classes, pair_types
 from dida.studio import Studio
-from dida.studio.scores import image_row
+from dida.scores import image_row
 
 RUNS = ["run:dida", "run:daformer", "run:source_only"]
 

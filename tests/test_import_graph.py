@@ -107,6 +107,15 @@ def test_imports_form_no_circle() -> None:
     assert cycle is None, "import circle: " + " -> ".join(cycle)
 
 
+def test_only_the_app_imports_the_studio() -> None:
+    """The studio is the app's engine, the last room before the views (STYLE.md's arrow):
+    training, benchmark and analysis modules never import it."""
+    graph = import_graph()
+    upstream = [m for m in graph if m.startswith("dida.") and not m.startswith("dida.studio")]
+    bad = {m: sorted(i for i in graph[m] if i.startswith("dida.studio")) for m in upstream}
+    assert not {m: i for m, i in bad.items() if i}, "imports against the arrow"
+
+
 def test_the_checker_finds_a_circle_and_resolves_relative_imports(tmp_path: Path) -> None:
     (tmp_path / "pkg" / "sub").mkdir(parents=True)
     (tmp_path / "pkg" / "__init__.py").write_text("")

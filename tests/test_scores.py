@@ -34,7 +34,7 @@ from dida.bench.ship import checkpoint_scores, parse_args, val_split, write_scor
 from dida.data.classes import CLASSES, IGNORE_INDEX
 from dida.data.overlap import build_overlap_index
 from dida.evaluate import ConfusionMatrix
-from dida.studio.scores import (
+from dida.scores import (
     SCORES_FILE,
     ScoreTable,
     compare_tables,

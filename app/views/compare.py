@@ -58,7 +58,7 @@ from app.views.compare_picker import (  # the picker's handlers, re-exported
 from dida import visualize as V
 from dida.data.classes import CLASSES
 from dida.studio import ImageKey, Studio
-from dida.studio.scores import image_row
+from dida.scores import image_row
 
 __all__ = [
     "build", "grid", "panels", "export_png", "legend", "readout", "click", "click_image", "diff",

@@ -31,7 +31,7 @@ from app.views.common import (
 )
 from dida.analysis import LOOK_ALIKE_GROUPS, ConfusionView, confusion_view, look_alike_classes
 from dida.studio import Studio
-from dida.studio.scores import ScoreTable, compare_tables, sort_rows
+from dida.scores import ScoreTable, compare_tables, sort_rows
 
 SPREAD = "overlap IoU spread"
 """The default sort column: where the ticked runs disagree most on overlapping entities."""

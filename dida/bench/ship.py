@@ -32,7 +32,7 @@ from dida.data.datasets import CityscapesDataset
 from dida.data.pipeline import EvalImages
 from dida.data.synthcity import synthcity_roots
 from dida.data.uda import domain_roots, target_val_images
-from dida.studio.scores import SCORES_FILE, ScoreTable, file_digest, model_predictor, score_dataset
+from dida.scores import SCORES_FILE, ScoreTable, file_digest, model_predictor, score_dataset
 from dida.validate import evaluate_model
 
 EXPECTED = "expected.json"

@@ -1,6 +1,6 @@
 """Whole-split passes: one run's model over every val image (in the background, one image at a time
 through the inference gate, so requests go first), its metrics, and the per-image scores the
-Compare gallery sorts by. Score tables (``dida.studio.scores``) come from the file shipped beside a
+Compare gallery sorts by. Score tables (``dida.scores``) come from the file shipped beside a
 checkpoint when it matches the weights and the val split, else from the disk cache
 (``<data>/.studio/scores/<run>-<weights stamp>.npz``), else from a background pass (batch lane)."""
 
@@ -19,7 +19,7 @@ from dida.inference import predict_image
 from dida.studio.catalog import RunCatalog
 from dida.studio.images import ImageKey, ValImages
 from dida.studio.predictions import ValPass, image_confusion
-from dida.studio.scores import SCORES_FILE, ScoreTable, image_row, matches, table_from_rows
+from dida.scores import SCORES_FILE, ScoreTable, image_row, matches, table_from_rows
 from dida.studio.work import InferenceGate, Tasks
 
 

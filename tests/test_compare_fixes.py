@@ -20,8 +20,8 @@ from app.main import build_app
 from app.views import common, compare, compare_picker, confusion
 from dida import visualize as V
 from dida.analysis import confusion_view, look_alike_classes, pair_types
-from dida.studio import Studio
 from dida.scores import image_row
+from dida.studio import Studio
 
 RUNS = ["run:dida", "run:daformer", "run:source_only"]
 

@@ -57,8 +57,8 @@ from app.views.compare_picker import (  # the picker's handlers, re-exported
 )
 from dida import visualize as V
 from dida.data.classes import CLASSES
-from dida.studio import ImageKey, Studio
 from dida.scores import image_row
+from dida.studio import ImageKey, Studio
 
 __all__ = [
     "build", "grid", "panels", "export_png", "legend", "readout", "click", "click_image", "diff",

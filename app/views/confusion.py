@@ -30,8 +30,8 @@ from app.views.common import (
     write_csv,
 )
 from dida.analysis import LOOK_ALIKE_GROUPS, ConfusionView, confusion_view, look_alike_classes
-from dida.studio import Studio
 from dida.scores import ScoreTable, compare_tables, sort_rows
+from dida.studio import Studio
 
 SPREAD = "overlap IoU spread"
 """The default sort column: where the ticked runs disagree most on overlapping entities."""

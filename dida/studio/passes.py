@@ -16,10 +16,10 @@ from dida import runs
 from dida.analysis import OVERLAP_WIDTH, ImageScores, pair_scores, pair_types, spread
 from dida.data.overlap import overlap_mask
 from dida.inference import predict_image
+from dida.scores import SCORES_FILE, ScoreTable, image_row, matches, table_from_rows
 from dida.studio.catalog import RunCatalog
 from dida.studio.images import ImageKey, ValImages
 from dida.studio.predictions import ValPass, image_confusion
-from dida.scores import SCORES_FILE, ScoreTable, image_row, matches, table_from_rows
 from dida.studio.work import InferenceGate, Tasks
 
 

@@ -44,16 +44,16 @@ def panel_pixels(figure, index: int) -> np.ndarray:
 
 def test_gallery_lists_filters_and_sorts(studio: Studio) -> None:
     studio.index_overlaps(wait=True)  # the pair-type counts poll until the overlap index is ready
-    items, shown, status, timer, _ = compare.gallery(studio, False, "all", "file", None, None)
+    items, shown, status, timer, _, _ = compare.gallery(studio, False, "all", "file", None, None)
     assert shown == [0, 1, 2, 3] and [c for _, c in items] == ["#0", "#1", "#2", "#3"]
     assert status.startswith("4 of 4 images") and timer.active is False
     bicycle = str(CLASSES.index("bicycle"))
-    _, shown, _, _, _ = compare.gallery(studio, False, bicycle, "file", None, None)
+    _, shown, _, _, _, _ = compare.gallery(studio, False, bicycle, "file", None, None)
     assert shown == [i.index for i in studio.val_items() if CLASSES.index("bicycle") in i.classes]
     for run_id in ("run:source_only", "run:dida"):  # per-image scores: the score tables
         studio.passes.scores(run_id)
         studio.worker.wait(("scores", run_id, studio.model_stamp(run_id)), timeout=120)
-    items, shown, _, timer, _ = compare.gallery(
+    items, shown, _, timer, _, _ = compare.gallery(
         studio, False, "all", "gain", "run:source_only", "run:dida"
     )
     scores = studio.image_scores("run:source_only", "run:dida").score

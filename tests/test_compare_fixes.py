@@ -20,6 +20,7 @@ from app.main import build_app
 from app.views import common, compare, compare_picker, confusion
 from dida import visualize as V
 from dida.analysis import confusion_view, look_alike_classes, pair_types
+from dida.data.classes import CLASSES
 from dida.scores import image_row
 from dida.studio import Studio
 
@@ -61,9 +62,26 @@ def test_pair_type_choices_count_images_and_filter_the_gallery(studio: Studio) -
     for (label, value), (name, images) in zip(choices[1:], types.items(), strict=True):
         assert value == name and label == f"{name} ({len(images)} images)"
     name, images = next(iter(types.items()))
-    _, shown, status, _, pairs = compare.gallery(studio, False, "all", "file", None, None, name)
+    _, shown, status, _, pairs, _ = compare.gallery(studio, False, "all", "file", None, None, name)
     assert shown == images and status.startswith(f"{len(images)} of 4 images")
     assert pairs["choices"] == choices
+
+
+def test_the_rare_class_choice_fills_in_once_the_classes_are_known(
+    studio: Studio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a first launch writes the val split the rare classes are unknown: the gallery keeps
+    polling and its class-filter choices say so; a later poll names them (no page reload)."""
+    known = studio.known_rare_classes()
+    monkeypatch.setattr(studio, "known_rare_classes", lambda: None)
+    *_, timer, _, classes = compare.gallery(studio, False, "all", "file", None, None)
+    assert timer.active and classes["choices"][1][0].endswith(
+        "(listed once the val split is written)"
+    )
+    monkeypatch.undo()
+    *_, classes = compare.gallery(studio, False, "all", "file", None, None)
+    names = ", ".join(CLASSES[c] for c in known) or "none"
+    assert classes["choices"][1] == (f"any rare class ({names})", "rare")
 
 
 def test_overlap_band_is_drawn_over_every_panel(studio: Studio) -> None:
@@ -96,13 +114,13 @@ def test_band_table_gives_miou_overlap_and_boundary_iou_per_model(studio: Studio
 
 def test_gallery_sorts_by_disagreement_on_overlaps(scored: Studio) -> None:
     spread = scored.passes.disagreement(RUNS)
-    items, shown, _, timer, _ = compare.gallery(
+    items, shown, _, timer, _, _ = compare.gallery(
         scored, False, "all", "spread", None, None, "any", RUNS
     )
     finite = [i for i in range(4) if spread[i] == spread[i]]
     assert shown[: len(finite)] == sorted(finite, key=lambda i: -spread[i])
     assert timer.active is False
-    _, _, status, _, _ = compare.gallery(
+    _, _, status, _, _, _ = compare.gallery(
         scored, False, "all", "spread", None, None, "any", RUNS[:1]
     )
     assert "tick two models or more" in status

@@ -131,7 +131,9 @@ def test_no_instance_ids_says_unavailable_without_a_background_crash(tmp_path, c
         assert studio.index_overlaps() == NO_INSTANCES
         assert studio.worker.state("overlap-index") is None  # nothing started, nothing crashed
         assert studio.overlap_flags() is None
-        _, _, status, timer, pairs = compare_picker.gallery(studio, True, "all", "file", None, None)
+        _, _, status, timer, pairs, _ = compare_picker.gallery(
+            studio, True, "all", "file", None, None
+        )
         assert status == f"3 of 3 images — {NO_INSTANCES}" and timer.active is False
         assert pairs["choices"] == [(f"any pair type ({NO_INSTANCES})", "any")]
         for _ in range(3):  # every filter change answers the same, at once

@@ -43,7 +43,7 @@ def test_person_person_pairs_are_listed_with_their_image_counts(studio: Studio) 
     choices = {value: label for label, value in compare.pair_choices(studio)}
     n = counts[("person", "person")]
     assert choices["person–person"] == f"person–person ({n} images)"
-    _, shown, status, _, _ = compare.gallery(
+    _, shown, status, _, _, _ = compare.gallery(
         studio, False, "all", "file", None, None, "person–person"
     )
     assert shown == types["person–person"] and status.startswith(f"{n} of 4 images")

@@ -152,7 +152,9 @@ def gallery(
     pair: str = "any",
     run_ids: list[str] | None = None,
 ) -> tuple[list[tuple[str, str]], list[int], str, Any, Any]:
-    """(thumbnails with captions, their val indices, status, timer update, pair-type choices)."""
+    """(thumbnails with captions, their val indices, status, timer update, pair-type choices,
+    class-filter choices). The timer polls while scores, the overlap index or (first launch) the
+    rare classes are still being computed; the choices then fill in."""
     indices, note = filtered_indices(studio, overlap_only, class_filter, pair)
     indices, scores, progress = sorted_indices(studio, indices, sort, run_a, run_b, run_ids)
     shown = indices[:MAX_GALLERY]
@@ -163,13 +165,14 @@ def gallery(
     waiting = " · ".join(n for n in (note, progress) if n)
     polling = bool(progress) or (bool(note) and not note.startswith("unavailable"))
     pairs = pair_choices(studio)
-    indexing = "indexing" in pairs[0][0]
+    indexing = "indexing" in pairs[0][0] or studio.known_rare_classes() is None
     return (
         items,
         shown,
         status + (f" — {waiting}" if waiting else ""),
         gr.Timer(active=polling or indexing),
         gr.update(choices=pairs),
+        gr.update(choices=class_filter_choices(studio)),
     )
 
 
@@ -268,7 +271,7 @@ def wire(studio: Studio, shared: Shared, p: dict[str, Any], ui: dict[str, Any], 
     key = shared.image_key
     gallery_in = [p["overlap"], p["classes"], p["sort"], ui["run_a"], ui["run_b"], p["pair"],
                   ui["models"]]  # fmt: skip
-    gallery_out = [p["gallery"], p["shown"], p["status"], p["timer"], p["pair"]]
+    gallery_out = [p["gallery"], p["shown"], p["status"], p["timer"], p["pair"], p["classes"]]
     gr.on(
         [p["overlap"].change, p["classes"].change, p["sort"].change, p["pair"].change,
          p["timer"].tick, ui["models"].change],

@@ -31,7 +31,7 @@ from dida.bench.scores import (
     overlap_pixels,
     present_miou,
     score_from_final_eval,
-    training_cost,
+    wall_cost,
 )
 from dida.data.classes import CLASSES
 from dida.environment import run_config
@@ -355,13 +355,13 @@ def test_ablation_and_shift_reports_write_tables_and_plots(tmp_path: Path) -> No
         assert (tmp_path / "docs" / "figures" / name).stat().st_size > 1000
 
 
-def test_training_cost_uses_the_segment_since_the_last_restart(tmp_path: Path) -> None:
+def test_wall_cost_uses_the_segment_since_the_last_restart(tmp_path: Path) -> None:
     records = [(20, 0.0), (40, 10.0), (60, 20.0)]  # interrupted at 60 after 2 s / iteration
     records += [(20, 1000.0), (40, 1005.0), (60, 1010.0), (80, 1015.0), (100, 1020.0)]
     with open(tmp_path / "metrics.jsonl", "w") as f:
         for it, t in records:
             f.write(json.dumps({"kind": "train", "it": it, "time": t, "peak_mem_mb": it}) + "\n")
-    cost = training_cost(tmp_path)
+    cost = wall_cost(tmp_path)
     assert cost["it_per_s"] == pytest.approx(4.0)  # 80 iterations in 20 s
     assert cost["train_s"] == pytest.approx(25.0) and cost["peak_mem_mb"] == 100
     assert [r["it"] for r in last_segment([{"it": 5}, {"it": 6}])] == [5, 6]
@@ -468,3 +468,17 @@ def test_a_run_started_from_another_queues_after_it(tmp_path: Path) -> None:
     assert names == ["source_only_shift0.5", "dida_warm_shift0.5", "oracle_shift0"]
     main = bench.main_jobs()
     assert bench.init_first(main, tmp_path) == main  # already in order: unchanged
+
+
+def test_cpu_train_minutes_are_the_logged_cpu_time_else_the_wall_estimate() -> None:
+    """The tables' "CPU train min": a run's logged CPU seconds (cumulative over resumes), the wall
+    estimate only for a run that logged none; a run trained on a lent GPU is left out."""
+    from dida.bench.report import _cpu_minutes
+
+    records = [
+        {"train_s": 600.0, "train_cpu_s": 120.0},
+        {"train_s": 300.0, "train_cpu_s": None},
+        {"train_s": 60.0, "train_cpu_s": 30.0, "trained_on_cpu": False},
+    ]
+    assert _cpu_minutes(records) == pytest.approx((2 + 5) / 2)
+    assert _cpu_minutes(records[2:]) is None

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from dida import runs
-from dida.bench.ship import EXPECTED, half_state, ship_run, slice_miou, training_cost
+from dida.bench.scores import recorded_cost
+from dida.bench.ship import EXPECTED, half_state, ship_run, slice_miou
 from dida.data.uda import target_val_images
 from dida.presets import preset_config
 from dida.train import TrainConfig, train
@@ -41,7 +42,7 @@ def test_ship_exports_half_weights_card_bank_and_expected_score(
     miou = runs.run_info(folder).miou
     text = (folder / "MODEL_CARD.md").read_text()
     assert f"**{100 * miou:.1f}**" in text
-    cost = training_cost(tiny_dida_run)
+    cost = recorded_cost(tiny_dida_run)
     assert cost is not None and cost["train_cpu_s"] > 0
     hardware = runs.read_json(tiny_dida_run / runs.CONFIG)["environment"]["hardware"]
     assert f"- Training cost: {cost['train_cpu_s'] / 3600:.2f} CPU-hours" in text
@@ -94,7 +95,7 @@ def test_ship_finds_the_showcase_models_and_the_main_suite_runs() -> None:
 def test_a_warm_started_models_card_counts_its_starting_models_hours(tiny_dida_run: Path) -> None:
     from dida.bench.ship import card, init_cost
 
-    cost = training_cost(tiny_dida_run)
+    cost = recorded_cost(tiny_dida_run)
     assert init_cost(tiny_dida_run / runs.MODEL) == cost
     records = [r for r in runs.read_metrics(tiny_dida_run, "train") if r["it"] <= 2]
     at_two = init_cost(tiny_dida_run / "snapshots" / "model_000002.safetensors")

@@ -15,7 +15,7 @@ import numpy as np
 from dida import runs
 from dida.bench.curves import curves_section, log_trend, run_curve
 from dida.bench.jobs import ABLATION_DEFAULTS, Job
-from dida.bench.scores import BENCH_EVAL, FINAL_EVAL_SOURCE, overlap_score
+from dida.bench.scores import BENCH_EVAL, FINAL_EVAL_SOURCE, overlap_score, recorded_cost
 from dida.data.classes import CLASSES
 from dida.methods.registry import trained_domains
 
@@ -30,7 +30,9 @@ def load_scores(jobs: Sequence[Job], runs_root: Path) -> tuple[list[tuple[Job, d
         if path.exists():
             where = trained_on(job.run_dir(runs_root))
             on_cpu = where == "-" or where.endswith(" threads)")  # hardware_name's CPU form
-            found.append((job, {**runs.read_json(path), "trained_on_cpu": on_cpu}))
+            cpu_s = (recorded_cost(job.run_dir(runs_root)) or {}).get("train_cpu_s")
+            record = {**runs.read_json(path), "trained_on_cpu": on_cpu, "train_cpu_s": cpu_s}
+            found.append((job, record))
         else:
             missing.append(job.name)
     return found, missing
@@ -64,10 +66,17 @@ def row_stats(records: list[dict]) -> dict[str, Any]:
 
 
 def _cpu_minutes(records: list[dict]) -> float | None:
-    """Mean training minutes of the row's CPU-trained runs (a lent GPU's minutes are not
-    comparable; the cost table lists each run); None when none was trained on the CPU."""
-    minutes = [(r["train_s"] or 0) / 60 for r in records if r.get("trained_on_cpu", True)]
+    """Mean training CPU minutes of the row's CPU-trained runs (a lent GPU's minutes are not
+    comparable; the cost table lists each run): the process CPU time the run logged, cumulative
+    over resumes, else (runs from before it was logged) the wall-time estimate; None when no run
+    was trained on the CPU."""
+    minutes = [_minutes(r) for r in records if r.get("trained_on_cpu", True)]
     return float(np.mean(minutes)) if minutes else None
+
+
+def _minutes(record: dict) -> float:
+    cpu_s = record.get("train_cpu_s")
+    return (cpu_s if cpu_s is not None else record["train_s"] or 0) / 60
 
 
 def group(found: list[tuple[Job, dict]], key: str) -> dict[Any, list[dict]]:
@@ -123,8 +132,8 @@ def images_per_iteration(run_dir: Path) -> int:
 def cost_table(found: list[tuple[Job, dict]], runs_root: Path) -> str:
     """Throughput and peak memory of every run, as trained by the benchmark (its workers and threads)."""
     lines = [
-        "| run | trained on | it/s | images/s | peak memory (MB) | train min |",
-        "|---|---|---|---|---|---|",
+        "| run | trained on | it/s | images/s | peak memory (MB) | wall min (est.) | CPU min |",
+        "|---|---|---|---|---|---|---|",
     ]
     for job, r in found:
         rate = r.get("it_per_s")
@@ -132,9 +141,13 @@ def cost_table(found: list[tuple[Job, dict]], runs_root: Path) -> str:
         lines.append(
             f"| {job.name} | {trained_on(job.run_dir(runs_root))} | {_num(rate, 2)} | "
             f"{_num(images, 1)} | {_num(r.get('peak_mem_mb'), 0)} | "
-            f"{_num((r.get('train_s') or 0) / 60, 1)} |"
+            f"{_num((r.get('train_s') or 0) / 60, 1)} | {_num(_cpu_or_none(r), 1)} |"
         )
     return "\n".join(lines)
+
+
+def _cpu_or_none(record: dict) -> float | None:
+    return None if record.get("train_cpu_s") is None else record["train_cpu_s"] / 60
 
 
 def trained_on(run_dir: Path) -> str:
@@ -442,7 +455,11 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
         lines += [f"![{suite}](../figures/bench_{suite}.png)"]
         lines += [
             "",
-            "Cost of each run as the benchmark trained it:",
+            "Cost of each run as the benchmark trained it (wall min: the last uninterrupted "
+            "segment's rate times the iterations, slowed by whatever shared the cores; CPU min: "
+            "the process CPU time of the training steps the run logged, over all its resumes — "
+            "the tables' CPU train min, which falls back to the wall estimate for runs that "
+            "logged none):",
             "",
             cost_table(found, runs_root),
         ]

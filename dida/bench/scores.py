@@ -66,7 +66,7 @@ def last_segment(train: list[dict]) -> list[dict]:
     return train[starts[-1] :] if starts else train
 
 
-def training_cost(run_dir: Path) -> dict[str, Any]:
+def wall_cost(run_dir: Path) -> dict[str, Any]:
     """Wall time of the training iterations (from the logged timestamps of the last uninterrupted
     segment, scaled to all iterations), iterations per second and the peak memory logged."""
     train = last_segment(runs.read_metrics(run_dir, "train"))
@@ -79,6 +79,18 @@ def training_cost(run_dir: Path) -> dict[str, Any]:
         "it_per_s": its / span if span > 0 else None,
         "peak_mem_mb": max(peaks) if peaks else None,
     }
+
+
+def recorded_cost(run_dir: Path, upto: int | None = None) -> dict[str, float] | None:
+    """The run's cumulative training cost (``train_cpu_s``, ``train_wall_s``) at its last train
+    record (at or before iteration ``upto`` when given); None for runs trained before the cost
+    was recorded."""
+    costs = [
+        r
+        for r in runs.read_metrics(run_dir, "train")
+        if "train_cpu_s" in r and (upto is None or r["it"] <= upto)
+    ]
+    return None if not costs else {k: costs[-1][k] for k in ("train_cpu_s", "train_wall_s")}
 
 
 def val_rare_classes(val: Any) -> list[str]:
@@ -111,7 +123,7 @@ def score_run(run_dir: str | Path, device: str = "cpu", max_images: int | None =
         "rare_mIoU": mean_over(everything["IoU"], rare),
         "overlap_width": OVERLAP_WIDTH,
         "eval_s": time.perf_counter() - start,
-        **training_cost(run_dir),
+        **wall_cost(run_dir),
     }
     runs.atomic_write_json(run_dir / BENCH_EVAL, record)
     return record
@@ -148,7 +160,7 @@ def score_from_final_eval(run_dir: str | Path) -> dict:
         "overlap_width": OVERLAP_WIDTH,
         "eval_s": None,
         "scored_from": FINAL_EVAL_SOURCE,
-        **training_cost(run_dir),
+        **wall_cost(run_dir),
     }
     runs.atomic_write_json(run_dir / BENCH_EVAL, record)
     return record

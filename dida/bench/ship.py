@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from dida import runs
+from dida.bench.scores import recorded_cost
 from dida.bench.showcase import showcase_jobs
 from dida.bench.suites import MAIN_ROWS, SUITES
 from dida.config import TrainConfig
@@ -92,19 +93,7 @@ def init_cost(weights: Path) -> dict[str, float] | None:
     run_dir = weights.parent.parent if snapshot else weights.parent
     if not (run_dir / runs.METRICS).exists():
         return None
-    return training_cost(run_dir, int(snapshot.group(1)) if snapshot else None)
-
-
-def training_cost(run_dir: Path, upto: int | None = None) -> dict[str, float] | None:
-    """The run's cumulative training cost (``train_cpu_s``, ``train_wall_s``) at its last train
-    record (at or before iteration ``upto`` when given); None for runs trained before the cost
-    was recorded."""
-    costs = [
-        r
-        for r in runs.read_metrics(run_dir, "train")
-        if "train_cpu_s" in r and (upto is None or r["it"] <= upto)
-    ]
-    return None if not costs else {k: costs[-1][k] for k in ("train_cpu_s", "train_wall_s")}
+    return recorded_cost(run_dir, int(snapshot.group(1)) if snapshot else None)
 
 
 def _cost_line(cost: dict[str, float] | None, device: str) -> str:
@@ -167,7 +156,7 @@ def ship_run(
     runs.append_metrics(folder, {"kind": "eval", "it": config["iters"], **metrics})
     value = slice_miou(folder, val)
     runs.atomic_write_json(folder / EXPECTED, {"val_images": SLICE_IMAGES, "mIoU": value})
-    cost = training_cost(run_dir)
+    cost = recorded_cost(run_dir)
     text = card(name, config, run_dir.name, metrics, value, cost, suite)
     (folder / "MODEL_CARD.md").write_text(text)
     split = val_split(data_root) if data_root else run_val_split(TrainConfig.from_dict(config))

@@ -429,9 +429,10 @@ def test_train_config_points_synthcity_at_the_apps_data() -> None:
 
 def test_warm_start_takes_the_start_runs_weights_and_architecture(tmp_path: Path) -> None:
     shipped = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "source_only"
-    cfg = warm_start(preset_config("tiny", "daformer"), shipped)
-    assert cfg.model.embed_dim == 64 != preset_config("tiny", "daformer").model.embed_dim
-    assert cfg.model.init_weights == str(shipped / runs.MODEL) and list(cfg.data.crop) == [64, 64]
+    cfg = warm_start(preset_config("quick", "daformer"), shipped)
+    assert cfg.model.embed_dim == 32 != preset_config("quick", "daformer").model.embed_dim
+    assert cfg.model.init_weights == str(shipped / runs.MODEL)
+    assert cfg.data == preset_config("quick", "daformer").data  # the data stay the preset's
     started, trained = SegModel(cfg.model), runs.load_run_model(shipped)
     for (name, a), b in zip(
         started.state_dict().items(), trained.state_dict().values(), strict=True

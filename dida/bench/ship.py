@@ -44,9 +44,10 @@ DEFAULT_DATA = Path("data/synthcity")
 SHIPPED_ROWS = ("oracle", "source_only", "proda", "daformer", "dida")
 """One checkpoint per method (+ oracle); DIDA's released mode stays a run (size budget)."""
 SHOWCASE_SHIPPED = (*SHIPPED_ROWS, "dida_released", "mic")
-"""The showcase models shipped (issue 13 §4): ≈ 6.9 MB each in fp16 (decoder width 32) and 2.7 MB of
-bank history per DIDA row, ≈ 54 MB in all; DIDA + MIC (another 6.9 MB) would pass the ~60 MB budget of
-assets/ and stays a benchmark run."""
+"""The showcase models shipped (issue 13 §4). Measured on the four shipped in session 12: ≈ 6.6–6.8 MB
+each in fp16 (decoder width 32) and 7.2 MB of bank history for DIDA (8,000 iterations): all seven would
+take ≈ 62.6 MB, past the ~60 MB budget of assets/ — DIDA released's history needs thinning (fewer
+snapshots) before it ships. DIDA + MIC stays a benchmark run."""
 
 
 def half_state(model_file: Path) -> dict[str, torch.Tensor]:

@@ -366,6 +366,19 @@ def test_history_regular_recording_stays_even() -> None:
     assert max(gaps) <= 2 * min(gaps)
 
 
+def test_a_thinned_copy_follows_the_append_rule_and_leaves_the_history_whole() -> None:
+    """Thinning 17 regular snapshots to 5 keeps the ones a 5-snapshot history recording them would
+    keep (first and last included), shares their tensors, and leaves the original untouched."""
+    history, small = B.BankHistory(max_snapshots=100), B.BankHistory(max_snapshots=5)
+    for it in range(0, 170, 10):
+        history.append(_snap(it))
+        small.append(history[-1])
+    thinned = history.thinned(5)
+    assert thinned.iterations == small.iterations and thinned.iterations[::4] == [0, 160]
+    assert thinned[1].features is history[history.iterations.index(thinned.iterations[1])].features
+    assert len(history) == 17 and thinned.max_snapshots == 5
+
+
 @pytest.mark.parametrize("boxes", [False, True])
 def test_history_safetensors_round_trip_exact(tmp_path, boxes: bool) -> None:
     history = B.BankHistory(max_snapshots=4)

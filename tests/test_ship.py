@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dida import runs
+from dida.bank import BankHistory
 from dida.bench.scores import recorded_cost
 from dida.bench.ship import EXPECTED, half_state, ship_run, slice_miou
 from dida.data.uda import target_val_images
@@ -28,14 +29,18 @@ def tiny_dida_run(synthcity_tiny: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_ship_exports_half_weights_card_bank_and_expected_score(
-    tiny_dida_run: Path, tmp_path: Path
+    tiny_dida_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """... and the bank history thinned to the shipped number of snapshots (2 here: first and last)."""
+    monkeypatch.setattr("dida.bench.ship.SHIPPED_SNAPSHOTS", 2)
     folder = ship_run(tiny_dida_run, tmp_path, "dida")
     state, _ = runs.load_state(folder / runs.MODEL)
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
-    assert (folder / runs.BANK_HISTORY).read_bytes() == (
-        tiny_dida_run / runs.BANK_HISTORY
-    ).read_bytes()
+    run_history = BankHistory.load(tiny_dida_run / runs.BANK_HISTORY)
+    shipped = BankHistory.load(folder / runs.BANK_HISTORY)
+    assert len(run_history) > 2 and shipped.iterations == run_history.thinned(2).iterations
+    last = run_history[-1]
+    assert torch.equal(shipped[-1].features, last.features) and shipped[0].iteration == 0
     val = target_val_images(TrainConfig.from_dict(runs.read_json(folder / runs.CONFIG)).data)
     expected = runs.read_json(folder / EXPECTED)
     assert slice_miou(folder, val) == pytest.approx(expected["mIoU"], abs=1e-9)

@@ -76,6 +76,14 @@ class BankHistory:
             gaps = [its[i + 1] - its[i - 1] for i in range(1, len(its) - 1)]
             del self.snapshots[1 + gaps.index(min(gaps))]
 
+    def thinned(self, max_snapshots: int) -> BankHistory:
+        """A copy holding at most ``max_snapshots`` of these snapshots, chosen by the same rule as
+        ``append`` (first and last kept, the rest nearly evenly spread); the tensors are shared."""
+        history = BankHistory(max_snapshots)
+        for snapshot in self.snapshots:
+            history.append(snapshot)
+        return history
+
     def drop_after(self, iteration: int) -> None:
         """Forget snapshots taken after ``iteration`` (resuming from an earlier checkpoint)."""
         self.snapshots = [s for s in self.snapshots if s.iteration <= iteration]

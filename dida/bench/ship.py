@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from dida import runs
+from dida.bank import BankHistory
 from dida.bench.scores import recorded_cost
 from dida.bench.showcase import showcase_jobs
 from dida.bench.suites import MAIN_ROWS, SUITES
@@ -41,13 +41,16 @@ SLICE_IMAGES = 16
 """The fixed slice: the first this-many images of the SynthCity default val split."""
 DEFAULT_DATA = Path("data/synthcity")
 """The default SynthCity tree whose val split the shipped scores are computed on."""
+SHIPPED_SNAPSHOTS = 48
+"""Bank snapshots a shipped DIDA model keeps (the run's history thinned evenly, first and last kept):
+a showcase run's 196 snapshots take 7.2 MB, these 48 1.8 MB."""
 SHIPPED_ROWS = ("oracle", "source_only", "proda", "daformer", "dida")
 """One checkpoint per method (+ oracle); DIDA's released mode stays a run (size budget)."""
 SHOWCASE_SHIPPED = (*SHIPPED_ROWS, "dida_released", "mic")
 """The showcase models shipped (issue 13 §4). Measured on the four shipped in session 12: ≈ 6.6–6.8 MB
-each in fp16 (decoder width 32) and 7.2 MB of bank history for DIDA (8,000 iterations): all seven would
-take ≈ 62.6 MB, past the ~60 MB budget of assets/ — DIDA released's history needs thinning (fewer
-snapshots) before it ships. DIDA + MIC stays a benchmark run."""
+each in fp16 (decoder width 32) and 1.8 MB of bank history for DIDA (its 196 snapshots thinned to
+``SHIPPED_SNAPSHOTS``): all seven ≈ 52 MB, within the ~60 MB budget of assets/. DIDA + MIC stays a
+benchmark run."""
 
 
 def half_state(model_file: Path) -> dict[str, torch.Tensor]:
@@ -149,7 +152,8 @@ def ship_run(
     runs.save_state(folder / runs.MODEL, half_state(run_dir / runs.MODEL), {"from": run_dir.name})
     runs.atomic_write_json(folder / runs.CONFIG, config)
     if (run_dir / runs.BANK_HISTORY).exists():
-        shutil.copyfile(run_dir / runs.BANK_HISTORY, folder / runs.BANK_HISTORY)
+        history = BankHistory.load(run_dir / runs.BANK_HISTORY)
+        history.thinned(SHIPPED_SNAPSHOTS).save(folder / runs.BANK_HISTORY)
     val = target_val_images(TrainConfig.from_dict(config).data)
     with torch.no_grad():
         metrics = evaluate_model(runs.load_run_model(folder), val).to_dict()

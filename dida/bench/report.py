@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from dida import runs
-from dida.bench.curves import curves_section, log_trend, run_curve
+from dida.bench.curves import Trend, curves_section, log_trend, run_curve
 from dida.bench.jobs import ABLATION_DEFAULTS, Job
 from dida.bench.scores import BENCH_EVAL, FINAL_EVAL_SOURCE, overlap_score, recorded_cost
 from dida.data.classes import CLASSES
@@ -75,8 +75,8 @@ def _cpu_minutes(records: list[dict]) -> float | None:
 
 
 def _minutes(record: dict) -> float:
-    cpu_s = record.get("train_cpu_s")
-    return (cpu_s if cpu_s is not None else record["train_s"] or 0) / 60
+    cpu = _cpu_or_none(record)
+    return cpu if cpu is not None else (record["train_s"] or 0) / 60
 
 
 def group(found: list[tuple[Job, dict]], key: str) -> dict[Any, list[dict]]:
@@ -432,7 +432,7 @@ def gap_trends(jobs: Sequence[Job], runs_root: Path, rows: dict) -> list[str]:
     return lines + [""]
 
 
-def _trend_text(trend) -> str:
+def _trend_text(trend: Trend) -> str:
     head = f"{100 * trend.per_doubling:+.1f} mIoU per doubling ({trend.points} evaluations)"
     if trend.reach_it is None:
         return head + "; the line does not rise"

@@ -132,12 +132,16 @@ def fresh_clone(work: Path) -> Path:
     return clone
 
 
-def fresh_clone_seconds(work: Path, port: int) -> dict[str, float]:
+def fresh_clone_seconds(work: Path, port: int, split_from: Path | None = None) -> dict[str, float]:
     """First launch of a fresh clone: seconds to the first byte of a page, to the app's API and
-    to Chromium showing the Compare panels; the 1-minute load average before and after."""
+    to Chromium showing the Compare panels; the 1-minute load average before and after.
+    ``split_from``: a SynthCity root whose val split is copied into the clone's data folder first
+    (what generating it at start costs, by difference)."""
     from playwright.sync_api import expect, sync_playwright
 
     clone, url, times = fresh_clone(work), f"http://127.0.0.1:{port}/", {}
+    if split_from is not None:
+        copy_val_split(Path(split_from), clone / "data" / "synthcity")
     times["load_before"] = os.getloadavg()[0]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium",
@@ -159,6 +163,18 @@ def fresh_clone_seconds(work: Path, port: int) -> dict[str, float]:
             browser.close()
     times["load_after"] = os.getloadavg()[0]
     return times
+
+
+def copy_val_split(root: Path, into: Path) -> None:
+    """``root``'s manifest and val split (images and labels, no caches) copied to ``into``."""
+    manifest = root / "synthcity.json"
+    if not manifest.is_file() or not (root / "target").is_dir():
+        raise SystemExit(
+            f"{root} is not a SynthCity root with a val split; give a clone's data/synthcity"
+        )
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(root / "target", into / "target")
+    shutil.copy2(manifest, into / manifest.name)
 
 
 def _watch_page(page, start: float, times: dict) -> None:
@@ -302,11 +318,13 @@ def main() -> None:
     p.add_argument("--port", type=int, default=7895)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (launch.py's default)")
     p.add_argument("--fresh-clone", action="store_true", help="only the fresh-clone first launch")
+    p.add_argument("--split-from", type=Path, default=None,
+                   help="with --fresh-clone: copy this SynthCity root's val split into the clone first")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if args.fresh_clone:
-        t = fresh_clone_seconds(args.work, args.port)
+        t = fresh_clone_seconds(args.work, args.port, args.split_from)
         print(f"fresh clone -> first byte (progress page): {t['first_byte']:.1f} s")
         print(f"fresh clone -> usable page (Compare):      {t['usable']:.1f} s")
         print("the app's stages (its own clock):", *t.get("stages", []), sep="\n  ")

@@ -34,6 +34,7 @@ from dida.data.synthcity import (
     synthcity_roots,
     target_name,
 )
+from dida.data.synthcity_objects import Footprint
 
 TINY = PRESETS["tiny"]
 VALID_LABEL_IDS = {0, *CITYSCAPES_LABEL_IDS}
@@ -251,22 +252,22 @@ def test_source_is_long_tailed_and_target_has_more_people() -> None:
 
 # ------------------------------------------------------------------------------ painter's order
 def test_nearer_uses_a_separating_line() -> None:
-    bus = R.Footprint(2.0, 4.5, 10.0, 22.0)
-    person_on_the_road = R.Footprint(1.0, 1.4, 14.0, 14.4)
-    person_behind = R.Footprint(5.0, 5.4, 14.0, 14.4)
+    bus = Footprint(2.0, 4.5, 10.0, 22.0)
+    person_on_the_road = Footprint(1.0, 1.4, 14.0, 14.4)
+    person_behind = Footprint(5.0, 5.4, 14.0, 14.4)
     assert nearer(person_on_the_road, bus) and not nearer(bus, person_on_the_road)
     assert nearer(bus, person_behind)
-    left = R.Footprint(-4.0, -2.0, 10.0, 14.0)
-    assert nearer(left, R.Footprint(-6.0, -5.0, 12.0, 13.0))
-    assert nearer(R.Footprint(-1.0, 1.0, 8.0, 12.0), R.Footprint(-1.0, 1.0, 20.0, 24.0))
+    left = Footprint(-4.0, -2.0, 10.0, 14.0)
+    assert nearer(left, Footprint(-6.0, -5.0, 12.0, 13.0))
+    assert nearer(Footprint(-1.0, 1.0, 8.0, 12.0), Footprint(-1.0, 1.0, 20.0, 24.0))
 
 
 def test_painter_order_draws_hidden_objects_first() -> None:
-    bus = R.Footprint(2.0, 4.5, 10.0, 40.0)  # a tram: its far end is seen left of the person
-    person = R.Footprint(
+    bus = Footprint(2.0, 4.5, 10.0, 40.0)  # a tram: its far end is seen left of the person
+    person = Footprint(
         1.0, 1.4, 14.0, 14.4
     )  # between the camera and the bus, but deeper than its rear
-    far_left = R.Footprint(-3.0, -2.0, 30.0, 31.0)
+    far_left = Footprint(-3.0, -2.0, 30.0, 31.0)
     for footprints in ([person, bus, far_left], [bus, far_left, person]):
         order = [footprints[i] for i in painter_order(footprints)]
         assert order.index(bus) < order.index(person) and len(order) == 3

@@ -16,8 +16,10 @@ from functools import partial
 
 import numpy as np
 
+from dida.data import synthcity_objects as objects
 from dida.data import synthcity_render as R
-from dida.data.synthcity_render import Canvas, Footprint, Geometry, Style
+from dida.data.synthcity_objects import Footprint
+from dida.data.synthcity_render import Canvas, Geometry, Style
 
 
 # -------------------------------------------------------------------------------------------------
@@ -198,9 +200,9 @@ def frontal_row(canvas: Canvas, z: float, x: tuple[float, float], kind: str, geo
         roll = rng.random()
         if kind == "urban" or (kind == "suburban" and roll < 0.5) or roll < 0.1:
             tall = (10.0, 35.0) if kind == "urban" else (5.0, 10.0)
-            R.building(canvas, ("z", z), (a, b), rng.uniform(*tall) * geo.building_height)
+            objects.building(canvas, ("z", z), (a, b), rng.uniform(*tall) * geo.building_height)
         elif roll < 0.85:
-            R.tree_band(canvas, ("z", z), (a, b), (4.0, 9.0))
+            objects.tree_band(canvas, ("z", z), (a, b), (4.0, 9.0))
 
 
 def side_row(
@@ -228,7 +230,9 @@ def side_row(
                 [(s * x, 0, a), (s * x, 0, b), (s * reach, 0, b + 2), (s * reach, 0, a + 2)]
             )
         depth = sorted((s * x, s * (x + rng.uniform(8.0, 15.0))))
-        R.building(canvas, ("x", s * x), (a, b), height, ("z", a) if front else None, tuple(depth))
+        objects.building(
+            canvas, ("x", s * x), (a, b), height, ("z", a) if front else None, tuple(depth)
+        )
 
 
 def tree_line(canvas: Canvas, st: Street, side: Side, x: float, z: tuple[float, float]) -> None:
@@ -239,7 +243,7 @@ def tree_line(canvas: Canvas, st: Street, side: Side, x: float, z: tuple[float, 
         pieces = [(z[0], min(z[1], walks[0])), (max(z[0], walks[1]), z[1])]
     for a, b in pieces:
         if b > a:
-            R.tree_band(canvas, ("x", side.sign * x), (a, b), (4.0, 9.0))
+            objects.tree_band(canvas, ("x", side.sign * x), (a, b), (4.0, 9.0))
 
 
 def draw_buildings(canvas: Canvas, st: Street, geo: Geometry) -> None:
@@ -349,7 +353,9 @@ def place_barriers(place: Placer, st: Street, geo: Geometry) -> None:
             cls = R.WALL if roll < geo.wall else R.FENCE if roll < geo.wall + geo.fence else None
             if cls is not None and not st.blocked(a, b):
                 height = rng.uniform(0.8, 2.2) if cls == R.WALL else rng.uniform(1.0, 1.9)
-                place.add(Footprint(x - 0.05, x + 0.05, a, b), R.barrier, cls, x, (a, b), height)
+                place.add(
+                    Footprint(x - 0.05, x + 0.05, a, b), objects.barrier, cls, x, (a, b), height
+                )
 
 
 def place_poles(place: Placer, st: Street, geo: Geometry) -> None:
@@ -368,7 +374,7 @@ def place_poles(place: Placer, st: Street, geo: Geometry) -> None:
             sign = rng.random() < geo.traffic_sign
             arm = rng.uniform(2.5, 5.0) if light and rng.random() < 0.4 else 0.0
             fp = Footprint(x - 0.15, x + 0.15, z - 0.15, z + 0.15)
-            place.add(fp, R.street_pole, x, z, side.sign, light, sign, arm)
+            place.add(fp, objects.street_pole, x, z, side.sign, light, sign, arm)
 
 
 def place_vegetation(place: Placer, st: Street, geo: Geometry) -> None:
@@ -388,22 +394,22 @@ def place_vegetation(place: Placer, st: Street, geo: Geometry) -> None:
             for z in np.arange(rng.uniform(3, 10), min(st.end, 90.0), step):
                 if not st.blocked(z - 2, z + 2):
                     fp = Footprint(x - 0.2, x + 0.2, z - 0.2, z + 0.2)
-                    place.add(fp, R.tree, x, z, size * rng.uniform(0.8, 1.2))
+                    place.add(fp, objects.tree, x, z, size * rng.uniform(0.8, 1.2))
 
 
 def add_vehicle(place: Placer, cls: int, x: float, z: float, axis: str, geo: Geometry) -> bool:
     """A vehicle of random size: its rear centre at (x, z) ("z": along the street), or its near
     side's centre at (x, z) ("x": across it)."""
     rng = place.canvas.rng
-    (l0, l1), (w0, w1), (h0, h1) = R.VEHICLES[cls]["size"]
+    (l0, l1), (w0, w1), (h0, h1) = objects.VEHICLES[cls]["size"]
     length, width = rng.uniform(l0, l1) * geo.object_scale, rng.uniform(w0, w1) * geo.object_scale
     dims = (length, width, rng.uniform(h0, h1) * geo.object_scale * geo.vehicle_aspect)
     flip = bool(rng.random() < 0.5)
     if axis == "z":
         fp = Footprint(x - width / 2, x + width / 2, z, z + length)
-        return place.add(fp, R.vehicle, cls, x, z, "z", dims, flip)
+        return place.add(fp, objects.vehicle, cls, x, z, "z", dims, flip)
     fp = Footprint(x - length / 2, x + length / 2, z, z + width)
-    return place.add(fp, R.vehicle, cls, x - length / 2, z, "x", dims, flip)
+    return place.add(fp, objects.vehicle, cls, x - length / 2, z, "x", dims, flip)
 
 
 def near_biased(rng: np.random.Generator, near: float, far: float) -> float:
@@ -464,7 +470,7 @@ def place_people(place: Placer, st: Street, geo: Geometry) -> None:
         for k in range(1 + (rng.random() < 0.3) * int(rng.integers(1, 3))):
             xk, zk = x + 0.6 * k * rng.choice((-1, 1)), z + rng.uniform(-0.6, 0.6) * (k > 0)
             fp = Footprint(xk - 0.2, xk + 0.2, zk - 0.2, zk + 0.2)
-            place.add(fp, R.person, xk, zk, R.PERSON, scale, float(rng.choice((-1, 1))))
+            place.add(fp, objects.person, xk, zk, R.PERSON, scale, float(rng.choice((-1, 1))))
     for _ in range(rng.poisson(geo.rider)):
         cls = R.MOTORCYCLE if rng.random() < geo.motorcycle else R.BICYCLE
         crossing = st.cross[0] + 1.5 if st.cross else st.crossing
@@ -474,7 +480,9 @@ def place_people(place: Placer, st: Street, geo: Geometry) -> None:
         else:  # riding along the kerb: seen from behind
             x, z = st.road[1] - rng.uniform(0.7, 1.6), near_biased(rng, 6.0, 45.0)
             fp, view = Footprint(x - 0.35, x + 0.35, z - 0.9, z + 0.9), "rear"
-        place.add(fp, R.two_wheeler, cls, x, z, view, True, float(rng.choice((-1, 1))) * scale)
+        place.add(
+            fp, objects.two_wheeler, cls, x, z, view, True, float(rng.choice((-1, 1))) * scale
+        )
     for _ in range(rng.poisson(geo.bicycle)):
         side = st.sides[int(rng.integers(2))]
         cls = R.MOTORCYCLE if rng.random() < geo.motorcycle * 0.5 else R.BICYCLE
@@ -487,7 +495,7 @@ def place_people(place: Placer, st: Street, geo: Geometry) -> None:
         for k in range(1 + (rng.random() < 0.35) * int(rng.integers(1, 4))):  # maybe a row
             squash = float(rng.choice((-1, 1))) * rng.uniform(0.45, 1.0) * scale  # oblique view
             fp = Footprint(x - 0.5, x + 0.5, z + 0.7 * k - 0.3, z + 0.7 * k + 0.3)
-            place.add(fp, R.two_wheeler, cls, x, z + 0.7 * k, "side", False, squash)
+            place.add(fp, objects.two_wheeler, cls, x, z + 0.7 * k, "side", False, squash)
 
 
 def place_clutter(place: Placer, st: Street, geo: Geometry) -> None:
@@ -497,7 +505,7 @@ def place_clutter(place: Placer, st: Street, geo: Geometry) -> None:
         side = st.sides[int(rng.integers(2))]
         x = side.sign * rng.uniform(side.inner, max(side.outer, side.inner + 1.0))
         z = rng.uniform(4.0, 40.0)
-        place.add(Footprint(x - 0.4, x + 0.4, z - 0.3, z + 0.3), R.clutter, x, z)
+        place.add(Footprint(x - 0.4, x + 0.4, z - 0.3, z + 0.3), objects.clutter, x, z)
 
 
 PLACEMENT = (

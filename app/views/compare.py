@@ -433,6 +433,14 @@ def _panels(choices: list[tuple[str, str]], chosen: list[str]) -> dict[str, Any]
         )
     ui["grid"] = gr.Plot(label="side by side (zoom one panel: all follow)", elem_id="compare-grid")
     ui["legend"] = gr.HTML()
+    ui.update(_readout())
+    ui["placed"] = gr.State(None)
+    return {**ui, **_diff_and_table(choices, chosen)}
+
+
+def _readout() -> dict[str, Any]:
+    """The clickable image, x / y entry and the per-model pixel readout."""
+    ui: dict[str, Any] = {}
     with gr.Row():
         with gr.Column():
             ui["click"] = gr.Image(
@@ -451,8 +459,7 @@ def _panels(choices: list[tuple[str, str]], chosen: list[str]) -> dict[str, Any]
                 elem_id="compare-readout",
                 interactive=False,
             )
-    ui["placed"] = gr.State(None)
-    return {**ui, **_diff_and_table(choices, chosen)}
+    return ui
 
 
 def _diff_and_table(choices: list[tuple[str, str]], chosen: list[str]) -> dict[str, Any]:

@@ -260,6 +260,15 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
         apply_default_css=False,
     )
     ui["csv"] = gr.DownloadButton("Download points (CSV)", value=None)
+    ui.update(_selection())
+    ui["listing"] = umap_selection.layout()
+    ui["timer"] = gr.Timer(1.5, active=False)
+    return ui  # fmt: skip
+
+
+def _selection() -> dict[str, Any]:
+    """What a lasso or box selection lists: the summary, its CSV and the table by class and domain."""
+    ui: dict[str, Any] = {}
     with gr.Row():
         with gr.Column(scale=1):
             ui["chosen"] = gr.Markdown("Draw a lasso or box on the map to select points.")
@@ -271,9 +280,7 @@ def _layout(choices: list[tuple[str, str]]) -> dict[str, Any]:
             interactive=False,
             scale=2,
         )
-    ui["listing"] = umap_selection.layout()
-    ui["timer"] = gr.Timer(1.5, active=False)
-    return ui  # fmt: skip
+    return ui
 
 
 def build(studio: Studio, shared: Shared) -> RunPickers:

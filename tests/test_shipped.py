@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dida import runs
-from dida.bench.ship import EXPECTED, SHIPPED_ROWS, SLICE_IMAGES, slice_miou
+from dida.bench.ship import EXPECTED, SHIPPED_ROWS, SHOWCASE_SHIPPED, SLICE_IMAGES, slice_miou
 from dida.data.datasets import build_dataset
 from dida.data.pipeline import EvalImages
 from dida.data.synthcity import ensure_synthcity, synthcity_roots
@@ -34,7 +34,9 @@ def default_val(default_root: Path) -> EvalImages:
 
 
 def test_one_checkpoint_per_method_ships() -> None:
-    assert sorted(p.name for p in SHIPPED) == sorted(SHIPPED_ROWS)
+    """Every method's row ships; the other showcase models ship as they finish training."""
+    names = {p.name for p in SHIPPED}
+    assert set(SHIPPED_ROWS) <= names <= set(SHOWCASE_SHIPPED), sorted(names)
     size = sum(f.stat().st_size for p in SHIPPED for f in p.iterdir())
     assert size < 60 * 2**20, f"shipped checkpoints take {size / 2**20:.0f} MB"
 
@@ -54,11 +56,11 @@ def test_shipped_checkpoint_has_a_card_and_a_score(folder: Path) -> None:
     miou = runs.run_info(folder).miou
     assert miou is not None and f"**{100 * miou:.1f}**" in text
     assert "python -m dida.bench" in text and "Seed " in text
-    assert (folder / runs.BANK_HISTORY).exists() == (folder.name == "dida")
+    assert (folder / runs.BANK_HISTORY).exists() == folder.name.startswith("dida")
 
 
 def test_the_app_engine_lists_the_shipped_checkpoints(default_root: Path, tmp_path: Path) -> None:
     studio = Studio(default_root, runs_dirs=[tmp_path], assets_dir=ASSETS)
     shipped = {s.name: s for s in studio.runs() if s.kind == "shipped"}
-    assert set(shipped) == set(SHIPPED_ROWS)
+    assert set(shipped) == {p.name for p in SHIPPED}
     assert shipped["dida"].has_bank and all(s.has_model for s in shipped.values())

@@ -132,11 +132,14 @@ def fresh_clone(work: Path) -> Path:
     return clone
 
 
-def fresh_clone_seconds(work: Path, port: int, split_from: Path | None = None) -> dict[str, float]:
+def fresh_clone_seconds(
+    work: Path, port: int, split_from: Path | None = None, screenshot: Path | None = None
+) -> dict[str, float]:
     """First launch of a fresh clone: seconds to the first byte of a page, to the app's API and
     to Chromium showing the Compare panels; the 1-minute load average before and after.
     ``split_from``: a SynthCity root whose val split is copied into the clone's data folder first
-    (what generating it at start costs, by difference)."""
+    (what generating it at start costs, by difference). ``screenshot``: save the usable page there
+    (after the timing)."""
     from playwright.sync_api import expect, sync_playwright
 
     clone, url, times = fresh_clone(work), f"http://127.0.0.1:{port}/", {}
@@ -157,6 +160,9 @@ def fresh_clone_seconds(work: Path, port: int, split_from: Path | None = None) -
             grid = page.locator("#compare-grid").get_by_text("ground truth")
             expect(grid).to_be_visible(timeout=600_000)
             times["usable"] = time.perf_counter() - start
+            if screenshot is not None:
+                page.wait_for_timeout(3000)  # the gallery and tables fill in after the grid
+                page.screenshot(path=str(screenshot), full_page=True)
         finally:
             proc.terminate()
             proc.wait(timeout=120)
@@ -320,11 +326,13 @@ def main() -> None:
     p.add_argument("--fresh-clone", action="store_true", help="only the fresh-clone first launch")
     p.add_argument("--split-from", type=Path, default=None,
                    help="with --fresh-clone: copy this SynthCity root's val split into the clone first")  # fmt: skip
+    p.add_argument("--screenshot", type=Path, default=None,
+                   help="with --fresh-clone: save the usable page (full page) as this PNG")  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if args.fresh_clone:
-        t = fresh_clone_seconds(args.work, args.port, args.split_from)
+        t = fresh_clone_seconds(args.work, args.port, args.split_from, args.screenshot)
         print(f"fresh clone -> first byte (progress page): {t['first_byte']:.1f} s")
         print(f"fresh clone -> usable page (Compare):      {t['usable']:.1f} s")
         print("the app's stages (its own clock):", *t.get("stages", []), sep="\n  ")

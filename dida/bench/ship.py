@@ -45,7 +45,7 @@ SHIPPED_SNAPSHOTS = 48
 """Bank snapshots a shipped DIDA model keeps (the run's history thinned evenly, first and last kept):
 a showcase run's 196 snapshots take 7.2 MB, these 48 1.8 MB."""
 SHIPPED_ROWS = ("oracle", "source_only", "proda", "daformer", "dida")
-"""One checkpoint per method (+ oracle); DIDA's released mode stays a run (size budget)."""
+"""One checkpoint per method (+ oracle): the rows that must ship (``SHOWCASE_SHIPPED`` adds more)."""
 SHOWCASE_SHIPPED = (*SHIPPED_ROWS, "dida_released", "mic")
 """The showcase models shipped (issue 13 §4). Measured on the four shipped in session 12: ≈ 6.6–6.8 MB
 each in fp16 (decoder width 32) and 1.8 MB of bank history for DIDA (its 196 snapshots thinned to

@@ -119,6 +119,23 @@ def test_shipped_checkpoint_folder_is_listed_and_predicts_like_the_run(
     assert np.array_equal(a.labels, b.labels)
 
 
+def test_compare_features_the_shipped_paper_dida_over_a_better_released_one(
+    runs_dir: Path, synthcity_tiny: Path, tmp_path: Path
+) -> None:
+    """Per method the shipped folder named after the method wins (the Instance bank tab opens on
+    its bank too); mIoU only ranks the rest."""
+    for name, miou in (("dida", 0.30), ("dida_released", 0.40)):
+        shipped = tmp_path / "assets" / "checkpoints" / name
+        shipped.mkdir(parents=True)
+        for file in (runs.CONFIG, runs.MODEL, runs.BANK_HISTORY):
+            shutil.copy(runs_dir / "dida" / file, shipped / file)
+        runs.append_metrics(shipped, {"kind": "eval", "it": 1, "mIoU": {"19": miou}})
+    other = make_studio(synthcity_tiny, runs_dir, tmp_path / "assets")
+    assert other.run("shipped:dida_released").miou == 0.40
+    assert other.featured_runs(limit=1) == ["shipped:dida"]
+    assert other.runs(with_bank=True)[0].run_id == "shipped:dida"
+
+
 def test_no_runs_gives_an_empty_list_and_a_helpful_error(
     synthcity_tiny: Path, tmp_path: Path
 ) -> None:

@@ -310,11 +310,13 @@ class RunCatalog:
         ]
 
     def featured_runs(self, limit: int = 4) -> list[str]:
-        """One run per method (shipped first, then the best mIoU), DIDA, DAFormer, ProDA,
-        source-only in that order: what the Compare tab shows first."""
+        """One run per method, DIDA, DAFormer, ProDA, source-only in that order: what the Compare
+        tab shows first. Per method: shipped first, and among shipped the method's own folder (the
+        shipped ``dida`` is paper-mode DIDA, whose bank the Instance bank tab opens on; the
+        shipped ``dida_released`` is one tick away), then the best mIoU."""
         ranked = sorted(
             self.runs(with_model=True),
-            key=lambda r: (r.kind != SHIPPED, -(r.miou or 0.0), r.name),
+            key=lambda r: (r.kind != SHIPPED, r.name != r.method, -(r.miou or 0.0), r.name),
         )
         chosen: dict[str, str] = {}
         for summary in ranked:

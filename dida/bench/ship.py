@@ -49,8 +49,8 @@ SHIPPED_ROWS = ("oracle", "source_only", "proda", "daformer", "dida")
 SHOWCASE_SHIPPED = (*SHIPPED_ROWS, "dida_released", "mic")
 """The showcase models shipped (issue 13 §4). Measured on the four shipped in session 12: ≈ 6.6–6.8 MB
 each in fp16 (decoder width 32) and 1.8 MB of bank history for DIDA (its 196 snapshots thinned to
-``SHIPPED_SNAPSHOTS``): all seven ≈ 52 MB, within the ~60 MB budget of assets/. DIDA + MIC stays a
-benchmark run."""
+``SHIPPED_SNAPSHOTS``): all seven ≈ 52 MB, within the ~60 MB budget of assets/ (the six shipped by
+session 13, with DIDA released, take 44 MB). DIDA + MIC stays a benchmark run."""
 
 
 def half_state(model_file: Path) -> dict[str, torch.Tensor]:

@@ -27,8 +27,8 @@ from app.views.common import (
     run_choices,
     style,
     user_errors,
-    write_csv,
 )
+from app.views.exports import write_csv
 from dida import visualize as V
 from dida.analysis import slot_table
 from dida.bank import BankSnapshot

@@ -1,5 +1,5 @@
 """Pieces every tab uses: run choices, plotly styling that survives dark mode, image grids with
-synced zoom, legends, CSV downloads, and turning engine errors into ``gr.Error`` messages.
+synced zoom, legends, and turning engine errors into ``gr.Error`` messages.
 
 Nothing here computes on tensors: images arrive as uint8 RGB arrays from ``dida.visualize`` and
 numbers from ``dida.studio``; this module only places them.
@@ -8,16 +8,13 @@ numbers from ``dida.studio``; this module only places them.
 from __future__ import annotations
 
 import base64
-import csv
 import functools
 import inspect
 import io
 import math
 import numbers
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -310,17 +307,6 @@ def legend_html(entries: Sequence[tuple[str, str]]) -> str:
         for name, color in entries
     )
     return f'<div class="legend">{items}</div>'
-
-
-def write_csv(name: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Write a CSV into a fresh temporary folder (Gradio serves and later deletes it); returns the path."""
-    folder = Path(tempfile.mkdtemp(prefix="dida-studio-"))
-    path = folder / name
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(headers)
-        writer.writerows(rows)
-    return str(path)
 
 
 def percent(value: float | None) -> str:

@@ -12,15 +12,12 @@ disagree most on overlaps); scores come from ``Studio.passes`` (shipped files re
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from app.views import compare_picker
 from app.views.common import (
@@ -40,7 +37,6 @@ from app.views.common import (
     percent,
     run_choices,
     user_errors,
-    write_csv,
 )
 from app.views.compare_picker import (  # the picker's handlers, re-exported
     SORTS,
@@ -55,6 +51,7 @@ from app.views.compare_picker import (  # the picker's handlers, re-exported
     step_image,
     upload,
 )
+from app.views.exports import write_csv, write_png
 from dida import visualize as V
 from dida.data.classes import CLASSES
 from dida.scores import image_row
@@ -233,10 +230,7 @@ def export_png(
     """The panel grid as one PNG (composed by ``dida.visualize.grid_image``); returns its path."""
     args = (view, opacity, threshold, palette, hidden, isolate, show_overlap)
     shown = panels(studio, key, in_checkbox_order(studio, run_ids), *args)
-    folder = Path(tempfile.mkdtemp(prefix="dida-studio-"))
-    path = folder / f"compare_{str(key).replace(':', '_')}_{view}.png"
-    Image.fromarray(V.grid_image(shown)).save(path)
-    return str(path)
+    return write_png(f"compare_{str(key).replace(':', '_')}_{view}.png", V.grid_image(shown))
 
 
 EMPTY_RUNS_PLAIN = "No trained runs yet: start one in the Train tab"

@@ -27,8 +27,8 @@ from app.views.common import (
     run_choices,
     style,
     user_errors,
-    write_csv,
 )
+from app.views.exports import write_csv
 from dida.analysis import LOOK_ALIKE_GROUPS, ConfusionView, confusion_view, look_alike_classes
 from dida.scores import ScoreTable, compare_tables, sort_rows
 from dida.studio import Studio

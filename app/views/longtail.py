@@ -28,8 +28,8 @@ from app.views.common import (
     run_choices,
     style,
     user_errors,
-    write_csv,
 )
+from app.views.exports import write_csv
 from dida.analysis import class_fractions, iou_vs_frequency, long_tail
 from dida.data.classes import CLASSES
 from dida.data.datasets import class_pixel_totals

@@ -34,8 +34,8 @@ from app.views.common import (
     run_choices,
     style,
     user_errors,
-    write_csv,
 )
+from app.views.exports import write_csv
 from dida import visualize as V
 from dida.data.classes import CLASSES, IGNORE_INDEX
 from dida.studio import ImageKey, PointSet, Studio

@@ -1,0 +1,64 @@
+"""Downloads live in one process-owned folder, named by content, and are removed at exit
+(before: one new temp folder per view redraw, never removed)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from app.views import exports
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_same_content_reuses_one_file_and_different_content_gets_its_own() -> None:
+    first = exports.write_csv("table.csv", ["a", "b"], [[1, 2.5], ["x", None]])
+    again = exports.write_csv("table.csv", ["a", "b"], [[1, 2.5], ["x", None]])
+    other = exports.write_csv("table.csv", ["a", "b"], [[3, 4]])
+    assert first == again and first != other
+    assert Path(first).name == Path(other).name == "table.csv"
+    assert Path(first).exists() and Path(other).exists()
+    assert Path(first).parent.parent == Path(other).parent.parent == exports.export_folder()
+
+
+def test_csv_round_trip() -> None:
+    path = exports.write_csv("rows.csv", ["class", "IoU"], [["person", 45.5], ["rider, bike", 9.4]])
+    with open(path, newline="") as f:
+        assert list(csv.reader(f)) == [["class", "IoU"], ["person", "45.5"], ["rider, bike", "9.4"]]
+
+
+def test_png_round_trip() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (7, 11, 3), dtype=np.uint8)
+    path = exports.write_png("grid.png", image)
+    assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), image)
+
+
+def test_a_name_cannot_leave_the_folder() -> None:
+    path = Path(exports.write_csv("../../escape.csv", ["a"], [[1]]))
+    assert path.name == "escape.csv" and path.parent.parent == exports.export_folder()
+
+
+def test_many_redraws_make_one_folder_which_is_gone_at_exit(tmp_path: Path) -> None:
+    script = (
+        "from app.views.exports import write_csv\n"
+        "paths = {write_csv('t.csv', ['i'], [[i % 3]]) for i in range(30)}\n"
+        "print(len(paths)); print(sorted(paths)[0])\n"
+    )
+    env = {"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    count, path = out.stdout.split()
+    assert count == "3"
+    assert Path(path).is_relative_to(tmp_path)
+    assert not Path(path).exists() and list(tmp_path.iterdir()) == []

@@ -122,3 +122,26 @@ def test_the_card_names_the_suite_that_trained_the_runs() -> None:
     assert _suite(parse_args(["--suite", "showcase"])) == "showcase"
     assert _suite(parse_args(["--runs", "runs/bench/fidelity"])) == "fidelity"
     assert _suite(parse_args(["--runs", "/somewhere/else"])) == "main"
+
+
+def test_the_card_gives_the_whole_schedules_command_when_a_budget_stopped_a_part() -> None:
+    from dida.bench.ship import card, reproduce_command
+
+    base = "python -m dida.train --method oracle --seed 0 --set iters=27000"
+    assert reproduce_command(f"{base} --stop-cpu-h 0.5") == base
+    assert reproduce_command(f"{base} --stop-cpu-h=1") == base
+    assert reproduce_command(base) == base
+    config = {
+        "method": {"name": "oracle", "options": {}},
+        "command": f"{base} --stop-cpu-h 0.5",
+        "seed": 0,
+        "iters": 27000,
+        "data": {"synthcity_preset": "default", "crop": [256, 256], "batch_size": 2},
+        "model": {"backbone": "mit_b0", "embed_dim": 32},
+    }
+    text = card("oracle", config, "oracle_d32", {"mIoU": {"19": 0.7}, "IoU": {}}, 0.6)
+    assert f"i.e. `{base}` (recorded with `--stop-cpu-h 0.5`" in text
+    config["command"] = base
+    assert f"i.e. `{base}`\n" in card(
+        "oracle", config, "oracle_d32", {"mIoU": {"19": 0.7}, "IoU": {}}, 0.6
+    )

@@ -107,6 +107,26 @@ def _cost_line(cost: dict[str, float] | None, device: str) -> str:
     return f"- Training cost: {cpu_h:.2f} CPU-hours ({wall_h:.2f} h wall), on {device}"
 
 
+BUDGET_STOP = re.compile(r"\s--stop-cpu-h(?:=|\s+)\S+")
+"""The CPU budget flag: it only decides where a session's part of a run stops, never the weights."""
+
+
+def reproduce_command(command: str) -> str:
+    """The recorded command without a budget stop (``--stop-cpu-h``): the command that trains the
+    whole schedule (a run stopped by a budget resumes to the end without the flag)."""
+    return BUDGET_STOP.sub("", command)
+
+
+def _budget_note(command: str) -> str:
+    stops = [m.group().strip() for m in BUDGET_STOP.finditer(command)]
+    if not stops:
+        return ""
+    return (
+        f" (recorded with `{stops[0]}`, a CPU budget stop: trained in parts, "
+        "resumed to the full schedule without it)"
+    )
+
+
 def card(
     name: str,
     config: dict,
@@ -122,7 +142,8 @@ def card(
     return "\n".join([
         f"# {name}: {config['method']['name']} on SynthCity",
         "",
-        f"- Trained by: `python -m dida.bench --suite {suite}` (run `{run_name}`), i.e. `{config['command']}`",
+        f"- Trained by: `python -m dida.bench --suite {suite}` (run `{run_name}`), i.e. "
+        f"`{reproduce_command(config['command'])}`{_budget_note(config['command'])}",
         f"- Seed {config['seed']}, {config['iters']} iterations, SynthCity preset `{data['synthcity_preset']}`"
         f" (shift {_shift(data)}), crop {data['crop']}, batch {data['batch_size']}",
         f"- Model: {config['model']['backbone']}, decoder embed_dim {config['model']['embed_dim']}; "

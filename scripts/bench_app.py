@@ -142,6 +142,8 @@ def fresh_clone_seconds(
     (after the timing)."""
     from playwright.sync_api import expect, sync_playwright
 
+    if split_from is not None:
+        check_val_split(Path(split_from))  # before the clone: a wrong path costs nothing
     clone, url, times = fresh_clone(work), f"http://127.0.0.1:{port}/", {}
     if split_from is not None:
         copy_val_split(Path(split_from), clone / "data" / "synthcity")
@@ -171,13 +173,18 @@ def fresh_clone_seconds(
     return times
 
 
-def copy_val_split(root: Path, into: Path) -> None:
-    """``root``'s manifest and val split (images and labels, no caches) copied to ``into``."""
-    manifest = root / "synthcity.json"
-    if not manifest.is_file() or not (root / "target").is_dir():
+def check_val_split(root: Path) -> None:
+    """Exit with a message unless ``root`` is a SynthCity root with a val split."""
+    if not (root / "synthcity.json").is_file() or not (root / "target").is_dir():
         raise SystemExit(
             f"{root} is not a SynthCity root with a val split; give a clone's data/synthcity"
         )
+
+
+def copy_val_split(root: Path, into: Path) -> None:
+    """``root``'s manifest and val split (images and labels, no caches) copied to ``into``."""
+    check_val_split(root)
+    manifest = root / "synthcity.json"
     into.mkdir(parents=True, exist_ok=True)
     shutil.copytree(root / "target", into / "target")
     shutil.copy2(manifest, into / manifest.name)

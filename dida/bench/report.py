@@ -372,6 +372,7 @@ FIDELITY_PAIRS = (
     *(("rel_teacher", key) for key in ("rel_online", "rel_cosine", "rel_weighted")),
     *(("rel_teacher", key) for key in ("rel_scatter", "rel_quarter")),
     ("dida", "paper_weighted"),
+    ("daformer", "paper_weighted"),
     ("dida", "paper_centred"),
     ("dida", "paper_combo"),
     ("daformer", "paper_combo"),

@@ -11,6 +11,7 @@ import pytest
 from dida import runs
 from dida.bench.curves import (
     CURVE_CLASSES,
+    MAX_EXTRAPOLATION,
     CurvePoint,
     best_per_budget,
     curve_table,
@@ -165,3 +166,15 @@ def test_a_flat_or_short_curve_has_no_crossing() -> None:
     trend = log_trend(flat, target=0.5)
     assert trend.reach_it is None and trend.cpu_h_per_it is None
     assert log_trend(flat[:2], target=0.5) is None
+
+
+def test_a_crossing_far_beyond_the_schedule_is_not_extrapolated() -> None:
+    """+0.1 points per doubling from 0.396 at 8,000 its would 'reach' 0.52 after ~2^1240 its:
+    beyond MAX_EXTRAPOLATION times the last evaluation the trend names no crossing."""
+    points = [
+        CurvePoint(it, None, 0.396 + 0.001 * math.log2(it / 8000)) for it in (1000, 2000, 8000)
+    ]
+    trend = log_trend(points, target=0.52)
+    assert trend.per_doubling == pytest.approx(0.001) and trend.reach_it is None
+    within = log_trend(points, target=0.396 + 0.001 * math.log2(MAX_EXTRAPOLATION / 2))
+    assert within.reach_it == pytest.approx(8000 * MAX_EXTRAPOLATION / 2)

@@ -84,11 +84,17 @@ class Trend:
     per_doubling: float
     """mIoU (fraction) gained per doubling of the iterations."""
     reach_it: float | None
-    """Iterations at which the line reaches the target (None: the line does not rise)."""
+    """Iterations at which the line reaches the target (None: the line does not rise, or reaches
+    it only beyond ``MAX_EXTRAPOLATION`` times the last fitted iteration)."""
     cpu_h_per_it: float | None
     """The run's training CPU-hours per iteration so far (None without cost records)."""
     points: int
     """Evaluations fitted."""
+
+
+MAX_EXTRAPOLATION = 64
+"""How far past its last evaluation a trend is followed (6 doublings); beyond, a crossing means
+nothing (a flat line 'reaches' any target after astronomically many iterations)."""
 
 
 def log_trend(
@@ -101,8 +107,13 @@ def log_trend(
         return None
     x = np.log2([p.it for p in fitted])
     slope, intercept = np.polyfit(x, [p.miou for p in fitted], 1)
-    reach = float(2 ** ((target - intercept) / slope)) if slope > 0 else None
     last = fitted[-1]
+    doublings = (target - intercept) / slope - np.log2(last.it) if slope > 0 else np.inf
+    reach = (
+        float(2 ** ((target - intercept) / slope))
+        if doublings <= np.log2(MAX_EXTRAPOLATION)
+        else None
+    )
     cost = None if last.cpu_h is None else last.cpu_h / last.it
     return Trend(float(slope), reach, cost, len(fitted))
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from dida import runs
-from dida.bench.curves import Trend, curves_section, log_trend, run_curve
+from dida.bench.curves import MAX_EXTRAPOLATION, Trend, curves_section, log_trend, run_curve
 from dida.bench.jobs import ABLATION_DEFAULTS, Job
 from dida.bench.scores import BENCH_EVAL, FINAL_EVAL_SOURCE, overlap_score, recorded_cost
 from dida.data.classes import CLASSES
@@ -435,8 +435,12 @@ def gap_trends(jobs: Sequence[Job], runs_root: Path, rows: dict) -> list[str]:
 
 def _trend_text(trend: Trend) -> str:
     head = f"{100 * trend.per_doubling:+.1f} mIoU per doubling ({trend.points} evaluations)"
-    if trend.reach_it is None:
+    if trend.reach_it is None and trend.per_doubling <= 0:
         return head + "; the line does not rise"
+    if trend.reach_it is None:
+        return (
+            head + f"; the line does not reach the target within {MAX_EXTRAPOLATION}× its schedule"
+        )
     cost = (
         "" if trend.cpu_h_per_it is None else f", ≈ {trend.reach_it * trend.cpu_h_per_it:.0f} CPU-h"
     )

@@ -80,7 +80,9 @@ def main() -> None:
     if args.runs < 1 or args.work.exists():
         p.error("--runs must be ≥ 1 and --work must not exist yet (each run's clone goes there)")
     if "renice" in args.trainings and os.geteuid() != 0:
-        p.error("--trainings renice needs root: only root can set the trainings' niceness back to 0")
+        p.error(
+            "--trainings renice needs root: only root can set the trainings' niceness back to 0"
+        )
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     pids, times = training_pids(), {mode: [] for mode in args.trainings}
     print(f"{len(pids)} background training(s): {pids}; modes {args.trainings}", flush=True)

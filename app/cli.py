@@ -106,8 +106,12 @@ def run() -> None:
     """The console entry point (``dida-studio``, ``python launch.py``): ``main``, then end the
     process at once. Once the studio has stopped (its training job at a checkpoint), what may
     still run in background threads — a UMAP numba compile, a statistics pass — writes nothing
-    or writes atomically, and joining it made Ctrl+C take 9-35 s; so the process does not wait."""
+    or writes atomically, and joining it made Ctrl+C take 9-35 s; so the process does not wait
+    (its download folder is removed first: ``os._exit`` skips ``atexit``)."""
     code = main()
+    from app.views.exports import remove_exports  # os._exit skips atexit: the downloads go now
+
+    remove_exports()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

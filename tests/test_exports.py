@@ -62,3 +62,25 @@ def test_many_redraws_make_one_folder_which_is_gone_at_exit(tmp_path: Path) -> N
     assert count == "3"
     assert Path(path).is_relative_to(tmp_path)
     assert not Path(path).exists() and list(tmp_path.iterdir()) == []
+
+
+def test_remove_exports_removes_the_folder_and_a_later_download_makes_a_new_one() -> None:
+    path = Path(exports.write_csv("gone.csv", ["a"], [[1]]))
+    folder = exports.export_folder()
+    exports.remove_exports()
+    assert not folder.exists() and not path.exists()
+    exports.remove_exports()  # nothing to remove: no error, no folder made
+    again = Path(exports.write_csv("gone.csv", ["a"], [[1]]))
+    assert again.exists() and exports.export_folder() != folder
+
+
+def test_the_apps_exit_removes_its_downloads_although_it_skips_atexit(monkeypatch) -> None:
+    """``app.cli.run`` ends the process with ``os._exit`` (no atexit handlers)."""
+    from app import cli
+
+    path = Path(exports.write_csv("at_exit.csv", ["a"], [[2]]))
+    exited = []
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    monkeypatch.setattr(cli.os, "_exit", exited.append)
+    cli.run()
+    assert exited == [0] and not path.exists() and not path.parent.parent.exists()

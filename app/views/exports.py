@@ -3,8 +3,9 @@
 Every view redraw refreshes its download, so writing each one into a fresh temporary folder left one
 folder per redraw behind in the system's temp directory for as long as the machine lived (thousands
 after a day of use). Downloads now live in one folder owned by this process and removed when it
-exits; a file's path is named by its content, so a redraw with the same content reuses the file and
-two users' different tables never overwrite each other.
+exits (``atexit``; the app's ``os._exit`` calls ``remove_exports`` first); a file's path is named by
+its content, so a redraw with the same content reuses the file and two users' different tables never
+overwrite each other.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ def export_folder() -> Path:
     folder = Path(tempfile.mkdtemp(prefix=PREFIX))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+def remove_exports() -> None:
+    """Remove this process's download folder now, for exits that skip ``atexit`` (the app ends
+    with ``os._exit``); a later download makes a new one."""
+    if export_folder.cache_info().currsize:
+        shutil.rmtree(export_folder(), ignore_errors=True)
+        export_folder.cache_clear()
 
 
 def export_bytes(name: str, data: bytes) -> str:

@@ -84,3 +84,12 @@ def test_the_apps_exit_removes_its_downloads_although_it_skips_atexit(monkeypatc
     monkeypatch.setattr(cli.os, "_exit", exited.append)
     cli.run()
     assert exited == [0] and not path.exists() and not path.parent.parent.exists()
+
+
+def test_first_downloads_from_many_threads_share_one_folder() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    exports.remove_exports()
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda i: exports.write_csv(f"t{i}.csv", ["i"], [[i]]), range(32)))
+    assert {Path(p).parent.parent for p in paths} == {exports.export_folder()}

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import atexit
 import csv
-import functools
 import hashlib
 import io
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,20 +28,27 @@ from PIL import Image
 PREFIX = "dida-studio-"
 
 
-@functools.cache
+_folder: list[Path] = []
+"""This process's download folder once made (a list so that it can be emptied)."""
+_lock = threading.Lock()
+
+
 def export_folder() -> Path:
     """This process's download folder (created on first use, removed at exit)."""
-    folder = Path(tempfile.mkdtemp(prefix=PREFIX))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return folder
+    with _lock:
+        if not _folder:
+            _folder.append(Path(tempfile.mkdtemp(prefix=PREFIX)))
+            atexit.register(shutil.rmtree, _folder[0], ignore_errors=True)
+        return _folder[0]
 
 
 def remove_exports() -> None:
     """Remove this process's download folder now, for exits that skip ``atexit`` (the app ends
     with ``os._exit``); a later download makes a new one."""
-    if export_folder.cache_info().currsize:
-        shutil.rmtree(export_folder(), ignore_errors=True)
-        export_folder.cache_clear()
+    with _lock:
+        for folder in _folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        _folder.clear()
 
 
 def export_bytes(name: str, data: bytes) -> str:

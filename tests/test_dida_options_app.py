@@ -150,3 +150,42 @@ def test_train_start_passes_the_methods_options(
     options = started.value.args[0]
     assert options == expected
     method_config(method, options)  # valid options of that method's config
+
+
+@pytest.mark.parametrize(
+    "mode, weight, extra",
+    [
+        ("released", "confidence", {"mode": "released", "ins_weight": "confidence"}),
+        ("paper", "confidence", {"ins_weight": "confidence"}),
+        ("released", "uniform", {"mode": "released"}),
+        (None, None, {}),  # cleared radios: the paper's defaults
+    ],
+)
+def test_train_start_passes_the_mode_and_the_l_ins_weight(
+    studio: Studio, monkeypatch: pytest.MonkeyPatch, mode, weight, extra: dict
+) -> None:
+    def fake_train(method, preset, iters, seed, options, *_):
+        raise _Started(options)
+
+    monkeypatch.setattr(studio, "train", fake_train)
+    args = ("dida", "tiny", 2, 0, "x", 38, 0.2, 0.5, train.SCRATCH, 0.5, 8, 2.0, mode, weight)
+    with pytest.raises(_Started) as started:
+        train.start(studio, *args)
+    options = started.value.args[0]
+    assert options == {"bank_size": 38, "tp": 0.2, "ins_lambda": 0.5, **extra}
+    config = method_config("dida", options)
+    assert config.mode == (mode or "paper") and config.ins_weight == (weight or "uniform")
+
+
+def test_an_unknown_mode_or_weight_is_refused_with_the_choices(studio: Studio) -> None:
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="DIDA mode must be one of paper, released"):
+        train.dida_options(300, 0.1, 1.0, "official", "uniform")
+    with pytest.raises(gr.Error, match="L_ins pixel weight must be one of uniform, confidence"):
+        train.dida_options(300, 0.1, 1.0, "paper", 3)
+
+
+def test_the_lambda_box_follows_the_modes_default() -> None:
+    assert train.mode_lambda("released")["value"] == 0.5
+    assert train.mode_lambda("paper")["value"] == 1.0

@@ -359,6 +359,8 @@ WARM_PAIRS = (
 SHOWCASE_PAIRS = (
     ("daformer", "dida"),
     ("daformer", "dida_released"),
+    ("daformer", "dida_weighted"),
+    ("dida", "dida_weighted"),
     ("source_only_more", "daformer"),
     ("source_only_more", "dida"),
 )
@@ -378,7 +380,10 @@ FIDELITY_PAIRS = (
     ("daformer", "paper_combo"),
 )
 """The fidelity table's comparisons: the deciding pairs, then each switch against its mode."""
-GAP_ROWS = ("source_only_more", "proda", "daformer", "dida", "dida_released", "mic", "dida_mic")
+GAP_ROWS = (
+    "source_only_more", "proda", "daformer", "dida", "dida_released", "mic", "dida_mic",
+    "dida_weighted",
+)  # fmt: skip
 
 
 def comparisons(suite: str, rows: dict) -> list[str]:

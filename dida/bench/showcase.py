@@ -78,10 +78,14 @@ SHOWCASE_ROWS = (
     Row("mic", "mic", "MIC-style"),
     Row("source_only_more", "source_only", "source-only, trained on (control)"),
     Row("dida_mic", "dida_mic", "DIDA + MIC"),
-)
+    Row("dida_weighted", "dida", "DIDA (paper mode, confidence-weighted L_ins)",
+        settings=("method.ins_weight=confidence",)),
+)  # fmt: skip
 """Adaptation rows of the showcase: each starts from the showcase source-only model and trains
 ``SHOWCASE_ADAPT_ITERS`` more iterations (the control trains source-only as long). The shipped rows
-(``dida.bench.ship.SHOWCASE_SHIPPED``) come first, so the app's checkpoints can be replaced soonest."""
+(``dida.bench.ship.SHOWCASE_SHIPPED``) come first, so the app's checkpoints can be replaced soonest.
+``dida_weighted`` (session 14) is last: the one paper-mode switch that closed DIDA paper's deficit on
+a fidelity seed (43.0 against 40.8); the app's paper-mode DIDA if its three fidelity seeds hold."""
 SHOWCASE_BASE_LABELS = {"source_only": "source-only", "oracle": "oracle (target labels)"}
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from dida import runs
 from dida.bench import suites as bench
+from dida.bench.archive import trained_on
 from dida.bench.report import (
     FIDELITY_PAIRS,
     compare,
@@ -20,7 +21,6 @@ from dida.bench.report import (
     shift_table,
     stat,
     sweep_table,
-    trained_on,
     write_reports,
 )
 from dida.bench.scores import (

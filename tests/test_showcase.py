@@ -67,29 +67,29 @@ def test_gap_closed_is_the_share_of_the_source_only_to_oracle_gap() -> None:
     assert "no gap" in gap_closed({"oracle": rows["oracle"]})
 
 
-def test_gap_trends_extrapolate_finished_adaptation_rows_only(tmp_path: Path) -> None:
+def test_gap_trends_extrapolate_finished_adaptation_rows_only() -> None:
     """The target is 40 % of the gap (46.0 mIoU here); a finished row rising 1.5 points per
     doubling from 43.0 at 1,000 its reaches it at 4,000; an unfinished row is left out."""
     rows = {"source_only": {"mIoU": (30.0, 0.0, 1)}, "oracle": {"mIoU": (70.0, 0.0, 1)}}
     jobs = [
         Job("showcase", f"{r}_s0", r, "showcase", tags={"row": r}) for r in ("daformer", "dida")
     ]
-    for job, state in zip(jobs, ("finished", "running"), strict=True):
-        run_dir = job.run_dir(tmp_path)
-        run_dir.mkdir(parents=True)
-        runs.write_status(run_dir, state, it=8000)
-        for it in (1000, 2000, 8000):
-            miou = 0.43 + 0.015 * math.log2(it / 1000)
-            record = {"mIoU": {"19": miou}, "IoU": {}, "train_cpu_s": 0.9 * it}
-            runs.append_metrics(run_dir, {"kind": "eval", "it": it, **record})
-    lines = gap_trends(jobs, tmp_path, rows)
+    curve = [
+        {"it": it, "cpu_h": 0.9 * it / 3600, "miou": 0.43 + 0.015 * math.log2(it / 1000)}
+        for it in (1000, 2000, 8000)
+    ]
+    entries = {
+        job.name: {"state": state, "it": 8000, "curve": curve}
+        for job, state in zip(jobs, ("finished", "running"), strict=True)
+    }
+    lines = gap_trends(jobs, entries, rows)
     assert "What 40 % of the gap (46.0 mIoU)" in lines[0]
     assert lines[2] == (
         "- daformer_s0: +1.5 mIoU per doubling (3 evaluations); reaches the target at ≈ 4,000 its, "
         "≈ 1 CPU-h"
     )
     assert not any("dida_s0" in line for line in lines)
-    assert gap_trends(jobs, tmp_path, {"oracle": rows["oracle"]}) == []
+    assert gap_trends(jobs, entries, {"oracle": rows["oracle"]}) == []
 
 
 def test_fidelity_rows_start_from_the_showcase_source_only_snapshot() -> None:

@@ -159,14 +159,19 @@ CPU_BUDGETS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """Training CPU-hour budgets of the quality-per-CPU-hour table."""
 
 
-def curves_section(jobs: Sequence[Job], runs_root: Path, figure: Path) -> tuple[list[str], dict]:
-    """The curves suite's report: the per-evaluation table, the best mIoU within each CPU budget
-    and the plot (runs still training included up to their last evaluation)."""
-    curves = {j.name: run_curve(j.run_dir(runs_root)) for j in jobs}
-    curves = {name: points for name, points in curves.items() if points}
-    done = {
-        j.name for j in jobs if runs.read_status(j.run_dir(runs_root)).get("state") == "finished"
+def curves_section(
+    jobs: Sequence[Job], entries: Mapping[str, dict], figure: Path
+) -> tuple[list[str], dict]:
+    """The curves suite's report from the runs' entries (:func:`dida.bench.archive.run_entries`):
+    the per-evaluation table, the best mIoU within each CPU budget and the plot (runs still
+    training included up to their last evaluation)."""
+    curves = {
+        j.name: [CurvePoint(**p) for p in entries[j.name].get("curve", [])]
+        for j in jobs
+        if j.name in entries
     }
+    curves = {name: points for name, points in curves.items() if points}
+    done = {j.name for j in jobs if entries.get(j.name, {}).get("state") == "finished"}
     plot_curves(curves, figure)
     table = best_per_budget(curves, CPU_BUDGETS, done)
     lines = [

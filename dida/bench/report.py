@@ -13,28 +13,36 @@ from typing import Any
 import numpy as np
 
 from dida import runs
-from dida.bench.curves import MAX_EXTRAPOLATION, Trend, curves_section, log_trend, run_curve
+from dida.bench.archive import archive_path, carried_rows, run_entries
+from dida.bench.curves import MAX_EXTRAPOLATION, CurvePoint, Trend, curves_section, log_trend
 from dida.bench.jobs import ABLATION_DEFAULTS, Job
-from dida.bench.scores import BENCH_EVAL, FINAL_EVAL_SOURCE, overlap_score, recorded_cost
+from dida.bench.scores import FINAL_EVAL_SOURCE, overlap_score
 from dida.data.classes import CLASSES
-from dida.methods.registry import trained_domains
 
 SHORT = [c.replace("traffic ", "t.")[:6] for c in CLASSES]
 
 
-def load_scores(jobs: Sequence[Job], runs_root: Path) -> tuple[list[tuple[Job, dict]], list[str]]:
-    """(job, bench_eval record) of every scored run, and the names of the runs without one."""
+def load_scores(
+    jobs: Sequence[Job], entries: dict[str, dict]
+) -> tuple[list[tuple[Job, dict]], list[str]]:
+    """(job, score record) of every scored run (:func:`dida.bench.archive.run_entries`), and the
+    names of the runs without one."""
     found, missing = [], []
     for job in jobs:
-        path = job.run_dir(runs_root) / BENCH_EVAL
-        if path.exists():
-            where = trained_on(job.run_dir(runs_root))
-            on_cpu = where == "-" or where.endswith(" threads)")  # hardware_name's CPU form
-            cpu_s = (recorded_cost(job.run_dir(runs_root)) or {}).get("train_cpu_s")
-            record = {**runs.read_json(path), "trained_on_cpu": on_cpu, "train_cpu_s": cpu_s}
-            found.append((job, record))
-        else:
+        entry = entries.get(job.name, {})
+        if "score" not in entry:
             missing.append(job.name)
+            continue
+        where = entry.get("trained_on", "-")
+        record = {
+            **entry["score"],
+            "trained_on": where,
+            "trained_on_cpu": where == "-"
+            or where.endswith(" threads)"),  # hardware_name's CPU form
+            "train_cpu_s": entry.get("train_cpu_s"),
+            "images_per_it": entry.get("images_per_it"),
+        }
+        found.append((job, record))
     return found, missing
 
 
@@ -69,14 +77,15 @@ def _cpu_minutes(records: list[dict]) -> float | None:
     """Mean training CPU minutes of the row's CPU-trained runs (a lent GPU's minutes are not
     comparable; the cost table lists each run): the process CPU time the run logged, cumulative
     over resumes, else (runs from before it was logged) the wall-time estimate; None when no run
-    was trained on the CPU."""
+    was trained on the CPU or none recorded a time (a run recovered from a note)."""
     minutes = [_minutes(r) for r in records if r.get("trained_on_cpu", True)]
+    minutes = [m for m in minutes if m is not None]
     return float(np.mean(minutes)) if minutes else None
 
 
-def _minutes(record: dict) -> float:
+def _minutes(record: dict) -> float | None:
     cpu = _cpu_or_none(record)
-    return cpu if cpu is not None else (record["train_s"] or 0) / 60
+    return cpu if cpu is not None else _wall_minutes(record)
 
 
 def group(found: list[tuple[Job, dict]], key: str) -> dict[Any, list[dict]]:
@@ -86,10 +95,21 @@ def group(found: list[tuple[Job, dict]], key: str) -> dict[Any, list[dict]]:
     return out
 
 
-def main_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
-    """The paper-style table: one row per method, per-class IoU and mIoU (mean ± std over seeds)."""
+CARRIED_MARK = " †"
+
+
+def main_table(
+    found: list[tuple[Job, dict]], carried: dict[str, dict] | None = None, order: Sequence[str] = ()
+) -> tuple[str, dict]:
+    """The paper-style table: one row per method, per-class IoU and mIoU (mean ± std over seeds).
+    ``carried``: rows kept as statistics only (:func:`dida.bench.archive.carried_rows`), marked
+    †; rows in ``order`` (row keys) where given."""
     labels = {job.tags["row"]: job.tags["label"] for job, _ in found}
     rows = {key: row_stats(recs) for key, recs in group(found, "row").items()}
+    for key, row in (carried or {}).items():
+        labels[key], rows[key] = row["label"] + CARRIED_MARK, row["stats"]
+    rank = {key: i for i, key in enumerate(order)}
+    rows = dict(sorted(rows.items(), key=lambda kv: rank.get(kv[0], len(rank))))
     head = (
         "| method | seeds | "
         + " | ".join(SHORT)
@@ -104,6 +124,14 @@ def main_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
             f"{_num(r['train_min'], 0)} |"
         )
     return "\n".join(lines), rows
+
+
+def carried_note(carried: dict[str, dict]) -> list[str]:
+    """The footnote of the † rows: where their statistics come from."""
+    if not carried:
+        return []
+    notes = sorted({row["note"] for row in carried.values()})
+    return [f"† {note}" for note in notes] + [""]
 
 
 def _seeds_fmt(s: tuple[float, float, int], seeds: int) -> str:
@@ -123,39 +151,32 @@ def final_eval_note(found: list[tuple[Job, dict]]) -> list[str]:
     ]
 
 
-def images_per_iteration(run_dir: Path) -> int:
-    """Training crops one iteration reads: the batch of each domain the method trains on."""
-    config = runs.read_json(run_dir / runs.CONFIG)
-    return config["data"]["batch_size"] * len(trained_domains(config["method"]["name"]))
-
-
-def cost_table(found: list[tuple[Job, dict]], runs_root: Path) -> str:
+def cost_table(found: list[tuple[Job, dict]]) -> str:
     """Throughput and peak memory of every run, as trained by the benchmark (its workers and threads)."""
     lines = [
         "| run | trained on | it/s | images/s | peak memory (MB) | wall min (est.) | CPU min |",
         "|---|---|---|---|---|---|---|",
     ]
     for job, r in found:
-        rate = r.get("it_per_s")
-        images = None if rate is None else rate * images_per_iteration(job.run_dir(runs_root))
+        rate, per_it = r.get("it_per_s"), r.get("images_per_it")
+        images = None if rate is None or per_it is None else rate * per_it
         lines.append(
-            f"| {job.name} | {trained_on(job.run_dir(runs_root))} | {_num(rate, 2)} | "
+            f"| {job.name} | {r['trained_on']} | {_num(rate, 2)} | "
             f"{_num(images, 1)} | {_num(r.get('peak_mem_mb'), 0)} | "
-            f"{_num((r.get('train_s') or 0) / 60, 1)} | {_num(_cpu_or_none(r), 1)} |"
+            f"{_num(_wall_minutes(r), 1)} | {_num(_cpu_or_none(r), 1)} |"
         )
     return "\n".join(lines)
 
 
+def _wall_minutes(record: dict) -> float | None:
+    """The wall estimate in minutes; None for a recovered run that kept none."""
+    if record.get("train_s") is None and "recovered" in record:
+        return None
+    return (record.get("train_s") or 0) / 60
+
+
 def _cpu_or_none(record: dict) -> float | None:
     return None if record.get("train_cpu_s") is None else record["train_cpu_s"] / 60
-
-
-def trained_on(run_dir: Path) -> str:
-    """The hardware the run's config records (``environment.hardware``), or "-"."""
-    if not (run_dir / runs.CONFIG).exists():
-        return "-"
-    config = runs.read_json(run_dir / runs.CONFIG)
-    return config.get("environment", {}).get("hardware", "-")
 
 
 def compare(rows: dict, a: str = "daformer", b: str = "dida") -> str:
@@ -416,7 +437,7 @@ GAP_TARGET = 0.40
 """Share of the source-only → oracle gap the best adaptation row should close (issue 13 §5)."""
 
 
-def gap_trends(jobs: Sequence[Job], runs_root: Path, rows: dict) -> list[str]:
+def gap_trends(jobs: Sequence[Job], entries: dict[str, dict], rows: dict) -> list[str]:
     """What the gap target asks of each adaptation row's schedule: its mIoU per doubling of the
     iterations and where that line crosses ``GAP_TARGET`` of the gap (an extrapolation)."""
     if "source_only" not in rows or "oracle" not in rows:
@@ -431,11 +452,21 @@ def gap_trends(jobs: Sequence[Job], runs_root: Path, rows: dict) -> list[str]:
         "is not this run continued):", "",
     ]  # fmt: skip
     for job in jobs:
-        run_dir = job.run_dir(runs_root)
-        if job.tags["row"] in GAP_ROWS and runs.read_status(run_dir).get("state") == "finished":
-            trend = log_trend(run_curve(run_dir), target)
-            lines += [] if trend is None else [f"- {job.name}: {_trend_text(trend)}"]
+        entry = entries.get(job.name, {})
+        if job.tags["row"] in GAP_ROWS and entry.get("state") == "finished":
+            lines += [f"- {job.name}: {_entry_trend(entry, target)}"]
     return lines + [""]
+
+
+def _entry_trend(entry: dict, target: float) -> str:
+    """The trend of an entry's curve; a recovered entry's committed trend text when its curve
+    was lost (``scripts.recover_bench_records``)."""
+    trend = log_trend([CurvePoint(**p) for p in entry.get("curve", [])], target)
+    if trend is not None:
+        return _trend_text(trend)
+    if "trend" in entry:
+        return f"{entry['trend']} (from the committed report; curve not kept)"
+    return "no learning curve kept"
 
 
 def _trend_text(trend: Trend) -> str:
@@ -453,15 +484,22 @@ def _trend_text(trend: Trend) -> str:
 
 
 def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -> Path:
-    """Write ``out/bench/<suite>.md`` and ``.json`` and the suite's plots; returns the markdown."""
-    found, missing = load_scores(jobs, runs_root)
+    """Write ``out/bench/<suite>.md`` and ``.json`` and the suite's plots from the runs' folders
+    or their committed record (:mod:`dida.bench.archive`, rewritten here); returns the markdown."""
+    record = archive_path(out, suite)
+    entries = run_entries(jobs, runs_root, record)
+    found, missing = load_scores(jobs, entries)
+    carried = carried_rows(record, {job.tags["row"] for job, _ in found})
+    missing = [j.name for j in jobs if j.name in missing and j.tags.get("row") not in carried]
     lines, figures = _header(suite, jobs, missing), Path(out) / "figures"
     if suite in MAIN_TITLES:
-        table, data = main_table(found)
+        order = list(dict.fromkeys(j.tags["row"] for j in jobs))
+        table, data = main_table(found, carried, order)
         labels = {j.tags["row"]: j.tags["label"] for j in jobs}
         plot_main(data, labels, figures / f"bench_{suite}.png", MAIN_TITLES[suite])
-        lines += [table, "", *final_eval_note(found), *comparisons(suite, data)]
-        lines += gap_trends(jobs, runs_root, data) if suite == "showcase" else []
+        lines += [table, "", *carried_note(carried), *final_eval_note(found)]
+        lines += comparisons(suite, data)
+        lines += gap_trends(jobs, entries, data) if suite == "showcase" else []
         lines += [f"![{suite}](../figures/bench_{suite}.png)"]
         lines += [
             "",
@@ -471,10 +509,10 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
             "the tables' CPU train min, which falls back to the wall estimate for runs that "
             "logged none):",
             "",
-            cost_table(found, runs_root),
+            cost_table(found),
         ]
     elif suite == "curves":
-        section, data = curves_section(jobs, runs_root, figures / "learning_curves.png")
+        section, data = curves_section(jobs, entries, figures / "learning_curves.png")
         lines += section
     elif suite == "ablations":
         table, data = sweep_table(found)

@@ -1,0 +1,146 @@
+"""The committed run record behind the benchmark reports (``dida.bench.archive``): a report
+survives the loss of its run folders, a rerun takes over once it has caught up, and rows kept as
+statistics are marked and explained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dida import runs
+from dida.bench.archive import archive_path, folder_entry, newer, read_archive, run_entries
+from dida.bench.jobs import Job
+from dida.bench.report import write_reports
+from dida.bench.scores import BENCH_EVAL
+from dida.data.classes import CLASSES
+
+HARDWARE = "AMD EPYC (1 threads)"
+
+
+def _job(name: str, row: str, seed: int = 0) -> Job:
+    return Job("fidelity", name, row, "showcase", seed, (), {"row": row, "label": row.upper()})
+
+
+def _fake_run(run_dir: Path, miou: float, it: int = 2000, scored: bool = True) -> None:
+    """A run folder as training and scoring leave it: config, status, evaluations, score."""
+    run_dir.mkdir(parents=True)
+    config = {
+        "data": {"batch_size": 2},
+        "method": {"name": "daformer"},
+        "environment": {"hardware": HARDWARE},
+    }
+    runs.atomic_write_json(run_dir / runs.CONFIG, config)
+    runs.write_status(run_dir, "finished" if scored else "running", it=it)
+    for at in (it // 2, it):
+        record = {"mIoU": {"19": miou * at / it}, "IoU": {}, "train_cpu_s": 0.9 * at}
+        runs.append_metrics(run_dir, {"kind": "eval", "it": at, **record})
+    if scored:
+        score = {
+            "it": it,
+            "all": {"mIoU": {"19": miou}, "IoU": dict.fromkeys(CLASSES, miou)},
+            "overlap": None,
+            "overlap_mIoU": miou / 2,
+            "rare_mIoU": miou / 3,
+            "train_s": 1200.0,
+            "it_per_s": 2.0,
+            "peak_mem_mb": 900.0,
+        }
+        runs.atomic_write_json(run_dir / BENCH_EVAL, score)
+
+
+def test_a_report_survives_the_loss_of_its_run_folders(tmp_path: Path) -> None:
+    jobs = [_job("daformer_s0", "daformer"), _job("daformer_s1", "daformer", 1)]
+    for job, miou in zip(jobs, (0.40, 0.44), strict=True):
+        _fake_run(job.run_dir(tmp_path / "runs"), miou)
+    docs = tmp_path / "docs"
+    before = write_reports("fidelity", jobs, tmp_path / "runs", docs).read_text()
+    assert "**42.0 ± 2.8**" in before and f"| daformer_s0 | {HARDWARE} | 2.00 | 8.0 |" in before
+    record = read_archive(archive_path(docs, "fidelity"))
+    assert record["runs"]["daformer_s1"]["score"]["all"]["mIoU"]["19"] == 0.44
+    assert [p["it"] for p in record["runs"]["daformer_s0"]["curve"]] == [1000, 2000]
+    after = write_reports("fidelity", jobs, tmp_path / "no_runs_here", docs).read_text()
+    assert after == before
+
+
+def test_a_rerun_takes_over_from_the_record_once_it_has_caught_up(tmp_path: Path) -> None:
+    kept = {"state": "stopped", "it": 4000, "curve": []}
+    assert newer(None, kept) is kept and newer(kept, None) is kept and newer(None, None) is None
+    _fake_run(tmp_path / "behind", 0.3, it=1000, scored=False)
+    behind = folder_entry(tmp_path / "behind")
+    assert behind is not None and newer(behind, kept) is kept
+    _fake_run(tmp_path / "level", 0.3, it=4000, scored=False)
+    level = folder_entry(tmp_path / "level")
+    assert newer(level, kept) is level  # ties go to the folder
+    _fake_run(tmp_path / "scored", 0.3, it=10, scored=True)
+    scored = folder_entry(tmp_path / "scored")
+    assert newer(scored, kept) is scored  # a scored run beats an unscored record
+    assert folder_entry(tmp_path / "empty") is None
+
+
+def test_carried_rows_are_marked_explained_and_not_listed_as_unfinished(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    stats = {
+        "seeds": 3,
+        "iou": [[50.0, 1.0, 3]] * len(CLASSES),
+        "mIoU": [42.3, 1.5, 3],
+        "overlap_mIoU": [14.2, 0.0, 1],
+        "rare_mIoU": [21.6, 1.6, 3],
+        "train_min": 30.0,
+    }
+    note = "row statistics carried from an older report"
+    path = archive_path(docs, "fidelity")
+    path.parent.mkdir(parents=True)
+    row = {"label": "DAFormer-style", "stats": stats, "note": note}
+    path.write_text(json.dumps({"runs": {}, "rows": {"daformer": row}}))
+    jobs = [_job(f"daformer_s{s}", "daformer", s) for s in range(3)] + [_job("dida_s0", "dida")]
+    _fake_run(jobs[-1].run_dir(tmp_path / "runs"), 0.40)
+    text = write_reports("fidelity", jobs, tmp_path / "runs", docs).read_text()
+    assert "| DAFormer-style † | 3 |" in text and f"† {note}" in text
+    assert "**42.3 ± 1.5** | 14.2 (1 of 3 seeds) | 21.6 ± 1.6 | 30 |" in text
+    assert "Not finished" not in text
+    assert text.index("DAFormer-style †") < text.index("| DIDA |")  # the suite's row order
+    assert "mIoU: dida − daformer = -2.3" in text  # carried rows are compared like the others
+    _fake_run(jobs[0].run_dir(tmp_path / "runs"), 0.41)  # a rerun seed: the row is its runs again
+    text = write_reports("fidelity", jobs, tmp_path / "runs", docs).read_text()
+    assert "†" not in text and "**Not finished (2):** daformer_s1, daformer_s2." in text
+
+
+def test_run_entries_keep_runs_no_longer_in_the_job_list(tmp_path: Path) -> None:
+    path = archive_path(tmp_path / "docs", "fidelity")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"runs": {"old_s0": {"state": "finished", "it": 9}}, "rows": {}}))
+    job = _job("new_s0", "new")
+    _fake_run(job.run_dir(tmp_path / "runs"), 0.2)
+    entries = run_entries([job], tmp_path / "runs", path)
+    assert set(entries) == {"new_s0"}
+    assert set(read_archive(path)["runs"]) == {"old_s0", "new_s0"}
+
+
+def test_a_recovered_one_seed_row_reads_back_as_the_same_row() -> None:
+    """``scripts.recover_bench_records``: a one-seed report row becomes its run's entry, and the
+    report's statistics of that entry are the row again (cost columns parsed from the table)."""
+    from dida.bench.report import load_scores, row_stats
+    from scripts.recover_bench_records import cost_rows, run_entry, trend_lines
+
+    table = (
+        "| run | trained on | it/s | images/s | peak memory (MB) | wall min (est.) | CPU min |\n"
+        "|---|---|---|---|---|---|---|\n"
+        f"| dida_s0 | {HARDWARE} | 0.48 | 1.9 | 1429 | 278.6 | 130.3 |\n"
+        "- dida_s0: +1.0 mIoU per doubling (7 evaluations); reaches the target at ≈ 9 its\n"
+    )
+    [cost] = cost_rows(table).values()
+    assert cost["trained_on"] == HARDWARE and cost["cpu_min"] == "130.3"
+    assert trend_lines(table) == {"dida_s0": table.splitlines()[-1][len("- dida_s0: ") :]}
+    iou = [[10.0 + i, 0.0, 1] for i in range(len(CLASSES) - 1)] + [[0.0, 0.0, 0]]
+    stats = {"seeds": 1, "iou": iou, "mIoU": [47.0, 0.0, 1], "overlap_mIoU": [13.8, 0.0, 1]}
+    stats |= {"rare_mIoU": [27.0, 0.0, 1], "train_min": 130.3}
+    entry = run_entry(stats, cost, "recovered in a test")
+    assert entry["images_per_it"] == 4 and entry["train_cpu_s"] == 60 * 130.3
+    [(_, record)], _ = load_scores([_job("dida_s0", "dida")], {"dida_s0": entry})
+    again = row_stats([record])
+    for key in ("mIoU", "overlap_mIoU", "rare_mIoU"):
+        assert again[key][0] == pytest.approx(stats[key][0]) and again[key][2] == 1
+    assert [m for m, _, _ in again["iou"][:-1]] == pytest.approx([m for m, _, _ in iou[:-1]])
+    assert again["iou"][-1][2] == 0 and again["train_min"] == 130.3

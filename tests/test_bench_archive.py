@@ -144,3 +144,45 @@ def test_a_recovered_one_seed_row_reads_back_as_the_same_row() -> None:
         assert again[key][0] == pytest.approx(stats[key][0]) and again[key][2] == 1
     assert [m for m, _, _ in again["iou"][:-1]] == pytest.approx([m for m, _, _ in iou[:-1]])
     assert again["iou"][-1][2] == 0 and again["train_min"] == 130.3
+
+
+def test_the_driver_skips_runs_only_the_record_holds_unless_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dida.bench import suites
+
+    out, runs_root = tmp_path / "docs", tmp_path / "runs"
+    path = archive_path(out, "fidelity")
+    path.parent.mkdir(parents=True)
+    scored = {"state": "finished", "it": 2000, "score": {"all": {}}}
+    row = {"label": "DAFormer-style", "stats": {}, "note": "carried"}
+    path.write_text(json.dumps({"runs": {"rel_teacher_s0": scored}, "rows": {"daformer": row}}))
+    kept = suites.recorded_only(runs_root, out)
+    names = {d.name for d in kept if d.parent.name == "fidelity"}
+    assert names == {"rel_teacher_s0", "daformer_s0", "daformer_s1", "daformer_s2"}
+    args = ["--suite", "fidelity", "--runs", str(runs_root), "--out", str(out), "--list"]
+    assert suites.main(args) == 0
+    listed = dict(line.split(" ", 2)[1:] for line in capsys.readouterr().out.splitlines())
+    assert listed["rel_teacher_s0"] == suites.RECORDED and listed["daformer_s2"] == suites.RECORDED
+    assert listed["rel_online_s0"] == "not started"
+
+
+def test_a_showcase_row_can_start_from_a_shipped_checkpoint(tmp_path: Path) -> None:
+    """The rows trained after the run folders were lost start from the shipped float16
+    source-only weights; a missing shipped file is an error naming it, not a wait."""
+    from dataclasses import replace
+
+    from dida.bench.jobs import ASSETS
+    from dida.bench.showcase import showcase_jobs
+    from dida.bench.suites import wait_for_start
+
+    mic = next(j for j in showcase_jobs() if j.name == "mic_s0")
+    start = ASSETS / "source_only" / runs.MODEL
+    assert mic.starts_shipped and mic.init_file(tmp_path) == start and start.exists()
+    assert f"model.init_weights={start}" in mic.train_args(tmp_path, 1)
+    assert wait_for_start(mic, tmp_path, {}) is None
+    daformer = next(j for j in showcase_jobs() if j.name == "daformer_s0")
+    assert not daformer.starts_shipped  # trained before the loss: from the fp32 run
+    gone = replace(mic, init_from="shipped:no_such_model")
+    with pytest.raises(RuntimeError, match="no_such_model.*missing"):
+        wait_for_start(gone, tmp_path, {})

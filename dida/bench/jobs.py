@@ -15,6 +15,11 @@ ABLATION_DEFAULTS = {"tp": 0.1, "lambda": 1.0, "K": 300}
 """DIDA's default point (tp, λ, K): the ablation run every sweep shares."""
 
 
+SHIPPED = "shipped:"
+"""``init_from`` prefix of a shipped checkpoint (``shipped:source_only``: the float16 weights in
+``assets/checkpoints/source_only``), for runs whose init run's folder is gone (session 15)."""
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "checkpoints"
+
 SEEDS = (0, 1, 2)
 PRODA_SETTINGS = ("method.source_init_iters=50",)
 """ProDA-style starts from the source-only run (its warm-up stage); 50 source iterations then
@@ -37,7 +42,7 @@ class Row:
     """``--set KEY=VALUE`` overrides."""
     init_from: str | None = None
     """Row whose seed-0 run initialises this one (``model.init_weights``): ``row`` of the same
-    suite or ``suite/row``."""
+    suite or ``suite/row``, or ``shipped:NAME`` (a shipped checkpoint)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,8 @@ class Job:
     """What the report groups by (row, sweep, value)."""
     init_from: str | None = None
     """Run (``name`` of the same suite or ``suite/name``) whose final weights initialise this one
-    (it trains first), or ``suite/name@IT``: its learning-curve snapshot of iteration IT."""
+    (it trains first), ``suite/name@IT``: its learning-curve snapshot of iteration IT, or
+    ``shipped:NAME``: the shipped checkpoint ``assets/checkpoints/NAME``."""
 
     stop_cpu_h: float | None = None
     """Stop (resumable) once the run has spent this many training CPU-hours (``--stop-cpu-h``):
@@ -87,9 +93,16 @@ class Job:
         spent = status.get("stop_cpu_h") if status.get("state") == "stopped" else None
         return self.stop_cpu_h is not None and spent is not None and spent >= self.stop_cpu_h
 
+    @property
+    def starts_shipped(self) -> bool:
+        """Whether this run starts from a shipped checkpoint (no init run to wait for)."""
+        return str(self.init_from).startswith(SHIPPED)
+
     def init_dir(self, runs_root: Path) -> Path:
-        """The folder of the run this one starts from."""
+        """The folder of the run (or shipped checkpoint) this one starts from."""
         assert self.init_from is not None
+        if self.starts_shipped:
+            return ASSETS / self.init_from.removeprefix(SHIPPED)
         suite, _, name = self.init_from.partition("@")[0].rpartition("/")
         return Path(runs_root) / (suite or self.suite) / name
 
@@ -97,6 +110,6 @@ class Job:
         """The weights this run starts from: the init run's model, or its snapshot ``@IT``."""
         assert self.init_from is not None
         _, at, it = self.init_from.partition("@")
-        if not at:
+        if not at or self.starts_shipped:
             return self.init_dir(runs_root) / runs.MODEL
         return self.init_dir(runs_root) / runs.SNAPSHOTS / f"model_{int(it):06d}.safetensors"

@@ -489,7 +489,7 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
     record = archive_path(out, suite)
     entries = run_entries(jobs, runs_root, record)
     found, missing = load_scores(jobs, entries)
-    carried = carried_rows(record, {job.tags["row"] for job, _ in found})
+    carried = carried_rows(record, {job.tags.get("row") for job, _ in found})
     missing = [j.name for j in jobs if j.name in missing and j.tags.get("row") not in carried]
     lines, figures = _header(suite, jobs, missing), Path(out) / "figures"
     if suite in MAIN_TITLES:

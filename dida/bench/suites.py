@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from dida import runs
+from dida.bench.archive import archive_path, read_archive
 from dida.bench.jobs import ABLATION_DEFAULTS, PRODA_SETTINGS, SEEDS, Job, Row
 from dida.bench.report import write_reports
 from dida.bench.scores import BENCH_EVAL, score_run
@@ -221,6 +222,21 @@ def is_finished(run_dir: Path) -> bool:
     return runs.read_status(run_dir).get("state") == "finished" and (run_dir / BENCH_EVAL).exists()
 
 
+def recorded_only(runs_root: Path, out: Path, preset: str | None = None) -> set[Path]:
+    """Run folders of the runs only the committed record still holds, as scores or as a carried
+    row (their folder is gone or unfinished here; :mod:`dida.bench.archive`): done, trained
+    again only when named with ``--only``."""
+    found = set()
+    for suite in SUITES:
+        kept = read_archive(archive_path(out, suite))
+        for job in suite_jobs(suite, preset):
+            scored = "score" in kept["runs"].get(job.name, {})
+            carried = job.tags.get("row") in kept["rows"]
+            if (scored or carried) and not is_finished(job.run_dir(runs_root)):
+                found.add(job.run_dir(runs_root))
+    return found
+
+
 def wait_for(run_dir: Path, waiting: str, events: dict[Path, threading.Event]) -> None:
     """Block until ``run_dir`` is done when this invocation trains it (``events``); then it must be
     finished, else an error names what to train first."""
@@ -234,6 +250,10 @@ def wait_for_start(job: Job, runs_root: Path, events: dict[Path, threading.Event
     """Block until the weights ``job`` starts from exist: a finished init run, or its snapshot
     (which a still-running init run may already have written)."""
     start = job.init_file(runs_root)
+    if job.starts_shipped and not start.exists():
+        raise RuntimeError(f"{job.name} starts from the shipped {start}, which is missing")
+    if job.starts_shipped:
+        return None
     if "@" not in str(job.init_from):
         return wait_for(job.init_dir(runs_root), job.name, events)
     if not start.exists() and job.init_dir(runs_root) in events:
@@ -452,14 +472,19 @@ def describe_run(job: Job, runs_root: Path) -> str:
     return state + (f"; ANOTHER CONFIG ({', '.join(diff)})" if diff else "")
 
 
+RECORDED = "finished (kept in docs/bench/records, no run folder here; --only NAME trains it again)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     suites = SUITES if "all" in args.suite else tuple(dict.fromkeys(args.suite))
     jobs = {suite: suite_jobs(suite, args.preset) for suite in suites}
     every = distinct_runs([j for suite in suites for j in jobs[suite]], args.runs)
+    recorded = recorded_only(args.runs, args.out, args.preset)
     if args.list:
         for job in every:
-            print(job.suite, job.name, describe_run(job, args.runs))
+            kept = job.run_dir(args.runs) in recorded
+            print(job.suite, job.name, RECORDED if kept else describe_run(job, args.runs))
         return 0
     mismatched = mismatched_runs(every, args.runs)
     if mismatched:
@@ -467,9 +492,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     failures: list[str] = []
     if args.report:
-        score_finished(every, args.runs, args.threads)
+        score_finished(
+            [j for j in every if j.run_dir(args.runs) not in recorded], args.runs, args.threads
+        )
     else:
-        failures = run_jobs(select(every, args.only), args.runs, args.workers, args.threads)
+        todo = select(every, args.only)  # named runs train even when only the record holds them
+        todo = todo if args.only else [j for j in todo if j.run_dir(args.runs) not in recorded]
+        failures = run_jobs(todo, args.runs, args.workers, args.threads)
     for suite in suites:
         write_reports(suite, jobs[suite], args.runs, args.out)
     for failure in failures:

@@ -250,9 +250,9 @@ def wait_for_start(job: Job, runs_root: Path, events: dict[Path, threading.Event
     """Block until the weights ``job`` starts from exist: a finished init run, or its snapshot
     (which a still-running init run may already have written)."""
     start = job.init_file(runs_root)
-    if job.starts_shipped and not start.exists():
-        raise RuntimeError(f"{job.name} starts from the shipped {start}, which is missing")
     if job.starts_shipped:
+        if not start.exists():
+            raise RuntimeError(f"{job.name} starts from the shipped {start}, which is missing")
         return None
     if "@" not in str(job.init_from):
         return wait_for(job.init_dir(runs_root), job.name, events)

@@ -101,7 +101,7 @@ def test_fidelity_rows_start_from_the_showcase_source_only_snapshot() -> None:
     seeds = {
         row: sorted(j.seed for j in jobs if j.tags["row"] == row) for row in ("dida", "rel_online")
     }
-    assert seeds == {"dida": [0, 1, 2], "rel_online": [0]}
+    assert seeds == {"dida": [0, 1, 2], "rel_online": [0, 1, 2]}
     assert [j.seed for j in jobs[: len({j.tags["row"] for j in jobs})]] == [0] * 15
     job = next(j for j in jobs if j.name == "rel_weighted_s0")
     argv = job.train_args(Path("r"), 1)

@@ -167,6 +167,33 @@ def test_the_driver_skips_runs_only_the_record_holds_unless_named(
     assert listed["rel_online_s0"] == "not started"
 
 
+def test_a_curve_recorded_at_its_budget_is_done_and_a_folder_behind_the_record_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An alternative recipe stops at its CPU budget (no score); once only the record holds it,
+    it is done, not retrained from scratch. One recorded short of its budget is still to train."""
+    from dida.bench import suites
+
+    out, runs_root = tmp_path / "docs", tmp_path / "runs"
+    path = archive_path(out, "curves")
+    path.parent.mkdir(parents=True)
+    at_budget = {"state": "stopped", "it": 2842, "curve": [{"it": 2842, "cpu_h": 0.5}]}
+    short = {"state": "stopped", "it": 2000, "curve": [{"it": 2000, "cpu_h": 0.35}]}
+    scored = {"state": "finished", "it": 27000, "score": {"all": {}}}
+    kept = {"oracle_lr2x": at_budget, "oracle_wide": short, "source_only_d32": scored}
+    path.write_text(json.dumps({"runs": kept, "rows": {}}))
+    behind = runs_root / "curves" / "source_only_d32"
+    behind.mkdir(parents=True)
+    runs.write_status(behind, "stopped", it=8365, max_iters=27000)
+    names = {d.name for d in suites.recorded_only(runs_root, out) if d.parent.name == "curves"}
+    assert names == {"oracle_lr2x", "source_only_d32"}
+    args = ["--suite", "curves", "--runs", str(runs_root), "--out", str(out), "--list"]
+    assert suites.main(args) == 0
+    listed = dict(line.split(" ", 2)[1:] for line in capsys.readouterr().out.splitlines())
+    assert listed["oracle_lr2x"] == suites.RECORDED and listed["oracle_wide"] == "not started"
+    assert listed["source_only_d32"].endswith("the run folder here: stopped at 8365/27000)")
+
+
 def test_a_showcase_row_can_start_from_a_shipped_checkpoint(tmp_path: Path) -> None:
     """The rows trained after the run folders were lost start from the shipped float16
     source-only weights; a missing shipped file is an error naming it, not a wait."""

@@ -230,11 +230,22 @@ def recorded_only(runs_root: Path, out: Path, preset: str | None = None) -> set[
     for suite in SUITES:
         kept = read_archive(archive_path(out, suite))
         for job in suite_jobs(suite, preset):
-            scored = "score" in kept["runs"].get(job.name, {})
+            entry = kept["runs"].get(job.name, {})
+            done = "score" in entry or _budget_recorded(job, entry)
             carried = job.tags.get("row") in kept["rows"]
-            if (scored or carried) and not is_finished(job.run_dir(runs_root)):
+            if (done or carried) and not _done_here(job, runs_root):
                 found.add(job.run_dir(runs_root))
     return found
+
+
+def _budget_recorded(job: Job, entry: dict) -> bool:
+    """A recorded learning-curve run that stopped at this job's CPU budget (its last evaluation)."""
+    last = (entry.get("curve") or [{}])[-1].get("cpu_h")
+    return job.stop_cpu_h is not None and last is not None and last >= job.stop_cpu_h
+
+
+def _done_here(job: Job, runs_root: Path) -> bool:
+    return is_finished(job.run_dir(runs_root)) or job.budget_spent(runs_root)
 
 
 def wait_for(run_dir: Path, waiting: str, events: dict[Path, threading.Event]) -> None:
@@ -472,7 +483,15 @@ def describe_run(job: Job, runs_root: Path) -> str:
     return state + (f"; ANOTHER CONFIG ({', '.join(diff)})" if diff else "")
 
 
-RECORDED = "finished (kept in docs/bench/records, no run folder here; --only NAME trains it again)"
+RECORDED = "done (kept in docs/bench/records, no run folder here; --only NAME trains it again)"
+
+
+def describe_recorded(job: Job, runs_root: Path) -> str:
+    """``--list``'s line for a run only the record holds, naming the unfinished folder if any."""
+    if runs.run_state(job.run_dir(runs_root))["state"] == "unknown":
+        return RECORDED
+    here = describe_run(job, runs_root)
+    return f"done (kept in docs/bench/records; the run folder here: {here})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -484,7 +503,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list:
         for job in every:
             kept = job.run_dir(args.runs) in recorded
-            print(job.suite, job.name, RECORDED if kept else describe_run(job, args.runs))
+            line = describe_recorded if kept else describe_run
+            print(job.suite, job.name, line(job, args.runs))
         return 0
     mismatched = mismatched_runs(every, args.runs)
     if mismatched:

@@ -8,6 +8,7 @@ the reports); the curves report's evaluations become its runs' curves. Entries a
 are kept. ``--extra`` adds a run known only from a note (its scores given on the command line)::
 
     python -m scripts.recover_bench_records --commit 22f71b1
+    python -m scripts.recover_bench_records --commit 67353cd --suites main warm quick   # session 16
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from dida.bench.jobs import Job
 from dida.bench.suites import suite_jobs
 from dida.data.classes import CLASSES
 
+RECOVERABLE = ("showcase", "fidelity", "curves", "main", "warm", "quick")
+"""The suites with a committed run record: the main-style reports and the learning curves (the
+sweep and shift reports keep their committed files: ``dida.bench.report.report_loses_runs``)."""
 COST_COLUMNS = ("trained_on", "it_per_s", "images_per_s", "peak_mem_mb", "wall_min", "cpu_min")
 
 
@@ -33,13 +37,18 @@ def committed(commit: str, path: str) -> str:
     ).stdout
 
 
+OLD_COST_COLUMNS = ("it_per_s", "images_per_s", "peak_mem_mb", "wall_min")
+"""The cost table before session 14 (main, warm, quick): no hardware, wall train minutes only."""
+
+
 def cost_rows(markdown: str) -> dict[str, dict]:
-    """The cost table of a committed report: run name -> its columns."""
+    """The cost table of a committed report (either layout): run name -> its columns."""
     rows = {}
     for line in markdown.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 7 and cells[0] != "run" and not cells[0].startswith("---"):
-            rows[cells[0]] = dict(zip(COST_COLUMNS, cells[1:], strict=True))
+        columns = {7: COST_COLUMNS, 5: OLD_COST_COLUMNS}.get(len(cells))
+        if columns and cells[0] != "run" and not cells[0].startswith("---"):
+            rows[cells[0]] = dict(zip(columns, cells[1:], strict=True))
     return rows
 
 
@@ -136,11 +145,16 @@ def main() -> None:
     parser.add_argument("--commit", required=True, help="the commit of the committed reports")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--extra", nargs="*", default=[], help="SUITE/NAME:MIOU:OVERLAP:RARE")
+    parser.add_argument(
+        "--suites", nargs="+", default=["showcase", "fidelity", "curves"], choices=RECOVERABLE,
+        help="the suites whose committed reports seed their records",
+    )  # fmt: skip
     args = parser.parse_args()
     found: dict[str, tuple[dict, dict]] = {
-        s: recover_main(s, args.commit, suite_jobs(s, None)) for s in ("showcase", "fidelity")
+        s: recover_main(s, args.commit, suite_jobs(s, None)) for s in args.suites if s != "curves"
     }
-    found["curves"] = (recover_curves(args.commit), {})
+    if "curves" in args.suites:
+        found["curves"] = (recover_curves(args.commit), {})
     for spec in args.extra:
         suite, _, rest = spec.partition("/")
         name, entry = extra_entry(rest, args.commit)

@@ -13,10 +13,13 @@ from dida.bench import suites as bench
 from dida.bench.archive import trained_on
 from dida.bench.report import (
     FIDELITY_PAIRS,
+    Difference,
     compare,
     comparisons,
+    differences,
     fmt,
     main_table,
+    plot_differences,
     shift_difference,
     shift_table,
     stat,
@@ -224,6 +227,33 @@ def test_main_table_means_over_seeds_and_judges_the_spread() -> None:
     assert "mIoU: dida − daformer = -1.0 (within the seed spread, largest std 2.8; the" in compare(
         mixed
     )
+
+
+def test_differences_carry_the_spread_compare_judges_them_by(tmp_path: Path) -> None:
+    found = [
+        (_job("daformer_s0", "daformer"), _record(0.40, 0.30, 0.10)),
+        (_job("daformer_s1", "daformer", 1), _record(0.44, 0.30, 0.10)),
+        (_job("dida_s0", "dida"), _record(0.41, 0.40, 0.20)),
+        (_job("proda_s0", "proda"), _record(0.35, 0.20, 0.10)),
+    ]
+    _, rows = main_table(found)
+    pairs = [("daformer", "dida"), ("dida", "proda"), ("daformer", "mic")]
+    diffs = differences(rows, pairs)
+    assert [(d.a, d.b, d.metric) for d in diffs[:3]] == [
+        ("daformer", "dida", m) for m in ("mIoU", "overlap_mIoU", "rare_mIoU")
+    ]
+    assert len(diffs) == 6  # mic is not in the rows: no difference, no error
+    miou = diffs[0]
+    assert miou.diff == pytest.approx(-1.0) and miou.spread == pytest.approx(
+        np.std([40, 44], ddof=1)
+    )
+    assert "largest std 2.8" in compare(rows) and all(d.spread is None for d in diffs[3:])
+    assert diffs[3] == Difference("dida", "proda", "mIoU", pytest.approx(-6.0), None)
+    path = tmp_path / "differences.png"
+    plot_differences(diffs, path, "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plot_differences([], tmp_path / "none.png", "test")
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_pairs_with_an_unfinished_row_are_listed_once_not_a_line_each() -> None:

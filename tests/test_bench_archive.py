@@ -64,6 +64,43 @@ def test_a_report_survives_the_loss_of_its_run_folders(tmp_path: Path) -> None:
     assert after == before
 
 
+def test_a_report_without_a_record_is_kept_when_its_run_folders_are_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A suite whose runs only its committed report holds (no record yet, folders lost) keeps
+    that report: rewriting it would drop rows; the message says what to do."""
+    jobs = [_job("daformer_s0", "daformer"), _job("daformer_s1", "daformer", 1)]
+    for job, miou in zip(jobs, (0.40, 0.44), strict=True):
+        _fake_run(job.run_dir(tmp_path / "runs"), miou)
+    docs = tmp_path / "docs"
+    md = write_reports("fidelity", jobs, tmp_path / "runs", docs)
+    before, table = md.read_text(), md.with_suffix(".json").read_text()
+    archive_path(docs, "fidelity").unlink()  # a report written before the record existed
+    assert write_reports("fidelity", jobs, tmp_path / "no_runs_here", docs) == md
+    assert md.read_text() == before and md.with_suffix(".json").read_text() == table
+    err = capsys.readouterr().err
+    assert "it reports 2 runs, only 0 are in the run folders" in err
+    assert "scripts.recover_bench_records" in err
+    _fake_run(tmp_path / "runs2" / "fidelity" / "daformer_s0", 0.5)
+    write_reports("fidelity", jobs, tmp_path / "runs2", docs)  # 1 of 2: still kept
+    assert md.read_text() == before
+    more = [*jobs, _job("dida_s0", "dida")]
+    _fake_run(tmp_path / "runs" / "fidelity" / "dida_s0", 0.38)
+    assert "| DIDA_S0 |" not in before
+    assert "| DIDA |" in write_reports("fidelity", more, tmp_path / "runs", docs).read_text()
+
+
+def test_a_recovered_report_of_the_old_cost_layout_keeps_its_costs() -> None:
+    from scripts.recover_bench_records import cost_rows
+
+    old = "| run | it/s | images/s | peak memory (MB) | train min |\n|---|---|---|---|---|\n"
+    old += "| oracle_s0 | 2.14 | 4.3 | 1211 | 11.7 |\n"
+    assert cost_rows(old) == {
+        "oracle_s0": {"it_per_s": "2.14", "images_per_s": "4.3", "peak_mem_mb": "1211",
+                      "wall_min": "11.7"}
+    }  # fmt: skip
+
+
 def test_a_rerun_takes_over_from_the_record_once_it_has_caught_up(tmp_path: Path) -> None:
     kept = {"state": "stopped", "it": 4000, "curve": []}
     assert newer(None, kept) is kept and newer(kept, None) is kept and newer(None, None) is None
@@ -102,9 +139,12 @@ def test_carried_rows_are_marked_explained_and_not_listed_as_unfinished(tmp_path
     assert "Not finished" not in text
     assert text.index("DAFormer-style †") < text.index("| DIDA |")  # the suite's row order
     assert "mIoU: dida − daformer = -2.3" in text  # carried rows are compared like the others
-    _fake_run(jobs[0].run_dir(tmp_path / "runs"), 0.41)  # a rerun seed: the row is its runs again
+    _fake_run(jobs[0].run_dir(tmp_path / "runs"), 0.41)  # one seed rerun: 3 seeds would become 1
+    assert write_reports("fidelity", jobs, tmp_path / "runs", docs).read_text() == text
+    for job, miou in zip(jobs[1:3], (0.43, 0.45), strict=True):
+        _fake_run(job.run_dir(tmp_path / "runs"), miou)  # all three: the row is its runs again
     text = write_reports("fidelity", jobs, tmp_path / "runs", docs).read_text()
-    assert "†" not in text and "**Not finished (2):** daformer_s1, daformer_s2." in text
+    assert "†" not in text and "Not finished" not in text and "**43.0 ± 2.0**" in text
 
 
 def test_run_entries_keep_runs_no_longer_in_the_job_list(tmp_path: Path) -> None:

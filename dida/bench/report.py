@@ -5,8 +5,10 @@ Runs that are not finished are listed as missing, never silently left out."""
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,11 +186,39 @@ def compare(rows: dict, a: str = "daformer", b: str = "dida") -> str:
     if a not in rows or b not in rows:
         return f"({a} or {b} not finished: no comparison)"
     parts = []
-    for metric in ("mIoU", "overlap_mIoU", "rare_mIoU"):
+    for metric in METRICS:
         (ma, sa, na), (mb, sb, nb) = rows[a][metric], rows[b][metric]
         diff = mb - ma
         parts.append(f"{metric}: {b} − {a} = {diff:+.1f} ({_verdict(diff, (sa, na), (sb, nb))})")
     return "; ".join(parts)
+
+
+METRICS = ("mIoU", "overlap_mIoU", "rare_mIoU")
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Row ``b`` − row ``a`` in one metric (points), with the spread ``compare`` judges it by: the
+    largest std of the two rows among those with several seeds (None when both have one seed)."""
+
+    a: str
+    b: str
+    metric: str
+    diff: float
+    spread: float | None
+
+
+def differences(rows: dict, pairs: Sequence[tuple[str, str]]) -> list[Difference]:
+    """Every metric's difference for the pairs whose two rows are both in ``rows``."""
+    found = []
+    for a, b in pairs:
+        if a not in rows or b not in rows:
+            continue
+        for metric in METRICS:
+            (ma, sa, na), (mb, sb, nb) = rows[a][metric], rows[b][metric]
+            spreads = [std for std, seeds in ((sa, na), (sb, nb)) if seeds >= 2]
+            found.append(Difference(a, b, metric, mb - ma, max(spreads) if spreads else None))
+    return found
 
 
 def _verdict(diff: float, *rows: tuple[float, int]) -> str:
@@ -338,6 +368,30 @@ def plot_main(rows: dict, labels: dict[str, str], path: Path, title: str) -> Non
     _save(fig, path)
 
 
+def plot_differences(diffs: list[Difference], path: Path, title: str) -> None:
+    """Each compared pair's difference (b − a) in mIoU, overlap and rare mIoU, with ± the seed
+    spread it is judged against (hollow marker, no bar: one seed each, no spread)."""
+    pairs = list(dict.fromkeys((d.a, d.b) for d in diffs))
+    if not pairs:
+        return
+    fig, axes = _axes(1, title, width=7.5)
+    fig.set_figheight(1.2 + 0.32 * len(pairs))
+    ax, offsets = axes[0], dict(zip(METRICS, (-0.22, 0.0, 0.22), strict=True))
+    for i, metric in enumerate(METRICS):
+        color = f"C{i}"
+        for d in (d for d in diffs if d.metric == metric):
+            y = pairs.index((d.a, d.b)) + offsets[metric]
+            face = color if d.spread is not None else "none"
+            ax.errorbar(d.diff, y, xerr=d.spread, fmt="o", color=color, mfc=face, ms=4, capsize=2)
+        ax.plot([], [], "o", color=color, label=metric)
+    ax.axvline(0, color="gray", lw=0.8)
+    ax.set_yticks(range(len(pairs)), [f"{b} − {a}" for a, b in pairs], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference (points); bar: ± the largest seed std of the pair")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+
+
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -407,11 +461,15 @@ GAP_ROWS = (
 )  # fmt: skip
 
 
+def suite_pairs(suite: str) -> tuple[tuple[str, str], ...]:
+    """The (a, b) row pairs a suite's report compares (b − a)."""
+    pairs = {"warm": WARM_PAIRS, "showcase": SHOWCASE_PAIRS, "fidelity": FIDELITY_PAIRS}
+    return pairs.get(suite, (("daformer", "dida"),))
+
+
 def comparisons(suite: str, rows: dict) -> list[str]:
     """The comparison sentences under a main-style table, one paragraph each."""
-    pairs = {"warm": WARM_PAIRS, "showcase": SHOWCASE_PAIRS, "fidelity": FIDELITY_PAIRS}.get(
-        suite, (("daformer", "dida"),)
-    )
+    pairs = suite_pairs(suite)
     ready = [(a, b) for a, b in pairs if a in rows and b in rows]
     lines = [line for a, b in ready for line in (compare(rows, a, b), "")]
     waiting = [f"{b} − {a}" for a, b in pairs if (a, b) not in ready]
@@ -483,6 +541,66 @@ def _trend_text(trend: Trend) -> str:
     return head + f"; reaches the target at ≈ {trend.reach_it:,.0f} its{cost}"
 
 
+COST_NOTE = (
+    "Cost of each run as the benchmark trained it (wall min: the last uninterrupted segment's rate "
+    "times the iterations, slowed by whatever shared the cores; CPU min: the process CPU time of "
+    "the training steps the run logged, over all its resumes — the tables' CPU train min, which "
+    "falls back to the wall estimate for runs that logged none):"
+)
+
+
+def main_section(
+    suite: str,
+    jobs: Sequence[Job],
+    entries: dict[str, dict],
+    scores: tuple[list[tuple[Job, dict]], dict[str, dict]],
+    figures: Path,
+) -> tuple[list[str], dict]:
+    """A main-style suite's table, comparisons (sentences and the differences plot), gap trends,
+    plots and cost table; ``scores`` = the runs' records and the carried rows."""
+    found, carried = scores
+    table, data = main_table(found, carried, list(dict.fromkeys(j.tags["row"] for j in jobs)))
+    labels = {j.tags["row"]: j.tags["label"] for j in jobs}
+    plot_main(data, labels, figures / f"bench_{suite}.png", MAIN_TITLES[suite])
+    lines = [table, "", *carried_note(carried), *final_eval_note(found)]
+    lines += comparisons(suite, data)
+    lines += gap_trends(jobs, entries, data) if suite == "showcase" else []
+    lines += [f"![{suite}](../figures/bench_{suite}.png)", ""]
+    diffs = differences(data, suite_pairs(suite))
+    if diffs:
+        name = f"bench_{suite}_differences.png"
+        plot_differences(diffs, figures / name, f"{MAIN_TITLES[suite]}: differences")
+        lines += [f"![{suite} differences](../figures/{name})", ""]
+    return lines + [COST_NOTE, "", cost_table(found)], data
+
+
+def reported_runs(data: dict) -> int:
+    """How many runs a written report's JSON holds: a main-style row's seeds, a sweep's points or
+    a method's shifts (each one run)."""
+    count = 0
+    for value in data.values():
+        if isinstance(value, dict) and "seeds" in value:
+            count += value["seeds"]
+        elif isinstance(value, dict | list):
+            count += len(value)
+    return count
+
+
+def report_loses_runs(md: Path, present: int) -> str | None:
+    """Why the report at ``md`` must not be rewritten, or None: it holds more runs than the
+    ``present`` ones found now (their folders are gone and no committed record has them)."""
+    written = md.with_suffix(".json")
+    held = reported_runs(json.loads(written.read_text())) if written.exists() else 0
+    if present >= held:
+        return None
+    return (
+        f"kept {md} as it is: it reports {held} runs, only {present} are in the run folders or "
+        f"in docs/bench/records here (run folders lost?). Rewriting it would drop rows; train "
+        f"the missing runs again (`python -m dida.bench --suite {md.stem}`) or seed the record "
+        "from the committed report (`python -m scripts.recover_bench_records --help`)."
+    )
+
+
 def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -> Path:
     """Write ``out/bench/<suite>.md`` and ``.json`` and the suite's plots from the runs' folders
     or their committed record (:mod:`dida.bench.archive`, rewritten here); returns the markdown."""
@@ -491,26 +609,14 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
     found, missing = load_scores(jobs, entries)
     carried = carried_rows(record, {job.tags.get("row") for job, _ in found})
     missing = [j.name for j in jobs if j.name in missing and j.tags.get("row") not in carried]
+    md = Path(out) / "bench" / f"{suite}.md"
+    if suite != "curves" and (lost := report_loses_runs(md, len(jobs) - len(missing))):
+        print(lost, file=sys.stderr)
+        return md
     lines, figures = _header(suite, jobs, missing), Path(out) / "figures"
     if suite in MAIN_TITLES:
-        order = list(dict.fromkeys(j.tags["row"] for j in jobs))
-        table, data = main_table(found, carried, order)
-        labels = {j.tags["row"]: j.tags["label"] for j in jobs}
-        plot_main(data, labels, figures / f"bench_{suite}.png", MAIN_TITLES[suite])
-        lines += [table, "", *carried_note(carried), *final_eval_note(found)]
-        lines += comparisons(suite, data)
-        lines += gap_trends(jobs, entries, data) if suite == "showcase" else []
-        lines += [f"![{suite}](../figures/bench_{suite}.png)"]
-        lines += [
-            "",
-            "Cost of each run as the benchmark trained it (wall min: the last uninterrupted "
-            "segment's rate times the iterations, slowed by whatever shared the cores; CPU min: "
-            "the process CPU time of the training steps the run logged, over all its resumes — "
-            "the tables' CPU train min, which falls back to the wall estimate for runs that "
-            "logged none):",
-            "",
-            cost_table(found),
-        ]
+        section, data = main_section(suite, jobs, entries, (found, carried), figures)
+        lines += section
     elif suite == "curves":
         section, data = curves_section(jobs, entries, figures / "learning_curves.png")
         lines += section
@@ -522,7 +628,6 @@ def write_reports(suite: str, jobs: Sequence[Job], runs_root: Path, out: Path) -
         table, data = shift_table(found, SHIFT_DIFFERENCES.get(suite, ()))
         plot_shift(data, figures / f"bench_{suite}.png")
         lines += [table, "", f"![{suite}](../figures/bench_{suite}.png)"]
-    md = Path(out) / "bench" / f"{suite}.md"
     md.parent.mkdir(parents=True, exist_ok=True)
     md.write_text("\n".join(lines) + "\n")
     runs.atomic_write_json(md.with_suffix(".json"), json.loads(json.dumps(data, default=str)))

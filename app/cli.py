@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--runs", action="append", help="folder of run directories (repeatable; default runs)"
     )
     p.add_argument("--assets", default="assets", help="folder holding checkpoints/<name>/")
+    _serving_args(p)
+    return p.parse_args(argv)
+
+
+def _serving_args(p: argparse.ArgumentParser) -> None:
+    """Where and how the app serves: address, credentials, port, device, threads."""
     p.add_argument(
         "--host", default="127.0.0.1",
         help="address to listen on; any non-loopback address (0.0.0.0 exposes the app) needs "
@@ -76,7 +82,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="torch CPU threads (1 keeps a shared 2-core machine responsive; a forward pass "
         "stalls with 2 threads under load, see docs/BENCHMARKS.md)",
     )  # fmt: skip
-    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,7 +218,7 @@ def parse_options(pairs: list[str]) -> dict:
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -228,21 +228,23 @@ def main() -> None:
     p.add_argument("--snapshot", type=int, default=-1, help="bank snapshot (default: the last)")
     p.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE")
     p.add_argument("--seed", type=int, default=5)
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    options = parse_options(args.set)
-    run_cfg = TrainConfig.from_dict(runs.read_json(args.run / runs.CONFIG))
-    method, iteration = load_method(args.run, run_cfg, options, args.snapshot)
+    return p.parse_args()
+
+
+def print_bank(run: Path, method, iteration: int, options: dict) -> None:
+    """The run's bank snapshot, instance-level options and slot purity."""
     cfg = method.cfg
-    print(f"{args.run}: bank snapshot at iteration {iteration}, {int(method.bank.filled.sum())} "
+    print(f"{run}: bank snapshot at iteration {iteration}, {int(method.bank.filled.sum())} "
           f"active slots of {method.bank.num_slots}; mode {cfg.mode}, tp {cfg.tp}, normalize "
           f"{cfg.normalize}, centre {cfg.centre}, ins_weight {cfg.ins_weight}, "
           f"lambda {cfg.ins_lambda}, alpha {cfg.scatter_alpha}" + (f"; --set {options}" if options else ""))  # fmt: skip
     purity, hits, slots = slot_purity(method)
     print(f"  slot purity: {purity:.1f} % of active slots classified as their own class")
     print("    " + ", ".join(f"{CLASSES[c]} {int(hits[c])}/{int(slots[c])}" for c in range(19) if slots[c]))  # fmt: skip
-    val = val_pass(method, run_cfg.data, args.images)
+
+
+def print_val(val: dict, tp: float) -> None:
+    """Instance targets, accuracies and the dot-product temperature on the val images."""
     print_within_class(val["stats"])
     if val["flipped"] is not None:
         print(f"    gathered from the student's raw logits: normaliser Σ_k s_k·z_(y_k) ≤ 0 on "
@@ -253,14 +255,30 @@ def main() -> None:
         print(f"  {name:<22s} pixel acc {acc:5.1f}   mean class acc {macc:5.1f}")
     print(
         f"  mean ||e||*||M_k|| = {val['norm_product']:.3f}: a dot-product softmax matching "
-        f"cosine tp {cfg.tp} needs tp ~ {cfg.tp * val['norm_product']:.3g}"
+        f"cosine tp {tp} needs tp ~ {tp * val['norm_product']:.3g}"
     )
-    batches = build_uda_data(run_cfg.data, seed=args.seed).batches()
+
+
+def print_gradients(method, run_cfg: TrainConfig, batches: int, seed: int) -> None:
+    """The L_ins / L_T gradient ratio and cosine over ``batches`` training batches."""
+    drawn = build_uda_data(run_cfg.data, seed=seed).batches()
     method.model.train()
-    grads = [gradient_ratio(method, b) for b in itertools.islice(batches, args.batches)]
+    grads = [gradient_ratio(method, b) for b in itertools.islice(drawn, batches)]
     ratios, cosines = zip(*grads, strict=True)
     print(f"  L_ins / L_T gradient on target-origin features: ratio {sum(ratios) / len(ratios):.3f} "
           f"(per batch {', '.join(f'{r:.2f}' for r in ratios)}), cosine {sum(cosines) / len(cosines):.3f}")  # fmt: skip
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    options = parse_options(args.set)
+    run_cfg = TrainConfig.from_dict(runs.read_json(args.run / runs.CONFIG))
+    method, iteration = load_method(args.run, run_cfg, options, args.snapshot)
+    print_bank(args.run, method, iteration, options)
+    print_val(val_pass(method, run_cfg.data, args.images), method.cfg.tp)
+    print_gradients(method, run_cfg, args.batches, args.seed)
     print(f"  ({time.perf_counter() - start:.0f} s)")
 
 

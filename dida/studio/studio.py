@@ -87,20 +87,24 @@ class Studio(BankViews, Readings):
         self.worker, self.umap_worker = Tasks("studio-batch"), Tasks("studio-umap")
         self.precomputing = Tasks("studio-precompute")
         self.images = ValImages(self.data, self.worker, source)
-        self.results, self.progress = (
-            ResultStore(self.data.cache_dir / "predictions"),
-            ProgressBoard(),
-        )
+        self.results = ResultStore(self.data.cache_dir / "predictions")
+        self.progress = ProgressBoard()
         self.gate = InferenceGate()
         self.computing = KeyedLocks()
         """Val predictions being computed now (``_stored_or_new``): nothing is computed twice."""
         self.passes = ValPasses(self.catalog, self.images, self.gate, self.worker)
-        per_image = prediction_bytes(*self.images.val.image_size(0)) if len(self.images.val) else 1
-        cache_size = max(2, min(cache_size, PREDICTION_MEMORY // per_image))  # 2048x1024: 9
-        self._predictions = LRU(cache_size)  # (run id, model stamp, image key) → ImagePrediction
+        self._predictions = LRU(self._prediction_slots(cache_size))
+        """(run id, model stamp, image key) → ImagePrediction"""
         self._projectors: dict[str, Projector] = {}
         self.trainer = TrainQueue(self.runs_dirs[0], on_done=lambda job: self.refresh())
         self.refresh()
+
+    def _prediction_slots(self, cache_size: int) -> int:
+        """``cache_size`` capped to what ``PREDICTION_MEMORY`` holds at the split's image size
+        (9 at 2048 x 1024), at least 2."""
+        val = self.images.val
+        per_image = prediction_bytes(*val.image_size(0)) if len(val) else 1
+        return max(2, min(cache_size, PREDICTION_MEMORY // per_image))
 
     # --- runs (the catalog) ----------------------------------------------------------------
 

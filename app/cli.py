@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from app.auth import AuthError, Credentials, credentials_for, is_loopback
+from dida.argtypes import positive_int
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -78,7 +79,7 @@ def _serving_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--data-preset", default="default", help="SynthCity preset of --data")
     p.add_argument(
-        "--threads", type=int, default=1,
+        "--threads", type=positive_int, default=1,
         help="torch CPU threads (1 keeps a shared 2-core machine responsive; a forward pass "
         "stalls with 2 threads under load, see docs/BENCHMARKS.md)",
     )  # fmt: skip

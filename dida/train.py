@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dida import runs
+from dida.argtypes import positive_int
 from dida.checkpoints import nonfinite_tensors
 from dida.config import TrainConfig
 from dida.data.uda import DataConfig, UDAData, build_uda_data, domain_roots
@@ -515,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs", help="folder holding run directories")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=positive_int, help="torch CPU threads (default: torch's choice)"
+    )
     p.add_argument(
         "--stop-cpu-h", type=float, dest="stop_cpu_h", metavar="HOURS",
         help="stop (resumable) once the run's training CPU time reaches HOURS; schedule unchanged",

@@ -512,3 +512,37 @@ def test_cpu_train_minutes_are_the_logged_cpu_time_else_the_wall_estimate() -> N
     ]
     assert _cpu_minutes(records) == pytest.approx((2 + 5) / 2)
     assert _cpu_minutes(records[2:]) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "0"], "--workers: must be a whole number of at least 1, not '0'"),
+        (["--threads", "x"], "--threads: must be a whole number of at least 1, not 'x'"),
+    ],
+)
+def test_the_bench_command_rejects_silly_counts_before_training(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench.parse_args(["--suite", "fidelity", *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_list_honours_only_and_names_an_unknown_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--suite", "fidelity", "--runs", str(tmp_path), "--out", str(tmp_path), "--list"]
+    assert bench.main([*common, "--only", "rel_quarter_s2", "dida_s0"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed == ["fidelity rel_quarter_s2 not started", "fidelity dida_s0 not started"]
+    with pytest.raises(SystemExit, match="unknown run 'nope'; the runs are"):
+        bench.main([*common, "--only", "nope"])
+
+
+def test_train_rejects_a_thread_count_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from dida.train import main as train_main
+
+    with pytest.raises(SystemExit):
+        train_main(["--method", "source_only", "--threads", "0"])
+    assert "--threads: must be a whole number of at least 1, not '0'" in capsys.readouterr().err

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from dida import runs
+from dida.argtypes import positive_int
 from dida.bench.archive import archive_path, read_archive
 from dida.bench.jobs import ABLATION_DEFAULTS, PRODA_SETTINGS, SEEDS, Job, Row
 from dida.bench.report import write_reports
@@ -419,8 +420,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out", type=Path, default=Path("docs"), help="tables → OUT/bench, plots → OUT/figures"
     )
-    p.add_argument("--workers", type=int, default=2, help="runs trained side by side")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--workers", type=positive_int, default=2, help="runs trained side by side")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads per run")
     p.add_argument(
         "--report", action="store_true",
         help="train nothing: score finished runs that lack scores, then write tables and plots",
@@ -431,7 +432,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="train only these runs, in this order",
+        help="train (or with --list, list) only these runs, in this order",
     )
     return p.parse_args(argv)
 
@@ -501,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     every = distinct_runs([j for suite in suites for j in jobs[suite]], args.runs)
     recorded = recorded_only(args.runs, args.out, args.preset)
     if args.list:
-        for job in every:
+        for job in select(every, args.only):
             kept = job.run_dir(args.runs) in recorded
             line = describe_recorded if kept else describe_run
             print(job.suite, job.name, line(job, args.runs))

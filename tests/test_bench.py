@@ -11,15 +11,13 @@ import pytest
 from dida import runs
 from dida.bench import suites as bench
 from dida.bench.archive import trained_on
+from dida.bench.compare import Difference, compare, differences
+from dida.bench.plots import plot_differences
 from dida.bench.report import (
     FIDELITY_PAIRS,
-    Difference,
-    compare,
     comparisons,
-    differences,
     fmt,
     main_table,
-    plot_differences,
     shift_difference,
     shift_table,
     stat,

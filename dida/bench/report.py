@@ -8,7 +8,6 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,10 @@ import numpy as np
 
 from dida import runs
 from dida.bench.archive import archive_path, carried_rows, run_entries
+from dida.bench.compare import compare, differences
 from dida.bench.curves import MAX_EXTRAPOLATION, CurvePoint, Trend, curves_section, log_trend
-from dida.bench.jobs import ABLATION_DEFAULTS, Job
+from dida.bench.jobs import Job
+from dida.bench.plots import plot_differences, plot_main, plot_shift, plot_sweeps
 from dida.bench.scores import FINAL_EVAL_SOURCE, overlap_score
 from dida.data.classes import CLASSES
 
@@ -181,57 +182,6 @@ def _cpu_or_none(record: dict) -> float | None:
     return None if record.get("train_cpu_s") is None else record["train_cpu_s"] / 60
 
 
-def compare(rows: dict, a: str = "daformer", b: str = "dida") -> str:
-    """A sentence comparing two rows' mIoU against the seed spread."""
-    if a not in rows or b not in rows:
-        return f"({a} or {b} not finished: no comparison)"
-    parts = []
-    for metric in METRICS:
-        (ma, sa, na), (mb, sb, nb) = rows[a][metric], rows[b][metric]
-        diff = mb - ma
-        parts.append(f"{metric}: {b} − {a} = {diff:+.1f} ({_verdict(diff, (sa, na), (sb, nb))})")
-    return "; ".join(parts)
-
-
-METRICS = ("mIoU", "overlap_mIoU", "rare_mIoU")
-
-
-@dataclass(frozen=True)
-class Difference:
-    """Row ``b`` − row ``a`` in one metric (points), with the spread ``compare`` judges it by: the
-    largest std of the two rows among those with several seeds (None when both have one seed)."""
-
-    a: str
-    b: str
-    metric: str
-    diff: float
-    spread: float | None
-
-
-def differences(rows: dict, pairs: Sequence[tuple[str, str]]) -> list[Difference]:
-    """Every metric's difference for the pairs whose two rows are both in ``rows``."""
-    found = []
-    for a, b in pairs:
-        if a not in rows or b not in rows:
-            continue
-        for metric in METRICS:
-            (ma, sa, na), (mb, sb, nb) = rows[a][metric], rows[b][metric]
-            spreads = [std for std, seeds in ((sa, na), (sb, nb)) if seeds >= 2]
-            found.append(Difference(a, b, metric, mb - ma, max(spreads) if spreads else None))
-    return found
-
-
-def _verdict(diff: float, *rows: tuple[float, int]) -> str:
-    """``diff`` against the largest std of the rows with several seeds ((std, seeds) each)."""
-    spreads = [std for std, seeds in rows if seeds >= 2]
-    if not spreads:
-        return "one seed: no spread to judge it against"
-    spread = max(spreads)
-    side = "within" if abs(diff) <= spread else "larger than"
-    other = "" if len(spreads) == len(rows) else "; the other row has one seed"
-    return f"{side} the seed spread, largest std {spread:.1f}{other}"
-
-
 def sweep_table(found: list[tuple[Job, dict]]) -> tuple[str, dict]:
     """Ablations: one row per (sweep, value) with mIoU, overlap, rare mIoU, speed and memory."""
     lines = [
@@ -298,107 +248,6 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
-
-
-# -------------------------------------------------------------------------------------------------
-# Plots
-
-
-def _axes(n: int, title: str, width: float = 4.2):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, n, figsize=(width * n, 3.4), squeeze=False)
-    fig.suptitle(title)
-    return fig, axes[0]
-
-
-def plot_sweeps(data: dict[str, list], path: Path) -> None:
-    """mIoU (all / overlap / rare) against tp, lambda and K, DIDA's default point included."""
-    default = data.get("default", [])
-    sweeps = [s for s in ("tp", "lambda", "K") if s in data]
-    if not sweeps:
-        return
-    fig, axes = _axes(len(sweeps), "DIDA ablations on SynthCity (seed 0)")
-    reference = data.get("reference", [])
-    for ax, sweep in zip(axes, sweeps, strict=True):
-        points = sorted(data[sweep] + [(ABLATION_DEFAULTS[sweep], *p[1:]) for p in default])
-        x = [p[0] for p in points]
-        for i, name in ((1, "mIoU"), (2, "overlap mIoU"), (3, "rare mIoU")):
-            ax.plot(x, [100 * (p[i] or np.nan) for p in points], marker="o", label=name)
-        if reference:
-            ax.axhline(100 * reference[0][1], color="gray", ls="--", label="DAFormer-style mIoU")
-        ax.set_xscale("log" if sweep != "K" else "linear")
-        ax.set_xlabel(sweep)
-        ax.set_ylabel("%")
-    axes[0].legend(fontsize=7)
-    _save(fig, path)
-
-
-def plot_shift(data: dict[str, dict[float, float]], path: Path) -> None:
-    """mIoU of every method against the domain shift."""
-    if not data:
-        return
-    fig, axes = _axes(1, "mIoU against SynthCity's domain shift")
-    for method, by_shift in data.items():
-        axes[0].plot(list(by_shift), [100 * v for v in by_shift.values()], marker="o", label=method)
-    axes[0].set_xlabel("shift")
-    axes[0].set_ylabel("target mIoU (%)")
-    axes[0].legend(fontsize=7)
-    _save(fig, path)
-
-
-def plot_main(rows: dict, labels: dict[str, str], path: Path, title: str) -> None:
-    """Bars of mIoU, overlap mIoU and rare mIoU per method (error bars = seed std)."""
-    if not rows:
-        return
-    fig, axes = _axes(1, title, width=max(4.2, 0.9 * len(rows)))
-    keys, width = list(rows), 0.27
-    for i, metric in enumerate(("mIoU", "overlap_mIoU", "rare_mIoU")):
-        means = [rows[k][metric][0] for k in keys]
-        stds = [rows[k][metric][1] for k in keys]
-        axes[0].bar(np.arange(len(keys)) + (i - 1) * width, means, width, yerr=stds, label=metric)
-    axes[0].set_xticks(
-        np.arange(len(keys)), [labels[k] for k in keys], rotation=25, ha="right", fontsize=7
-    )
-    axes[0].set_ylabel("%")
-    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    _save(fig, path)
-
-
-def plot_differences(diffs: list[Difference], path: Path, title: str) -> None:
-    """Each compared pair's difference (b − a) in mIoU, overlap and rare mIoU, with ± the seed
-    spread it is judged against (hollow marker, no bar: one seed each, no spread)."""
-    pairs = list(dict.fromkeys((d.a, d.b) for d in diffs))
-    if not pairs:
-        return
-    fig, axes = _axes(1, title, width=7.5)
-    fig.set_figheight(1.2 + 0.32 * len(pairs))
-    ax, offsets = axes[0], dict(zip(METRICS, (-0.22, 0.0, 0.22), strict=True))
-    for i, metric in enumerate(METRICS):
-        color = f"C{i}"
-        for d in (d for d in diffs if d.metric == metric):
-            y = pairs.index((d.a, d.b)) + offsets[metric]
-            face = color if d.spread is not None else "none"
-            ax.errorbar(d.diff, y, xerr=d.spread, fmt="o", color=color, mfc=face, ms=4, capsize=2)
-        ax.plot([], [], "o", color=color, label=metric)
-    ax.axvline(0, color="gray", lw=0.8)
-    ax.set_yticks(range(len(pairs)), [f"{b} − {a}" for a, b in pairs], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel("difference (points); bar: ± the largest seed std of the pair")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -90,6 +90,17 @@ def test_a_report_without_a_record_is_kept_when_its_run_folders_are_gone(
     assert "| DIDA |" in write_reports("fidelity", more, tmp_path / "runs", docs).read_text()
 
 
+def test_reported_runs_counts_each_report_shape() -> None:
+    """One run per seed of a main-style row, per point of a sweep, per shift of a method: the
+    committed reports' counts equal their finished runs (checked on all of them in session 16)."""
+    from dida.bench.report import reported_runs
+
+    rows = {"daformer": {"seeds": 3, "mIoU": [42.0, 1.0, 3]}, "dida": {"seeds": 1}}
+    sweeps = {"tp": [[0.05, 0.3], [0.1, 0.31]], "default": [[0.1, 0.3]]}
+    shifts = {"source_only": {"0.0": 0.38, "0.5": 0.35}, "dida": {"0.0": 0.36}}
+    assert [reported_runs(d) for d in (rows, sweeps, shifts, {})] == [4, 3, 3, 0]
+
+
 def test_a_recovered_report_of_the_old_cost_layout_keeps_its_costs() -> None:
     from scripts.recover_bench_records import cost_rows
 

@@ -532,8 +532,9 @@ def test_list_honours_only_and_names_an_unknown_run(
 ) -> None:
     common = ["--suite", "fidelity", "--runs", str(tmp_path), "--out", str(tmp_path), "--list"]
     assert bench.main([*common, "--only", "rel_quarter_s2", "dida_s0"]) == 0
-    listed = capsys.readouterr().out.splitlines()
+    *listed, total = capsys.readouterr().out.splitlines()
     assert listed == ["fidelity rel_quarter_s2 not started", "fidelity dida_s0 not started"]
+    assert total.startswith("≈ 0.0 CPU-h of training left for these runs") and "2 with no" in total
     with pytest.raises(SystemExit, match="unknown run 'nope'; the runs are"):
         bench.main([*common, "--only", "nope"])
 

@@ -90,6 +90,29 @@ def test_a_report_without_a_record_is_kept_when_its_run_folders_are_gone(
     assert "| DIDA |" in write_reports("fidelity", more, tmp_path / "runs", docs).read_text()
 
 
+def test_cpu_hours_left_from_the_own_curve_the_other_seeds_or_the_budget() -> None:
+    """--list's estimate: a run's own learning-curve rate first, else the median of its row's
+    finished seeds (or its method's), capped by a CPU budget; None with nothing to go on."""
+    from dataclasses import replace
+
+    from dida.bench.archive import cpu_h_left
+
+    jobs = [_job(f"dida_s{s}", "dida", s) for s in range(3)] + [_job("mic_s0", "mic")]
+    entries = {
+        "dida_s0": {"state": "finished", "it": 2000, "train_cpu_s": 1800.0},
+        "dida_s1": {"state": "finished", "score": {}, "train_cpu_s": 2400.0},  # it: the job's
+        "dida_s2": {"state": "stopped", "it": 500, "curve": [{"it": 500, "cpu_h": 0.125}]},
+    }
+    assert cpu_h_left(jobs[2], jobs, entries, 2000, 500) == pytest.approx(1500 * 0.9 / 3600)
+    del entries["dida_s2"]
+    median = sorted([0.9, 1.2])[1]  # the upper middle of two rates (CPU-s per iteration)
+    assert cpu_h_left(jobs[2], jobs, entries, 2000, 0) == pytest.approx(2000 * median / 3600)
+    assert cpu_h_left(jobs[3], jobs, entries, 2000, 0) is None  # no MIC run recorded
+    budgeted = replace(jobs[2], stop_cpu_h=0.3)  # 2000 its would take 0.67 CPU-h at 1.2 s/it
+    assert cpu_h_left(budgeted, jobs, entries, 2000, 0) == 0.3
+    assert cpu_h_left(budgeted, jobs, entries, 2000, 500) == pytest.approx(0.3 - 500 * 1.2 / 3600)
+
+
 def test_reported_runs_counts_each_report_shape() -> None:
     """One run per seed of a main-style row, per point of a sweep, per shift of a method: the
     committed reports' counts equal their finished runs (checked on all of them in session 16)."""
@@ -241,7 +264,9 @@ def test_a_curve_recorded_at_its_budget_is_done_and_a_folder_behind_the_record_i
     args = ["--suite", "curves", "--runs", str(runs_root), "--out", str(out), "--list"]
     assert suites.main(args) == 0
     listed = dict(line.split(" ", 2)[1:] for line in capsys.readouterr().out.splitlines())
-    assert listed["oracle_lr2x"] == suites.RECORDED and listed["oracle_wide"] == "not started"
+    assert listed["oracle_lr2x"] == suites.RECORDED
+    # its recorded curve gives the rate; it trains again from 0 up to its 0.5 CPU-h budget
+    assert listed["oracle_wide"] == "not started (≈ 0.50 CPU-h of training left)"
     assert listed["source_only_d32"].endswith("the run folder here: stopped at 8365/27000)")
 
 

@@ -83,15 +83,22 @@ def newer(folder: dict | None, kept: dict | None) -> dict | None:
     return folder if _progress(folder) >= _progress(kept) else kept
 
 
-def run_entries(jobs: Sequence[Job], runs_root: Path, path: Path) -> dict[str, dict]:
-    """Every job's entry, from its folder or the record (whichever got further); the record is
-    rewritten with them, so a run scored once stays in the reports after its folder is gone."""
-    archive = read_archive(path)
+def read_entries(jobs: Sequence[Job], runs_root: Path, path: Path) -> dict[str, dict]:
+    """Every job's entry, from its folder or the record (whichever got further); writes nothing."""
+    kept = read_archive(path)["runs"]
     entries = {}
     for job in jobs:
-        entry = newer(folder_entry(job.run_dir(runs_root)), archive["runs"].get(job.name))
+        entry = newer(folder_entry(job.run_dir(runs_root)), kept.get(job.name))
         if entry is not None:
             entries[job.name] = entry
+    return entries
+
+
+def run_entries(jobs: Sequence[Job], runs_root: Path, path: Path) -> dict[str, dict]:
+    """``read_entries``, and the record rewritten with them, so a run scored once stays in the
+    reports after its folder is gone."""
+    archive = read_archive(path)
+    entries = read_entries(jobs, runs_root, path)
     archive["runs"].update(entries)
     if archive["runs"] or archive["rows"]:
         runs.atomic_write_json(path, archive)
@@ -101,3 +108,40 @@ def run_entries(jobs: Sequence[Job], runs_root: Path, path: Path) -> dict[str, d
 def carried_rows(path: Path, reported: set[str]) -> dict[str, dict]:
     """The record's carried row statistics of rows with no run in this report."""
     return {k: v for k, v in read_archive(path)["rows"].items() if k not in reported}
+
+
+def cpu_h_left(
+    job: Job, jobs: Sequence[Job], entries: dict[str, dict], iters: int, done: int
+) -> float | None:
+    """Training CPU-hours ``job`` needs from iteration ``done`` (its folder's) to ``iters``: at its
+    own recorded rate (CPU time per iteration of its learning curve), else at the median rate of
+    the finished runs of its row (its other seeds), else of its method in the suite (a run that
+    recorded no iteration count is taken to have trained ``iters``, as the suite's rows do); None
+    when nothing comparable is recorded. A job with a CPU budget stops there."""
+    rate = _curve_rate(entries.get(job.name, {})) or _peer_rate(job, jobs, entries, iters)
+    if rate is None:
+        return None
+    left = rate * max(iters - done, 0) / 3600
+    budget = None if job.stop_cpu_h is None else max(job.stop_cpu_h - rate * done / 3600, 0.0)
+    return left if budget is None else min(left, budget)
+
+
+def _curve_rate(entry: dict) -> float | None:
+    """CPU seconds per iteration at a run's last evaluation (None without one)."""
+    last = (entry.get("curve") or [{}])[-1]
+    return 3600 * last["cpu_h"] / last["it"] if last.get("cpu_h") and last.get("it") else None
+
+
+def _peer_rate(job: Job, jobs: Sequence[Job], entries: dict[str, dict], iters: int) -> float | None:
+    rows = [j for j in jobs if j.name != job.name and j.tags.get("row") == job.tags.get("row")]
+    same = rows or [j for j in jobs if j.name != job.name and j.method == job.method]
+    rates = [_finished_rate(entries.get(j.name, {}), iters) for j in same]
+    rates = sorted(r for r in rates if r is not None)
+    return rates[len(rates) // 2] if rates else None
+
+
+def _finished_rate(entry: dict, iters: int) -> float | None:
+    """CPU seconds per iteration of a finished run that logged its CPU time."""
+    its = entry.get("it") or (entry.get("score") or {}).get("it") or iters
+    cpu = entry.get("train_cpu_s")
+    return cpu / its if entry.get("state") == "finished" and cpu else None

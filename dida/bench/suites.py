@@ -40,7 +40,7 @@ import torch
 
 from dida import runs
 from dida.argtypes import positive_int
-from dida.bench.archive import archive_path, read_archive
+from dida.bench.archive import archive_path, cpu_h_left, read_archive, read_entries
 from dida.bench.jobs import ABLATION_DEFAULTS, PRODA_SETTINGS, SEEDS, Job, Row
 from dida.bench.report import write_reports
 from dida.bench.scores import BENCH_EVAL, score_run
@@ -487,6 +487,33 @@ def describe_run(job: Job, runs_root: Path) -> str:
 RECORDED = "done (kept in docs/bench/records, no run folder here; --only NAME trains it again)"
 
 
+def list_runs(jobs: Sequence[Job], runs_root: Path, out: Path, recorded: set[Path]) -> None:
+    """``--list``: each run's state and, for those still to train, the training CPU-hours left
+    (estimated from the record: ``archive.cpu_h_left``), then their sum."""
+    total, unknown = 0.0, 0
+    for job in jobs:
+        if job.run_dir(runs_root) in recorded:
+            print(job.suite, job.name, describe_recorded(job, runs_root))
+            continue
+        left = estimate_left(job, runs_root, out)
+        total, unknown = total + (left or 0.0), unknown + (left is None)
+        cost = "" if left in (None, 0.0) else f" (≈ {left:.2f} CPU-h of training left)"
+        print(job.suite, job.name, describe_run(job, runs_root) + cost)
+    tail = f"; {unknown} with no recorded rate to estimate from" if unknown else ""
+    print(f"≈ {total:.1f} CPU-h of training left for these runs (scoring not included{tail})")
+
+
+def estimate_left(job: Job, runs_root: Path, out: Path) -> float | None:
+    """Training CPU-hours ``job`` still needs (0 when finished), from its suite's runs."""
+    status = runs.run_state(job.run_dir(runs_root))
+    if status["state"] == "finished":
+        return 0.0
+    peers = suite_jobs(job.suite, None)
+    entries = read_entries(peers, runs_root, archive_path(out, job.suite))
+    done = int(status.get("it") or 0)
+    return cpu_h_left(job, peers, entries, job_config(job, runs_root).iters, done)
+
+
 def describe_recorded(job: Job, runs_root: Path) -> str:
     """``--list``'s line for a run only the record holds, naming the unfinished folder if any."""
     if runs.run_state(job.run_dir(runs_root))["state"] == "unknown":
@@ -502,10 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     every = distinct_runs([j for suite in suites for j in jobs[suite]], args.runs)
     recorded = recorded_only(args.runs, args.out, args.preset)
     if args.list:
-        for job in select(every, args.only):
-            kept = job.run_dir(args.runs) in recorded
-            line = describe_recorded if kept else describe_run
-            print(job.suite, job.name, line(job, args.runs))
+        list_runs(select(every, args.only), args.runs, args.out, recorded)
         return 0
     mismatched = mismatched_runs(every, args.runs)
     if mismatched:

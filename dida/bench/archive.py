@@ -83,9 +83,9 @@ def newer(folder: dict | None, kept: dict | None) -> dict | None:
     return folder if _progress(folder) >= _progress(kept) else kept
 
 
-def read_entries(jobs: Sequence[Job], runs_root: Path, path: Path) -> dict[str, dict]:
-    """Every job's entry, from its folder or the record (whichever got further); writes nothing."""
-    kept = read_archive(path)["runs"]
+def read_entries(jobs: Sequence[Job], runs_root: Path, kept: dict[str, dict]) -> dict[str, dict]:
+    """Every job's entry, from its folder or the record's ``kept`` runs (whichever got further);
+    writes nothing."""
     entries = {}
     for job in jobs:
         entry = newer(folder_entry(job.run_dir(runs_root)), kept.get(job.name))
@@ -98,7 +98,7 @@ def run_entries(jobs: Sequence[Job], runs_root: Path, path: Path) -> dict[str, d
     """``read_entries``, and the record rewritten with them, so a run scored once stays in the
     reports after its folder is gone."""
     archive = read_archive(path)
-    entries = read_entries(jobs, runs_root, path)
+    entries = read_entries(jobs, runs_root, archive["runs"])
     archive["runs"].update(entries)
     if archive["runs"] or archive["rows"]:
         runs.atomic_write_json(path, archive)

@@ -490,12 +490,15 @@ RECORDED = "done (kept in docs/bench/records, no run folder here; --only NAME tr
 def list_runs(jobs: Sequence[Job], runs_root: Path, out: Path, recorded: set[Path]) -> None:
     """``--list``: each run's state and, for those still to train, the training CPU-hours left
     (estimated from the record: ``archive.cpu_h_left``), then their sum."""
-    total, unknown = 0.0, 0
+    total, unknown, entries = 0.0, 0, {}
     for job in jobs:
         if job.run_dir(runs_root) in recorded:
             print(job.suite, job.name, describe_recorded(job, runs_root))
             continue
-        left = estimate_left(job, runs_root, out)
+        if job.suite not in entries:  # each suite's folders and record read once
+            kept = read_archive(archive_path(out, job.suite))["runs"]
+            entries[job.suite] = read_entries(suite_jobs(job.suite, None), runs_root, kept)
+        left = estimate_left(job, runs_root, entries[job.suite])
         total, unknown = total + (left or 0.0), unknown + (left is None)
         cost = "" if left in (None, 0.0) else f" (≈ {left:.2f} CPU-h of training left)"
         print(job.suite, job.name, describe_run(job, runs_root) + cost)
@@ -503,13 +506,12 @@ def list_runs(jobs: Sequence[Job], runs_root: Path, out: Path, recorded: set[Pat
     print(f"≈ {total:.1f} CPU-h of training left for these runs (scoring not included{tail})")
 
 
-def estimate_left(job: Job, runs_root: Path, out: Path) -> float | None:
-    """Training CPU-hours ``job`` still needs (0 when finished), from its suite's runs."""
+def estimate_left(job: Job, runs_root: Path, entries: dict[str, dict]) -> float | None:
+    """Training CPU-hours ``job`` still needs (0 when finished), from its suite's ``entries``."""
     status = runs.run_state(job.run_dir(runs_root))
     if status["state"] == "finished":
         return 0.0
     peers = suite_jobs(job.suite, None)
-    entries = read_entries(peers, runs_root, archive_path(out, job.suite))
     done = int(status.get("it") or 0)
     return cpu_h_left(job, peers, entries, job_config(job, runs_root).iters, done)
 

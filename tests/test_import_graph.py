@@ -1,5 +1,5 @@
 """The house rules of the code base: imports between ``dida`` and ``app`` modules form no circle
-(data flows one way), and no module grows past 600 lines.
+(data flows one way), and no module of theirs or of ``scripts/`` grows past 600 lines.
 
 Imports are read with ``ast`` from every file, those inside functions and ``TYPE_CHECKING`` blocks
 included (a lazy import is still a dependency). ``from pkg import name`` counts as an import of the
@@ -17,6 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("dida", "app")
 MAX_LINES = 600
+LINE_LIMITED = (*PACKAGES, "scripts")
+"""Where the line limit holds: the import-checked packages and the scripts."""
 
 
 def module_name(path: Path, root: Path = REPO) -> str:
@@ -128,7 +130,7 @@ def test_the_checker_finds_a_circle_and_resolves_relative_imports(tmp_path: Path
 
 @pytest.mark.parametrize(
     "path",
-    list(module_files().values()),
+    list(module_files(packages=LINE_LIMITED).values()),
     ids=lambda p: str(p.relative_to(REPO)),
 )
 def test_no_module_is_over_600_lines(path: Path) -> None:

@@ -13,19 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from dida.config import TrainConfig
-from scripts.profile_step import (
-    Phases,
-    build_data,
-    build_trainer,
-    flop_counter,
-    full_step,
-    load_config,
-    main,
-    num_threads,
-    phased_step,
-    profile_method,
-    step_flops,
-)
+from scripts.profile_step import main
+from scripts.profiling.flops import flop_counter, step_flops
+from scripts.profiling.measure import profile_method
+from scripts.profiling.phased import Phases, phased_step
+from scripts.profiling.trainer import build_data, build_trainer, full_step, load_config, num_threads
 
 METHODS = ("source_only", "daformer", "dida")
 COMMON = {"data loading", "encoder forward", "decoder forward", "loss", "backward", "optimizer"}

@@ -11,13 +11,14 @@ import pytest
 from dida import runs
 from dida.bench import suites as bench
 from dida.bench.archive import trained_on
-from dida.bench.compare import Difference, compare, differences
+from dida.bench.compare import Difference, Paired, compare, differences, paired
 from dida.bench.plots import plot_differences
 from dida.bench.report import (
     FIDELITY_PAIRS,
     comparisons,
     fmt,
     main_table,
+    per_seed_values,
     shift_difference,
     shift_table,
     stat,
@@ -225,6 +226,30 @@ def test_main_table_means_over_seeds_and_judges_the_spread() -> None:
     assert "mIoU: dida − daformer = -1.0 (within the seed spread, largest std 2.8; the" in compare(
         mixed
     )
+
+
+def test_paired_differences_remove_a_seed_every_row_shares() -> None:
+    """Seed 1 is 4 points lower for both rows: the unpaired spread (2.8) hides a constant +1.0,
+    the paired one (std 0) shows it; a seed only one row has is left out of the pairing."""
+    found = [
+        (_job("daformer_s0", "daformer"), _record(0.44, 0.30, 0.10)),
+        (_job("daformer_s1", "daformer", 1), _record(0.40, 0.30, 0.10)),
+        (_job("dida_s0", "dida"), _record(0.45, 0.32, 0.10)),
+        (_job("dida_s1", "dida", 1), _record(0.41, 0.30, 0.10)),
+        (_job("dida_s2", "dida", 2), _record(0.30, 0.30, 0.10)),
+    ]
+    _, rows = main_table(found)
+    per_seed = per_seed_values(found)
+    assert per_seed["dida"][1]["mIoU"] == pytest.approx(41.0) and set(per_seed["dida"]) == {0, 1, 2}
+    miou = paired(per_seed, "daformer", "dida", "mIoU")
+    assert miou == Paired((0, 1), pytest.approx(1.0), pytest.approx(0.0, abs=1e-9))
+    overlap = paired(per_seed, "daformer", "dida", "overlap_mIoU")
+    assert overlap.mean == pytest.approx(1.0) and overlap.std == pytest.approx(np.sqrt(2))
+    sentence = compare(rows, "daformer", "dida", per_seed)
+    assert "paired over seeds 0, 1: +1.0 ± 0.0, larger than its spread" in sentence
+    assert "paired over seeds 0, 1: +1.0 ± 1.4, within its spread" in sentence
+    assert "paired" not in compare(rows)  # no per-run values: the unpaired sentence only
+    assert paired(per_seed_values(found[:1] + found[2:3]), "daformer", "dida", "mIoU") is None
 
 
 def test_differences_carry_the_spread_compare_judges_them_by(tmp_path: Path) -> None:

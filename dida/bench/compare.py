@@ -1,24 +1,71 @@
 """Comparing two rows of a benchmark table: each metric's difference against the seed spread, as a
-sentence (the reports' lines) or as data (their differences plot)."""
+sentence (the reports' lines) or as data (their differences plot).
+
+Rows trained with the same seeds start from the same model and draw the same data order, so a
+seed's difference between two rows is paired: where both rows have per-run scores for at least two
+common seeds, the sentence also gives the mean ± std of the per-seed differences (a low seed that
+is low for every method then no longer widens the spread the difference is judged by)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 METRICS = ("mIoU", "overlap_mIoU", "rare_mIoU")
 
+PerSeed = dict[str, dict[int, dict[str, float | None]]]
+"""Row → seed → metric → value (points) of each scored run."""
 
-def compare(rows: dict, a: str = "daformer", b: str = "dida") -> str:
-    """A sentence comparing two rows' mIoU against the seed spread."""
+
+def compare(
+    rows: dict, a: str = "daformer", b: str = "dida", per_seed: PerSeed | None = None
+) -> str:
+    """A sentence comparing two rows' metrics against the seed spread (and, with ``per_seed``,
+    against the spread of their paired per-seed differences)."""
     if a not in rows or b not in rows:
         return f"({a} or {b} not finished: no comparison)"
     parts = []
     for metric in METRICS:
         (ma, sa, na), (mb, sb, nb) = rows[a][metric], rows[b][metric]
         diff = mb - ma
-        parts.append(f"{metric}: {b} − {a} = {diff:+.1f} ({_verdict(diff, (sa, na), (sb, nb))})")
+        pair = paired(per_seed or {}, a, b, metric)
+        more = f"; {_paired_text(pair)}" if pair else ""
+        parts.append(
+            f"{metric}: {b} − {a} = {diff:+.1f} ({_verdict(diff, (sa, na), (sb, nb))}{more})"
+        )
     return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Row ``b`` − row ``a`` seed by seed over their common seeds: mean and std (points)."""
+
+    seeds: tuple[int, ...]
+    mean: float
+    std: float
+
+
+def paired(per_seed: PerSeed, a: str, b: str, metric: str) -> Paired | None:
+    """The paired difference b − a over the seeds both rows scored ``metric`` on; None for fewer
+    than two such seeds."""
+    runs_a, runs_b = per_seed.get(a, {}), per_seed.get(b, {})
+    seeds = [s for s in sorted(set(runs_a) & set(runs_b)) if _both(runs_a[s], runs_b[s], metric)]
+    if len(seeds) < 2:
+        return None
+    d = np.array([runs_b[s][metric] - runs_a[s][metric] for s in seeds], dtype=np.float64)
+    return Paired(tuple(seeds), float(d.mean()), float(d.std(ddof=1)))
+
+
+def _both(run_a: dict, run_b: dict, metric: str) -> bool:
+    return run_a.get(metric) is not None and run_b.get(metric) is not None
+
+
+def _paired_text(p: Paired) -> str:
+    side = "within" if abs(p.mean) <= p.std else "larger than"
+    seeds = ", ".join(map(str, p.seeds))
+    return f"paired over seeds {seeds}: {p.mean:+.1f} ± {p.std:.1f}, {side} its spread"
 
 
 @dataclass(frozen=True)

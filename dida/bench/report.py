@@ -15,7 +15,7 @@ import numpy as np
 
 from dida import runs
 from dida.bench.archive import archive_path, carried_rows, run_entries
-from dida.bench.compare import compare, differences
+from dida.bench.compare import METRICS, PerSeed, compare, differences
 from dida.bench.curves import MAX_EXTRAPOLATION, CurvePoint, Trend, curves_section, log_trend
 from dida.bench.jobs import Job
 from dida.bench.plots import plot_differences, plot_main, plot_shift, plot_sweeps
@@ -64,16 +64,33 @@ def fmt(s: tuple[float, float, int]) -> str:
     return f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}"
 
 
+def metric_values(record: dict) -> dict[str, float | None]:
+    """A score record's mIoU, overlap mIoU and rare-class mIoU (fractions; None where not scored)."""
+    return {
+        "mIoU": record["all"]["mIoU"]["19"],
+        "overlap_mIoU": overlap_score(record),
+        "rare_mIoU": record["rare_mIoU"],
+    }
+
+
 def row_stats(records: list[dict]) -> dict[str, Any]:
     """Per-class IoU, mIoU, overlap mIoU and rare-class mIoU statistics over seeds."""
+    values = [metric_values(r) for r in records]
     return {
         "seeds": len(records),
         "iou": [stat([r["all"]["IoU"][c] for r in records]) for c in CLASSES],
-        "mIoU": stat([r["all"]["mIoU"]["19"] for r in records]),
-        "overlap_mIoU": stat([overlap_score(r) for r in records]),
-        "rare_mIoU": stat([r["rare_mIoU"] for r in records]),
+        **{metric: stat([v[metric] for v in values]) for metric in METRICS},
         "train_min": _cpu_minutes(records),
     }
+
+
+def per_seed_values(found: list[tuple[Job, dict]]) -> PerSeed:
+    """Row → seed → metric → value in points of every scored run (the paired comparisons)."""
+    out: PerSeed = defaultdict(dict)
+    for job, record in found:
+        values = metric_values(record).items()
+        out[job.tags["row"]][job.seed] = {k: None if v is None else v * 100 for k, v in values}
+    return dict(out)
 
 
 def _cpu_minutes(records: list[dict]) -> float | None:
@@ -316,11 +333,12 @@ def suite_pairs(suite: str) -> tuple[tuple[str, str], ...]:
     return pairs.get(suite, (("daformer", "dida"),))
 
 
-def comparisons(suite: str, rows: dict) -> list[str]:
-    """The comparison sentences under a main-style table, one paragraph each."""
+def comparisons(suite: str, rows: dict, per_seed: PerSeed | None = None) -> list[str]:
+    """The comparison sentences under a main-style table, one paragraph each (``per_seed``: the
+    runs' values for the paired differences)."""
     pairs = suite_pairs(suite)
     ready = [(a, b) for a, b in pairs if a in rows and b in rows]
-    lines = [line for a, b in ready for line in (compare(rows, a, b), "")]
+    lines = [line for a, b in ready for line in (compare(rows, a, b, per_seed), "")]
     waiting = [f"{b} − {a}" for a, b in pairs if (a, b) not in ready]
     if waiting:
         lines += [f"Not compared yet (a row not finished): {', '.join(waiting)}.", ""]
@@ -412,7 +430,7 @@ def main_section(
     labels = {j.tags["row"]: j.tags["label"] for j in jobs}
     plot_main(data, labels, figures / f"bench_{suite}.png", MAIN_TITLES[suite])
     lines = [table, "", *carried_note(carried), *final_eval_note(found)]
-    lines += comparisons(suite, data)
+    lines += comparisons(suite, data, per_seed_values(found))
     lines += gap_trends(jobs, entries, data) if suite == "showcase" else []
     lines += [f"![{suite}](../figures/bench_{suite}.png)", ""]
     diffs = differences(data, suite_pairs(suite))

@@ -1,7 +1,7 @@
 """The 19 Cityscapes train classes, their palette, and label-ID -> train-ID maps.
 
 The label table is the one of cityscapesscripts' ``labels.py`` (the field's reference); the test
-``tests/test_classes.py`` checks every entry against that package.  GTA5 label PNGs hold the same
+``tests/test_datasets.py`` checks every entry against that package.  GTA5 label PNGs hold the same
 Cityscapes label IDs.  SYNTHIA-RAND-CITYSCAPES uses its own IDs (DAFormer's converter table).
 """
 

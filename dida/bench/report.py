@@ -300,6 +300,8 @@ WARM_PAIRS = (
 SHOWCASE_PAIRS = (
     ("daformer", "dida"),
     ("daformer", "dida_released"),
+    ("daformer", "mic"),
+    ("mic", "dida_mic"),
     ("daformer", "dida_weighted"),
     ("dida", "dida_weighted"),
     ("source_only_more", "daformer"),

@@ -106,6 +106,7 @@ def test_a_warm_started_models_card_counts_its_starting_models_hours(tiny_dida_r
     at_two = init_cost(tiny_dida_run / "snapshots" / "model_000002.safetensors")
     assert at_two == {k: records[-1][k] for k in ("train_cpu_s", "train_wall_s")}
     assert init_cost(Path("/nowhere/model.safetensors")) is None
+
     config = runs.read_json(tiny_dida_run / runs.CONFIG)
     config["model"]["init_weights"] = str(tiny_dida_run / runs.MODEL)
     metrics = {"mIoU": {"19": 0.5}, "IoU": {"road": 0.9}}
@@ -113,6 +114,33 @@ def test_a_warm_started_models_card_counts_its_starting_models_hours(tiny_dida_r
     total = 2 * cost["train_cpu_s"] / 3600
     assert f"**{total:.2f} CPU-hours in all**" in text
     assert "- Trained by: `python -m dida.bench --suite showcase` (run `dida_s0`)" in text
+
+
+def test_a_model_started_from_a_shipped_checkpoint_counts_the_hours_its_card_states(
+    tmp_path: Path,
+) -> None:
+    """A shipped folder keeps no train records: the start's cost is the one its card states, and
+    a start inside the repository is shown relative to it."""
+    from dida.bench.ship import REPO, _init_line, card_cost, init_cost, reproduce_command
+
+    shipped = tmp_path / "source_only"
+    shipped.mkdir()
+    assert init_cost(shipped / runs.MODEL) is None  # no card yet
+    (shipped / "MODEL_CARD.md").write_text(
+        "# source_only\n\n- Training cost: 3.04 CPU-hours (5.46 h wall), on AMD EPYC\n"
+    )
+    assert card_cost(shipped) == {"train_cpu_s": pytest.approx(3.04 * 3600)}
+    assert init_cost(shipped / runs.MODEL) == card_cost(shipped)
+    assert init_cost(shipped / "snapshots" / "model_000002.safetensors") is None
+    line = _init_line(str(shipped / runs.MODEL), {"train_cpu_s": 3.01 * 3600})[0]
+    assert "3.04 CPU-hours of training" in line and "**6.05 CPU-hours in all**" in line
+    inside = REPO / "assets" / "checkpoints" / "source_only" / runs.MODEL
+    shown = _init_line(str(inside), None)[0]
+    assert shown.startswith("- Starts from `assets/checkpoints/source_only/model.safetensors` (")
+    command = f"python -m dida.train --method mic --set model.init_weights={inside}"
+    assert reproduce_command(command).endswith(
+        "model.init_weights=assets/checkpoints/source_only/model.safetensors"
+    )
 
 
 def test_the_card_names_the_suite_that_trained_the_runs() -> None:

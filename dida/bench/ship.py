@@ -37,6 +37,7 @@ from dida.scores import SCORES_FILE, ScoreTable, file_digest, model_predictor, s
 from dida.validate import evaluate_model
 
 EXPECTED = "expected.json"
+MODEL_CARD = "MODEL_CARD.md"
 SLICE_IMAGES = 16
 """The fixed slice: the first this-many images of the SynthCity default val split."""
 DEFAULT_DATA = Path("data/synthcity")
@@ -77,27 +78,50 @@ def _shift(data: dict) -> float:
 def _init_line(init_weights: str | None, cost: dict[str, float] | None) -> list[str]:
     if init_weights is None:
         return []
-    start = init_cost(Path(init_weights))
+    start, shown = init_cost(Path(init_weights)), _repo_relative(Path(init_weights))
     if start is None or cost is None:
-        return [
-            f"- Starts from `{init_weights}` (whole segmentor; its iterations come on top of these)"
-        ]
+        return [f"- Starts from `{shown}` (whole segmentor; its iterations come on top of these)"]
     before, total = start["train_cpu_s"] / 3600, (start["train_cpu_s"] + cost["train_cpu_s"]) / 3600
     return [
-        f"- Starts from `{init_weights}` (whole segmentor, {before:.2f} CPU-hours of training; its "
+        f"- Starts from `{shown}` (whole segmentor, {before:.2f} CPU-hours of training; its "
         f"iterations come on top of these: **{total:.2f} CPU-hours in all**)"
     ]
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _repo_relative(path: Path) -> Path:
+    """``path`` relative to the repository when it lies inside it (a shipped start is recorded
+    absolute), else as recorded."""
+    return path.relative_to(REPO) if path.is_absolute() and path.is_relative_to(REPO) else path
+
+
 def init_cost(weights: Path) -> dict[str, float] | None:
     """Training cost of the model a run started from: ``<run>/model.safetensors`` (the run's
-    last record) or ``<run>/snapshots/model_<it>.safetensors`` (its record at that iteration);
-    None when the file is not in a run folder that recorded costs."""
+    last record), ``<run>/snapshots/model_<it>.safetensors`` (its record at that iteration) or a
+    shipped checkpoint's weights (the CPU-hours its card states); None when the file is in neither
+    a run folder that recorded costs nor a shipped folder whose card states them."""
     snapshot = re.fullmatch(r"model_(\d+)\.safetensors", weights.name)
     run_dir = weights.parent.parent if snapshot else weights.parent
-    if not (run_dir / runs.METRICS).exists():
-        return None
-    return recorded_cost(run_dir, int(snapshot.group(1)) if snapshot else None)
+    if (run_dir / runs.METRICS).exists() and (cost := recorded_cost(run_dir, _it(snapshot))):
+        return cost
+    return None if snapshot else card_cost(weights.parent)
+
+
+def _it(snapshot: re.Match | None) -> int | None:
+    return int(snapshot.group(1)) if snapshot else None
+
+
+CARD_COST = re.compile(r"^- Training cost: ([0-9.]+) CPU-hours", re.MULTILINE)
+"""The cost line ``card`` writes (a shipped folder keeps no train records)."""
+
+
+def card_cost(folder: Path) -> dict[str, float] | None:
+    """The training CPU-seconds a shipped folder's model card states, None when it states none."""
+    path = folder / MODEL_CARD
+    found = CARD_COST.search(path.read_text()) if path.is_file() else None
+    return {"train_cpu_s": float(found.group(1)) * 3600} if found else None
 
 
 def _cost_line(cost: dict[str, float] | None, device: str) -> str:
@@ -113,8 +137,10 @@ BUDGET_STOP = re.compile(r"\s--stop-cpu-h(?:=|\s+)\S+")
 
 def reproduce_command(command: str) -> str:
     """The recorded command without a budget stop (``--stop-cpu-h``): the command that trains the
-    whole schedule (a run stopped by a budget resumes to the end without the flag)."""
-    return BUDGET_STOP.sub("", command)
+    whole schedule (a run stopped by a budget resumes to the end without the flag), with paths
+    inside the repository relative to it (the bench runs from its root; a shipped start is
+    recorded absolute)."""
+    return BUDGET_STOP.sub("", command).replace(f"{REPO}/", "")
 
 
 def _budget_note(command: str) -> str:
@@ -184,7 +210,7 @@ def ship_run(
     runs.atomic_write_json(folder / EXPECTED, {"val_images": SLICE_IMAGES, "mIoU": value})
     cost = recorded_cost(run_dir)
     text = card(name, config, run_dir.name, metrics, value, cost, suite)
-    (folder / "MODEL_CARD.md").write_text(text)
+    (folder / MODEL_CARD).write_text(text)
     split = val_split(data_root) if data_root else run_val_split(TrainConfig.from_dict(config))
     write_scores(folder, split)
     return folder
@@ -276,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, run_dir in _sources(args).items():
         folder = ship_run(run_dir, args.out, name, args.data, _suite(args))
         size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
-        print(f"{folder}: {size:.1f} MB, {(folder / 'MODEL_CARD.md').read_text().splitlines()[-3]}")
+        print(f"{folder}: {size:.1f} MB, {(folder / MODEL_CARD).read_text().splitlines()[-3]}")
 
 
 def _suite(args: argparse.Namespace) -> str:

@@ -228,7 +228,7 @@ def test_main_table_means_over_seeds_and_judges_the_spread() -> None:
     )
 
 
-def test_paired_differences_remove_a_seed_every_row_shares() -> None:
+def test_paired_differences_remove_a_seed_every_row_shares(tmp_path: Path) -> None:
     """Seed 1 is 4 points lower for both rows: the unpaired spread (2.8) hides a constant +1.0,
     the paired one (std 0) shows it; a seed only one row has is left out of the pairing."""
     found = [
@@ -250,6 +250,11 @@ def test_paired_differences_remove_a_seed_every_row_shares() -> None:
     assert "paired over seeds 0, 1: +1.0 ± 1.4, within its spread" in sentence
     assert "paired" not in compare(rows)  # no per-run values: the unpaired sentence only
     assert paired(per_seed_values(found[:1] + found[2:3]), "daformer", "dida", "mIoU") is None
+    diffs = differences(rows, [("daformer", "dida")], per_seed)
+    assert diffs[0].paired == miou and diffs[1].paired == overlap
+    assert differences(rows, [("daformer", "dida")])[0].paired is None
+    plot_differences(diffs, tmp_path / "paired.png", "test")
+    assert (tmp_path / "paired.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_differences_carry_the_spread_compare_judges_them_by(tmp_path: Path) -> None:

@@ -78,10 +78,15 @@ class Difference:
     metric: str
     diff: float
     spread: float | None
+    paired: Paired | None = None
+    """The paired per-seed difference (:func:`paired`), None without two common scored seeds."""
 
 
-def differences(rows: dict, pairs: Sequence[tuple[str, str]]) -> list[Difference]:
-    """Every metric's difference for the pairs whose two rows are both in ``rows``."""
+def differences(
+    rows: dict, pairs: Sequence[tuple[str, str]], per_seed: PerSeed | None = None
+) -> list[Difference]:
+    """Every metric's difference for the pairs whose two rows are both in ``rows`` (with their
+    paired differences where ``per_seed`` has two or more common seeds)."""
     found = []
     for a, b in pairs:
         if a not in rows or b not in rows:
@@ -89,7 +94,8 @@ def differences(rows: dict, pairs: Sequence[tuple[str, str]]) -> list[Difference
         for metric in METRICS:
             (ma, sa, na), (mb, sb, nb) = rows[a][metric], rows[b][metric]
             spreads = [std for std, seeds in ((sa, na), (sb, nb)) if seeds >= 2]
-            found.append(Difference(a, b, metric, mb - ma, max(spreads) if spreads else None))
+            spread, pair = max(spreads) if spreads else None, paired(per_seed or {}, a, b, metric)
+            found.append(Difference(a, b, metric, mb - ma, spread, pair))
     return found
 
 

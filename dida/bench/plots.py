@@ -77,24 +77,30 @@ def plot_main(rows: dict, labels: dict[str, str], path: Path, title: str) -> Non
 
 def plot_differences(diffs: list[Difference], path: Path, title: str) -> None:
     """Each compared pair's difference (b − a) in mIoU, overlap and rare mIoU, with ± the seed
-    spread it is judged against (hollow marker, no bar: one seed each, no spread)."""
+    spread it is judged against (hollow marker, no bar: one seed each, no spread) and, where the
+    rows share two or more scored seeds, the paired difference ± its std (x marker)."""
     pairs = list(dict.fromkeys((d.a, d.b) for d in diffs))
     if not pairs:
         return
     fig, axes = _axes(1, title, width=7.5)
-    fig.set_figheight(1.2 + 0.32 * len(pairs))
-    ax, offsets = axes[0], dict(zip(METRICS, (-0.22, 0.0, 0.22), strict=True))
+    fig.set_figheight(1.2 + 0.42 * len(pairs))
+    ax, offsets = axes[0], dict(zip(METRICS, (-0.3, 0.0, 0.3), strict=True))
     for i, metric in enumerate(METRICS):
         color = f"C{i}"
         for d in (d for d in diffs if d.metric == metric):
             y = pairs.index((d.a, d.b)) + offsets[metric]
             face = color if d.spread is not None else "none"
             ax.errorbar(d.diff, y, xerr=d.spread, fmt="o", color=color, mfc=face, ms=4, capsize=2)
+            if d.paired is not None:
+                p = d.paired
+                ax.errorbar(p.mean, y + 0.12, xerr=p.std, fmt="x", color=color, ms=4, lw=0.8)
         ax.plot([], [], "o", color=color, label=metric)
+    if any(d.paired is not None for d in diffs):
+        ax.plot([], [], "x", color="gray", label="paired over common seeds")
     ax.axvline(0, color="gray", lw=0.8)
     ax.set_yticks(range(len(pairs)), [f"{b} − {a}" for a, b in pairs], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("difference (points); bar: ± the largest seed std of the pair")
+    ax.set_xlabel("difference (points); bar: ± the largest seed std of the pair (x: ± paired std)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
 

@@ -432,10 +432,11 @@ def main_section(
     labels = {j.tags["row"]: j.tags["label"] for j in jobs}
     plot_main(data, labels, figures / f"bench_{suite}.png", MAIN_TITLES[suite])
     lines = [table, "", *carried_note(carried), *final_eval_note(found)]
-    lines += comparisons(suite, data, per_seed_values(found))
+    per_seed = per_seed_values(found)
+    lines += comparisons(suite, data, per_seed)
     lines += gap_trends(jobs, entries, data) if suite == "showcase" else []
     lines += [f"![{suite}](../figures/bench_{suite}.png)", ""]
-    diffs = differences(data, suite_pairs(suite))
+    diffs = differences(data, suite_pairs(suite), per_seed)
     if diffs:
         name = f"bench_{suite}_differences.png"
         plot_differences(diffs, figures / name, f"{MAIN_TITLES[suite]}: differences")

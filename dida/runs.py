@@ -53,6 +53,8 @@ from dida.model import (
 
 CONFIG, METRICS, STATUS, SUMMARY = "config.json", "metrics.jsonl", "status.json", "README.md"
 LOCK = ".lock"
+MODEL_CARD = "MODEL_CARD.md"
+"""A shipped checkpoint folder's card (``dida.bench.ship`` writes it; the studio shows it)."""
 SNAPSHOTS = "snapshots"
 CHECKPOINT, MODEL, BANK_HISTORY = (
     "checkpoint.safetensors",

@@ -18,7 +18,8 @@ ABLATION_DEFAULTS = {"tp": 0.1, "lambda": 1.0, "K": 300}
 SHIPPED = "shipped:"
 """``init_from`` prefix of a shipped checkpoint (``shipped:source_only``: the float16 weights in
 ``assets/checkpoints/source_only``), for runs whose init run's folder is gone (session 15)."""
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "checkpoints"
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = REPO / "assets" / "checkpoints"
 
 SEEDS = (0, 1, 2)
 PRODA_SETTINGS = ("method.source_init_iters=50",)

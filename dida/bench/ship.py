@@ -25,6 +25,7 @@ import torch
 
 from dida import runs
 from dida.bank import BankHistory
+from dida.bench.jobs import REPO
 from dida.bench.scores import recorded_cost
 from dida.bench.showcase import showcase_jobs
 from dida.bench.suites import MAIN_ROWS, SUITES
@@ -37,7 +38,6 @@ from dida.scores import SCORES_FILE, ScoreTable, file_digest, model_predictor, s
 from dida.validate import evaluate_model
 
 EXPECTED = "expected.json"
-MODEL_CARD = "MODEL_CARD.md"
 SLICE_IMAGES = 16
 """The fixed slice: the first this-many images of the SynthCity default val split."""
 DEFAULT_DATA = Path("data/synthcity")
@@ -88,9 +88,6 @@ def _init_line(init_weights: str | None, cost: dict[str, float] | None) -> list[
     ]
 
 
-REPO = Path(__file__).resolve().parents[2]
-
-
 def _repo_relative(path: Path) -> Path:
     """``path`` relative to the repository when it lies inside it (a shipped start is recorded
     absolute), else as recorded."""
@@ -119,7 +116,7 @@ CARD_COST = re.compile(r"^- Training cost: ([0-9.]+) CPU-hours", re.MULTILINE)
 
 def card_cost(folder: Path) -> dict[str, float] | None:
     """The training CPU-seconds a shipped folder's model card states, None when it states none."""
-    path = folder / MODEL_CARD
+    path = folder / runs.MODEL_CARD
     found = CARD_COST.search(path.read_text()) if path.is_file() else None
     return {"train_cpu_s": float(found.group(1)) * 3600} if found else None
 
@@ -210,7 +207,7 @@ def ship_run(
     runs.atomic_write_json(folder / EXPECTED, {"val_images": SLICE_IMAGES, "mIoU": value})
     cost = recorded_cost(run_dir)
     text = card(name, config, run_dir.name, metrics, value, cost, suite)
-    (folder / MODEL_CARD).write_text(text)
+    (folder / runs.MODEL_CARD).write_text(text)
     split = val_split(data_root) if data_root else run_val_split(TrainConfig.from_dict(config))
     write_scores(folder, split)
     return folder
@@ -302,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, run_dir in _sources(args).items():
         folder = ship_run(run_dir, args.out, name, args.data, _suite(args))
         size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
-        print(f"{folder}: {size:.1f} MB, {(folder / MODEL_CARD).read_text().splitlines()[-3]}")
+        print(f"{folder}: {size:.1f} MB, {(folder / runs.MODEL_CARD).read_text().splitlines()[-3]}")
 
 
 def _suite(args: argparse.Namespace) -> str:

@@ -40,7 +40,7 @@ METHOD_TITLES: dict[str, str] = {
 """Display name of each method (the app's labels and legends)."""
 
 SHIPPED, RUN, OFFICIAL = "shipped", "run", "official"
-MODEL_CARD = "MODEL_CARD.md"
+MODEL_CARD = runs.MODEL_CARD
 FEATURED_ORDER = {"dida": 0, "daformer": 1, "proda": 2, "source_only": 3}
 """The order of the methods the Compare tab shows first."""
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dida import runs
-from dida.bench.jobs import Job
+from dida.bench.jobs import Job, Row
 from dida.bench.report import gap_closed, gap_trends
 from dida.bench.showcase import (
     SHOWCASE_ADAPT_ITERS,
@@ -49,11 +49,17 @@ def test_showcase_bases_are_the_winning_curve_runs_at_full_length() -> None:
         )
     assert [j.tags["row"] for j in adapt] == [row.key for row in SHOWCASE_ROWS]
     for job in adapt:
-        shipped = job.tags["row"] in ("mic", "dida_mic", "dida_weighted")  # trained after the loss
+        shipped = job.tags["row"] in (
+            "mic",
+            "dida_mic",
+            "dida_weighted",
+            "mic_long",
+        )  # after the loss
         start = "shipped:source_only" if shipped else f"curves/source_only_{SHOWCASE_RECIPE}"
         assert job.init_from == start
         argv = job.train_args(Path("runs"), 1)
-        assert f"iters={SHOWCASE_ADAPT_ITERS}" in argv and "--stop-cpu-h" not in argv
+        iters = 3 * SHOWCASE_ADAPT_ITERS if job.tags["row"] == "mic_long" else SHOWCASE_ADAPT_ITERS
+        assert f"iters={iters}" in argv and "--stop-cpu-h" not in argv
         assert argv[argv.index("--preset") + 1] == "showcase"
 
 
@@ -157,3 +163,11 @@ def test_the_showcase_preset_is_the_winning_recipe() -> None:
     assert a.to_dict() == b.to_dict()
     names = {j.name for j in curve_jobs()}
     assert {f"oracle_{SHOWCASE_RECIPE}", f"source_only_{SHOWCASE_RECIPE}"} <= names
+
+
+def test_a_rows_own_schedule_length_wins_over_the_suites() -> None:
+    row = Row("mic_long", "mic", "MIC", settings=("method.mask_ratio=0.7",), iters=24000)
+    assert row.settings_with_iters(8000) == ("method.mask_ratio=0.7", "iters=24000")
+    plain = replace(row, iters=None)
+    assert plain.settings_with_iters(8000) == ("method.mask_ratio=0.7", "iters=8000")
+    assert plain.settings_with_iters() == ("method.mask_ratio=0.7",)  # the preset's length

@@ -44,6 +44,14 @@ class Row:
     init_from: str | None = None
     """Row whose seed-0 run initialises this one (``model.init_weights``): ``row`` of the same
     suite or ``suite/row``, or ``shipped:NAME`` (a shipped checkpoint)."""
+    iters: int | None = None
+    """Schedule length of this row's runs; None: the suite's (its preset's, or the length the
+    suite sets for every row)."""
+
+    def settings_with_iters(self, default: int | None = None) -> tuple[str, ...]:
+        """``settings`` plus ``iters=`` (this row's length, else ``default``; none if both unset)."""
+        iters = self.iters or default
+        return self.settings if iters is None else (*self.settings, f"iters={iters}")
 
 
 @dataclass(frozen=True)

@@ -302,6 +302,7 @@ SHOWCASE_PAIRS = (
     ("daformer", "dida_released"),
     ("daformer", "mic"),
     ("mic", "dida_mic"),
+    ("mic", "mic_long"),
     ("daformer", "dida_weighted"),
     ("dida", "dida_weighted"),
     ("source_only_more", "daformer"),
@@ -325,7 +326,7 @@ FIDELITY_PAIRS = (
 """The fidelity table's comparisons: the deciding pairs, then each switch against its mode."""
 GAP_ROWS = (
     "source_only_more", "proda", "daformer", "dida", "dida_released", "mic", "dida_mic",
-    "dida_weighted",
+    "dida_weighted", "mic_long",
 )  # fmt: skip
 
 

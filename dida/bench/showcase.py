@@ -84,12 +84,17 @@ SHOWCASE_ROWS = (
     Row("dida_mic", "dida_mic", "DIDA + MIC", init_from=SHIPPED_START),
     Row("dida_weighted", "dida", "DIDA (paper mode, confidence-weighted L_ins)",
         settings=("method.ins_weight=confidence",), init_from=SHIPPED_START),
+    Row("mic_long", "mic", "MIC-style, 24,000 iterations", init_from=SHIPPED_START,
+        iters=3 * SHOWCASE_ADAPT_ITERS),
 )  # fmt: skip
 """Adaptation rows of the showcase: each starts from the showcase source-only model and trains
 ``SHOWCASE_ADAPT_ITERS`` more iterations (the control trains source-only as long). The shipped rows
 (``dida.bench.ship.SHOWCASE_SHIPPED``) come first, so the app's checkpoints can be replaced soonest.
 ``dida_weighted`` (session 14) is last: the one paper-mode switch that closed DIDA paper's deficit on
-a fidelity seed (43.0 against 40.8); the app's paper-mode DIDA if its three fidelity seeds hold."""
+a fidelity seed (43.0 against 40.8); the app's paper-mode DIDA if its three fidelity seeds hold.
+``mic_long`` (session 18) is the best row (MIC-style) on a schedule three times as long: its 8,000-
+iteration curve extrapolates to 40 % of the source-only → oracle gap at ≈ 21,000 iterations
+(docs/BENCHMARKS.md); ≈ 9 CPU-h, one seed."""
 SHOWCASE_BASE_LABELS = {"source_only": "source-only", "oracle": "oracle (target labels)"}
 
 
@@ -109,7 +114,7 @@ def showcase_jobs(preset: str = "showcase") -> list[Job]:
     start = f"curves/source_only_{SHOWCASE_RECIPE}"
     adapt = [
         Job("showcase", f"{row.key}_s0", row.method, preset, 0,
-            (*row.settings, f"iters={SHOWCASE_ADAPT_ITERS}"),
+            row.settings_with_iters(SHOWCASE_ADAPT_ITERS),
             {"row": row.key, "label": row.label}, init_from=row.init_from or start)
         for row in SHOWCASE_ROWS
     ]  # fmt: skip
@@ -167,7 +172,7 @@ def fidelity_jobs(preset: str = "showcase") -> list[Job]:
     start = f"curves/source_only_{SHOWCASE_RECIPE}@{FIDELITY_START_IT}"
     return [
         Job("fidelity", f"{row.key}_s{seed}", row.method, preset, seed,
-            (*row.settings, f"iters={FIDELITY_ITERS}", "snapshot_iters=[]"),
+            (*row.settings_with_iters(FIDELITY_ITERS), "snapshot_iters=[]"),
             {"row": row.key, "label": row.label}, init_from=start)
         for seed in SEEDS for row in FIDELITY_ROWS if seed < row.seeds
     ]  # fmt: skip

@@ -100,7 +100,9 @@ def main_jobs(preset: str = "default") -> list[Job]:
 def _row_job(suite: str, row: Row, preset: str, seed: int) -> Job:
     init = None if row.init_from is None else f"{row.init_from}_s0"
     tags = {"row": row.key, "label": row.label}
-    return Job(suite, f"{row.key}_s{seed}", row.method, preset, seed, row.settings, tags, init)
+    return Job(
+        suite, f"{row.key}_s{seed}", row.method, preset, seed, row.settings_with_iters(), tags, init
+    )
 
 
 def quick_jobs(preset: str = "quick") -> list[Job]:

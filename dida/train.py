@@ -46,6 +46,7 @@ from dida.model import ModelConfig, SegModel
 from dida.optim import OptimConfig, build_optimizer, set_lr
 from dida.presets import PRESETS, curve_snapshots, preset_config
 from dida.records import Recorder
+from dida.rng import global_rng_state, set_global_rng_state
 from dida.validate import evaluate_model
 
 
@@ -81,6 +82,8 @@ class _Loop:
     saved_it: int = 0
     """The iteration the checkpoint on disk holds."""
     timer: _Timer | None = None
+    rng: dict[str, Tensor] | None = None
+    """A resumed run's global RNG state, set once the batch stream exists (its loaders draw)."""
 
 
 def train(
@@ -173,6 +176,8 @@ def _iterate(
 def _steps(loop: _Loop, stop: Callable[[], bool], stop_cpu_h: float | None) -> Iterator[TrainEvent]:
     cfg, timer = loop.cfg, loop.timer
     batches = loop.data.batches(start_it=loop.start_it)
+    if loop.rng is not None:
+        set_global_rng_state(loop.rng, loop.dist.device)
     for it in range(loop.start_it, cfg.iters):
         if broadcast_flag(stop_cpu_h is not None and timer.cpu_s >= 3600 * stop_cpu_h, loop.dist):
             yield from _stop_at_budget(loop, it, stop_cpu_h)
@@ -328,6 +333,7 @@ def _checkpoint(loop: _Loop, it: int) -> TrainEvent:
             "model": unwrap(loop.method.model).state_dict(),
             "method": loop.method.state_dict(),
             "optimizer": loop.optimizer.state_dict(),
+            "rng": global_rng_state(loop.dist.device),
         }
         loop.recorder.save(loop.run_dir)
         runs.save_state(loop.run_dir / runs.CHECKPOINT, state, {"it": it, **loop.timer.cost()})
@@ -374,6 +380,7 @@ def _resume(loop: _Loop) -> None:
     unwrap(loop.method.model).load_state_dict(state["model"])
     loop.method.load_state_dict(state["method"])
     loop.optimizer.load_state_dict(state["optimizer"])
+    loop.rng = state.get("rng")  # checkpoints before session 18 kept none: the seed's goes on
     loop.start_it = int(meta["it"])
     loop.recorder.load(loop.run_dir, after_it=loop.start_it)
     if loop.dist.is_main:

@@ -287,6 +287,15 @@ def test_draw_stream_partitions_each_epoch_between_ranks() -> None:
         next(draw_stream(10, seed=0, rank=2, world_size=2))
 
 
+@pytest.mark.parametrize("start", [0, 3, 4, 9, 13])
+def test_a_stream_from_draw_n_is_the_uninterrupted_streams_tail(start: int) -> None:
+    for rank in (0, 1):  # 9 items on 2 ranks: 5 draws per rank and epoch
+        whole = list(itertools.islice(draw_stream(9, seed=5, rank=rank, world_size=2), 30))
+        tail = draw_stream(9, seed=5, rank=rank, world_size=2, start=start)
+        tail = list(itertools.islice(tail, 10))
+        assert tail == whole[start : start + 10] and tail[0].seed == (5, rank, start)
+
+
 def _batches(crops: TrainCrops, n: int, **kwargs) -> list[dict]:
     return list(itertools.islice(infinite_batches(crops, batch_size=2, **kwargs), n))
 

@@ -331,31 +331,35 @@ class EvalImages(Dataset):
         return out
 
 
-def draw_stream(num_items: int, seed: int, rank: int = 0, world_size: int = 1) -> Iterator[Draw]:
-    """Endless draws of one DDP rank.
+def draw_stream(
+    num_items: int, seed: int, rank: int = 0, world_size: int = 1, start: int = 0
+) -> Iterator[Draw]:
+    """Endless draws of one DDP rank, from draw number ``start`` on.
 
     Epoch ``e`` shuffles all indices with ``(seed, e)`` (the same permutation on every rank, padded
     by wrapping to a multiple of ``world_size``) and rank ``r`` takes every ``world_size``-th index
     from position ``r``, so ranks see different images.  Draw ``n`` of rank ``r`` has seed
-    ``(seed, r, n)``, so crops and RCS picks differ between ranks too.
+    ``(seed, r, n)``, so crops and RCS picks differ between ranks too.  Every draw is a function of
+    its number, so the stream from ``start`` is the uninterrupted stream's tail (a resumed run).
     """
     if num_items < 1 or not 0 <= rank < world_size:
         raise ValueError(
             f"need num_items >= 1 and 0 <= rank < world_size, got {num_items}, {rank}, {world_size}"
         )
     per_rank = math.ceil(num_items / world_size)
-    for epoch in itertools.count():
+    first_epoch, skip = divmod(start, per_rank)
+    for epoch in itertools.count(first_epoch):
         order = np.random.default_rng((seed, epoch)).permutation(num_items)
         order = np.resize(order, per_rank * world_size)[rank::world_size]
-        for position, index in enumerate(order):
-            yield Draw(int(index), (seed, rank, epoch * per_rank + position))
+        for position in range(skip if epoch == first_epoch else 0, per_rank):
+            yield Draw(int(order[position]), (seed, rank, epoch * per_rank + position))
 
 
 class _DrawSampler(Sampler):
     """An endless sampler yielding :func:`draw_stream`."""
 
-    def __init__(self, num_items: int, seed: int, rank: int, world_size: int) -> None:
-        self.args = (num_items, seed, rank, world_size)
+    def __init__(self, num_items: int, seed: int, rank: int, world_size: int, start: int) -> None:
+        self.args = (num_items, seed, rank, world_size, start)
 
     def __iter__(self) -> Iterator[Draw]:
         return draw_stream(*self.args)
@@ -368,19 +372,23 @@ def infinite_batches(
     rank: int = 0,
     world_size: int = 1,
     workers: int = 0,
+    start_batch: int = 0,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless collated batches of ``dataset`` for one DDP rank (see :func:`draw_stream`).
+    """Endless collated batches of ``dataset`` for one DDP rank (see :func:`draw_stream`), from
+    batch number ``start_batch`` on (the uninterrupted stream's tail).
 
     The batches are a pure function of (dataset, batch_size, seed, rank, world_size): the same
-    with 0 or N ``workers``, and different between ranks.
+    with 0 or N ``workers``, and different between ranks. The loader's iterator is made here, not
+    at the first batch: making it draws from torch's global generator, which a resumed run sets
+    after this call (``dida.rng``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=_DrawSampler(len(dataset), seed, rank, world_size),
+        sampler=_DrawSampler(len(dataset), seed, rank, world_size, start_batch * batch_size),
         num_workers=workers,
         persistent_workers=workers > 0,
     )
-    yield from loader
+    return iter(loader)

@@ -95,14 +95,14 @@ class UDAData:
     world_size: int = 1
 
     def batches(self, start_it: int = 0) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
-        """Endless ``{"source": batch, "target": batch}``; a resumed run (start_it > 0) continues
-        with a stream seeded by (seed, start_it): deterministic, but not the uninterrupted order."""
-        seed = self.seed if start_it == 0 else self.seed * 1_000_003 + start_it
-        args = (self.cfg.batch_size, seed, self.rank, self.world_size, self.cfg.workers)
-        source = infinite_batches(self.source, *args)
-        target = infinite_batches(self.target, *args[:1], seed + 1, *args[2:])
-        for s, t in zip(source, target, strict=False):
-            yield {"source": s, "target": t}
+        """Endless ``{"source": batch, "target": batch}`` from iteration ``start_it`` on: a resumed
+        run gets the batches the uninterrupted run trains on from there."""
+        args = (self.cfg.batch_size, self.seed, self.rank, self.world_size, self.cfg.workers)
+        source = infinite_batches(self.source, *args, start_batch=start_it)
+        target = infinite_batches(
+            self.target, *args[:1], self.seed + 1, *args[2:], start_batch=start_it
+        )
+        return ({"source": s, "target": t} for s, t in zip(source, target, strict=False))
 
 
 def domain_roots(cfg: DataConfig) -> tuple[Path, Path]:

@@ -7,8 +7,10 @@ then share the GPU instead of time-slicing it), trains the named runs of a bench
 finished run on the GPU, optionally trains ``--check`` runs again into ``runs/gpucheck`` (the same
 command as a CPU-trained run: does the GPU reproduce its curve?), runs the DIDA diagnostics on the
 finished DIDA runs while time is left, and packs what came out into ``OUT/results.tar.gz`` (each
-run's config, status, metrics, scores and log; no weights). Unfinished runs at the deadline are
-killed and listed; their files come back too but they cannot be resumed here (no checkpoint).
+run's config, status, metrics, scores and log; with ``--weights`` also each finished run's model
+and bank history as files beside it, so a GPU-trained model can be shipped). Unfinished runs at the
+deadline are killed and listed; their files come back too but they cannot be resumed here (no
+checkpoint).
 
     python -m scripts.gpu_bench --suite fidelity --first dida_s1 dida_s2 --then rel_online_s0 \
         --check daformer_s0 --deadline 470 --out "$OUT"      # on the GPU machine
@@ -58,6 +60,11 @@ EXPECTED_PIXELS = {
 generator version 1): the GPU machine's tree must be the same data (PNG bytes may differ by zlib)."""
 CHECK_ROOT = Path("runs/gpucheck")
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "bench_eval.json", "README.md")
+WEIGHT_FILES = (runs.MODEL, runs.BANK_HISTORY)
+"""What ``--weights`` brings back of a finished run, each as its own file beside the archive (OUT
+returns at most 8 files of 16 MiB: a showcase-recipe model is 13.6 MB in fp32)."""
+OUT_FILES, OUT_FILE_BYTES = 8, 16 * 2**20
+"""The device tool's limits on what comes back from OUT."""
 DIDA_METHODS = ("dida", "dida_mic")
 
 
@@ -263,6 +270,26 @@ def pack(items: list[Launch], work: Path, out: Path) -> Path:
     return archive
 
 
+def weight_name(run_dir: Path, file: str) -> str:
+    """The OUT file name of a run's weight file: ``<suite>.<run>.<file>`` (OUT is flat)."""
+    return f"{run_dir.parent.name}.{run_dir.name}.{file}"
+
+
+def pack_weights(items: list[Launch], out: Path) -> list[str]:
+    """Copy the finished runs' weight files to OUT (in launch order, while the file limits allow);
+    returns one line per run that did not fit."""
+    left, skipped = OUT_FILES - len(list(out.iterdir())) - 1, []  # summary.json comes after
+    for item in (i for i in items if _finished(i.run_dir)):
+        files = [item.run_dir / f for f in WEIGHT_FILES if (item.run_dir / f).exists()]
+        if len(files) > left or any(f.stat().st_size > OUT_FILE_BYTES for f in files):
+            skipped.append(f"{item.run_dir}: weights not brought back (OUT's file limits)")
+            continue
+        for f in files:
+            shutil.copyfile(f, out / weight_name(item.run_dir, f.name))
+        left -= len(files)
+    return skipped
+
+
 def summary(items: list[Launch]) -> dict[str, dict]:
     """Each run's final state and, once scored, its mIoU."""
     result = {}
@@ -287,18 +314,21 @@ def score(run_dir: Path) -> None:
 
 
 def import_results(archive: Path, dest: Path = Path(".")) -> list[str]:
-    """Unpack a results archive's finished runs into ``dest`` (never over an existing run folder)
-    and score each from its final evaluation (no weights came back); returns what was done, one
-    line per run (unfinished runs are listed, not unpacked)."""
+    """Unpack a results archive's finished runs into ``dest`` (never over an existing run folder),
+    score each from its final evaluation and add the weight files ``--weights`` put beside the
+    archive; returns what was done, one line per run (unfinished runs are listed, not unpacked)."""
     with tarfile.open(archive) as tar:
         members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith("runs/")]
         by_run: dict[str, list[tarfile.TarInfo]] = {}
         for m in members:
             by_run.setdefault(str(Path(m.name).parent), []).append(m)
-        return [_import_run(tar, Path(run), files, dest) for run, files in sorted(by_run.items())]
+        return [
+            _import_run(tar, Path(run), files, dest, archive.parent)
+            for run, files in sorted(by_run.items())
+        ]
 
 
-def _import_run(tar: tarfile.TarFile, run: Path, files: list, dest: Path) -> str:
+def _import_run(tar: tarfile.TarFile, run: Path, files: list, dest: Path, archive_dir: Path) -> str:
     from dida.bench.scores import BENCH_EVAL, score_from_final_eval
 
     status = json.load(tar.extractfile(str(run / "status.json")))
@@ -313,7 +343,10 @@ def _import_run(tar: tarfile.TarFile, run: Path, files: list, dest: Path) -> str
     tar.extractall(dest, members=files, filter="data")
     if not (dest / run / BENCH_EVAL).exists():
         score_from_final_eval(dest / run)
-    return f"{run}: imported"
+    weights = [f for f in WEIGHT_FILES if (archive_dir / weight_name(run, f)).exists()]
+    for f in weights:
+        shutil.copyfile(archive_dir / weight_name(run, f), dest / run / f)
+    return f"{run}: imported" + (f" with {', '.join(weights)}" if weights else "")
 
 
 def loss_windows(run_dir: Path, windows: tuple[tuple[int, int], ...]) -> dict[str, list[float]]:
@@ -361,6 +394,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--compare", nargs="+", type=Path, help="training-loss windows of these runs")
     p.add_argument("--score", type=Path, help="only score this run folder (used by the children)")
+    p.add_argument(
+        "--weights", action="store_true", help="bring back finished runs' model and bank history"
+    )
     return p.parse_args(argv)
 
 
@@ -387,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     watch(items, t0, t0 + args.deadline, args.out)
     diagnose(items, t0 + args.finish, args.work)
     pack(items, args.work, args.out)
+    skipped = pack_weights(items, args.out) if args.weights else []
     result = {"mps": mps, "elapsed_s": round(time.time() - t0), "runs": summary(items)}
+    result["weights_left_out"] = skipped
     (args.out / "summary.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1), flush=True)
     return 0

@@ -1,5 +1,6 @@
 """The lent-GPU bench driver's pure parts: the pixel check, the check runs' command, and bringing a
-results archive back (finished runs only, never over a run folder, scored from the final eval)."""
+results archive back (finished runs only, never over a run folder, scored from the final eval, with
+the weights ``--weights`` put beside it)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,47 @@ def test_import_brings_finished_runs_back_scored_from_their_final_eval(
     assert record["rare_mIoU"] == pytest.approx(0.25) and record["val_images"] == 4
     assert not (tmp_path / "runs/bench/fidelity/half_s1").exists()
     assert not any((tmp_path / "runs/bench/fidelity/here_s1").iterdir())
+
+
+def _trained(root: Path, name: str, state: str, files: dict[str, bytes]) -> gpu_bench.Launch:
+    run_dir = root / "runs/bench/fidelity" / name
+    run_dir.mkdir(parents=True)
+    runs.write_status(run_dir, state, it=4)
+    for file, content in files.items():
+        (run_dir / file).write_bytes(content)
+    return gpu_bench.Launch(name, run_dir, "dida", [], 0, root / "logs" / name)
+
+
+def test_weights_come_back_beside_the_archive_and_land_in_the_imported_run(
+    synthcity_tiny: Path, tmp_path: Path
+) -> None:
+    gpu = tmp_path / "gpu"
+    weights = {runs.MODEL: b"model bytes", runs.BANK_HISTORY: b"bank bytes"}
+    items = [
+        _trained(gpu, "done_s1", "finished", weights),
+        _trained(gpu, "half_s1", "running", weights),  # unfinished: never brought back
+        _trained(gpu, "late_s1", "finished", weights),  # no room left in OUT
+    ]
+    out = tmp_path / "out"
+    out.mkdir()
+    archive = _archive(out / "results.tar.gz", {
+        "runs/bench/fidelity/done_s1": _run_files(synthcity_tiny, "done_s1", "finished"),
+    })  # fmt: skip
+    for k in range(3):
+        (out / f"log{k}.txt").write_text("-")  # 4 files in OUT + summary.json: room for 3 more
+    skipped = gpu_bench.pack_weights(items, out)
+    assert skipped == [f"{items[2].run_dir}: weights not brought back (OUT's file limits)"]
+    assert sorted(p.name for p in out.iterdir() if "safetensors" in p.name) == [
+        "fidelity.done_s1.bank_history.safetensors",
+        "fidelity.done_s1.model.safetensors",
+    ]
+    lines = gpu_bench.import_results(archive, tmp_path / "here")
+    done = tmp_path / "here/runs/bench/fidelity/done_s1"
+    assert lines == [
+        f"runs/bench/fidelity/done_s1: imported with {runs.MODEL}, {runs.BANK_HISTORY}"
+    ]
+    assert (done / runs.MODEL).read_bytes() == b"model bytes"
+    assert (done / runs.BANK_HISTORY).read_bytes() == b"bank bytes"
 
 
 def test_compare_curves_averages_each_loss_over_windows_up_to_the_shorter_run(

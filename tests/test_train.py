@@ -93,6 +93,20 @@ def test_a_resumed_run_trains_exactly_as_the_uninterrupted_one(
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_checkpoint_without_rng_state_still_resumes(synthcity_tiny: Path, tmp_path: Path) -> None:
+    """Checkpoints written before session 18 hold no global RNG state: the run resumes on the
+    seed's state (the same batches; other dropout draws)."""
+    cfg = _cfg(synthcity_tiny, "source_only", iters=4, checkpoint_interval=2)
+    calls = iter(range(100))
+    list(train(cfg, tmp_path / "b", stop=lambda: next(calls) >= 2))
+    path = tmp_path / "b" / runs.CHECKPOINT
+    state, meta = runs.load_state(path)
+    assert set(state["rng"]) == {"cpu"}
+    runs.save_state(path, {k: v for k, v in state.items() if k != "rng"}, meta)
+    resumed = [e.it for e in train(cfg, tmp_path / "b") if e.kind == "train"]
+    assert resumed == [3, 4] and runs.read_status(tmp_path / "b")["state"] == "finished"
+
+
 def test_a_run_started_from_weights_resumes_without_the_weights_file(
     synthcity_tiny: Path, tmp_path: Path
 ) -> None:

@@ -8,9 +8,9 @@ finished run on the GPU, optionally trains ``--check`` runs again into ``runs/gp
 command as a CPU-trained run: does the GPU reproduce its curve?), runs the DIDA diagnostics on the
 finished DIDA runs while time is left, and packs what came out into ``OUT/results.tar.gz`` (each
 run's config, status, metrics, scores and log; with ``--weights`` also each finished run's model
-and bank history as files beside it, so a GPU-trained model can be shipped). Unfinished runs at the
-deadline are killed and listed; their files come back too but they cannot be resumed here (no
-checkpoint).
+and bank history beside it, so a GPU-trained model can be shipped). Unfinished runs at the deadline
+are killed and listed; their records come back too, and with ``--weights`` their last checkpoint, in
+parts of at most 16 MiB, so ``--import`` leaves them stopped here, to resume on this machine.
 
     python -m scripts.gpu_bench --suite fidelity --first dida_s1 dida_s2 --then rel_online_s0 \
         --check daformer_s0 --deadline 470 --out "$OUT"      # on the GPU machine
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -61,8 +62,11 @@ generator version 1): the GPU machine's tree must be the same data (PNG bytes ma
 CHECK_ROOT = Path("runs/gpucheck")
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "bench_eval.json", "README.md")
 WEIGHT_FILES = (runs.MODEL, runs.BANK_HISTORY)
-"""What ``--weights`` brings back of a finished run, each as its own file beside the archive (OUT
-returns at most 8 files of 16 MiB: a showcase-recipe model is 13.6 MB in fp32)."""
+"""What ``--weights`` brings back of a finished run, beside the archive (a showcase-recipe model
+is 13.6 MB in fp32)."""
+RESUME_FILES = (runs.CHECKPOINT, runs.BANK_HISTORY)
+"""What ``--weights`` brings back of a run the deadline stopped, so that it resumes here (the
+checkpoint, 54.6 MB for a DAFormer-style run, comes back in parts of at most 16 MiB)."""
 OUT_FILES, OUT_FILE_BYTES = 8, 16 * 2**20
 """The device tool's limits on what comes back from OUT."""
 DIDA_METHODS = ("dida", "dida_mic")
@@ -276,18 +280,39 @@ def weight_name(run_dir: Path, file: str) -> str:
 
 
 def pack_weights(items: list[Launch], out: Path) -> list[str]:
-    """Copy the finished runs' weight files to OUT (in launch order, while the file limits allow);
-    returns one line per run that did not fit."""
+    """Bring back each run's weights as parts of at most 16 MiB (:data:`WEIGHT_FILES` of a
+    finished run, :data:`RESUME_FILES` of a stopped one), in launch order while OUT's 8 files
+    allow; returns one line per run left out."""
     left, skipped = OUT_FILES - len(list(out.iterdir())) - 1, []  # summary.json comes after
-    for item in (i for i in items if _finished(i.run_dir)):
-        files = [item.run_dir / f for f in WEIGHT_FILES if (item.run_dir / f).exists()]
-        if len(files) > left or any(f.stat().st_size > OUT_FILE_BYTES for f in files):
+    for item in items:
+        names = WEIGHT_FILES if _finished(item.run_dir) else RESUME_FILES
+        if names is RESUME_FILES and not (item.run_dir / runs.CHECKPOINT).exists():
+            continue  # stopped before its first checkpoint: nothing to resume from
+        files = [item.run_dir / f for f in names if (item.run_dir / f).exists()]
+        needed = sum(max(1, math.ceil(f.stat().st_size / OUT_FILE_BYTES)) for f in files)
+        if needed > left:
             skipped.append(f"{item.run_dir}: weights not brought back (OUT's file limits)")
             continue
         for f in files:
-            shutil.copyfile(f, out / weight_name(item.run_dir, f.name))
-        left -= len(files)
+            split_into(f, out, weight_name(item.run_dir, f.name), OUT_FILE_BYTES)
+        left -= needed
     return skipped
+
+
+def split_into(path: Path, out: Path, name: str, part_bytes: int) -> int:
+    """Write ``path`` to ``out`` as ``name.part0``, ``name.part1``, … of at most ``part_bytes``
+    each; returns how many."""
+    data = path.read_bytes()
+    starts = range(0, max(len(data), 1), part_bytes)
+    for k, lo in enumerate(starts):
+        (out / f"{name}.part{k}").write_bytes(data[lo : lo + part_bytes])
+    return len(starts)
+
+
+def join_parts(folder: Path, name: str) -> bytes | None:
+    """The bytes :func:`split_into` wrote as ``name.part*`` in ``folder``; None if there are none."""
+    parts = sorted(folder.glob(f"{name}.part*"), key=lambda p: int(p.name.rsplit("part", 1)[1]))
+    return b"".join(p.read_bytes() for p in parts) if parts else None
 
 
 def summary(items: list[Launch]) -> dict[str, dict]:
@@ -336,17 +361,31 @@ def _import_run(tar: tarfile.TarFile, run: Path, files: list, dest: Path, archiv
     if checking and not (dest / run).exists():
         tar.extractall(dest, members=files, filter="data")
         return f"{run}: imported (check run, {status.get('state')} at {status.get('it')})"
-    if status.get("state") != "finished":
+    finished = status.get("state") == "finished"
+    resumable = join_parts(archive_dir, weight_name(run, runs.CHECKPOINT)) is not None
+    if not finished and not resumable:
         return f"{run}: not finished ({status.get('state')} at {status.get('it')}); not imported"
     if (dest / run).exists():
         return f"{run}: already here; not imported"
     tar.extractall(dest, members=files, filter="data")
+    weights = _place_weights(archive_dir, run, dest, WEIGHT_FILES if finished else RESUME_FILES)
+    if not finished:
+        saved = status.get("saved_it", 0)
+        runs.write_status(dest / run, "stopped", it=saved, saved_it=saved)
+        return f"{run}: imported to resume here (stopped at {saved}) with {', '.join(weights)}"
     if not (dest / run / BENCH_EVAL).exists():
         score_from_final_eval(dest / run)
-    weights = [f for f in WEIGHT_FILES if (archive_dir / weight_name(run, f)).exists()]
-    for f in weights:
-        shutil.copyfile(archive_dir / weight_name(run, f), dest / run / f)
     return f"{run}: imported" + (f" with {', '.join(weights)}" if weights else "")
+
+
+def _place_weights(archive_dir: Path, run: Path, dest: Path, names: tuple[str, ...]) -> list[str]:
+    placed = []
+    for name in names:
+        data = join_parts(archive_dir, weight_name(run, name))
+        if data is not None:
+            runs.atomic_write_bytes(dest / run / name, data)
+            placed.append(name)
+    return placed
 
 
 def loss_windows(run_dir: Path, windows: tuple[tuple[int, int], ...]) -> dict[str, list[float]]:

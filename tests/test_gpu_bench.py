@@ -101,36 +101,45 @@ def _trained(root: Path, name: str, state: str, files: dict[str, bytes]) -> gpu_
     return gpu_bench.Launch(name, run_dir, "dida", [], 0, root / "logs" / name)
 
 
-def test_weights_come_back_beside_the_archive_and_land_in_the_imported_run(
-    synthcity_tiny: Path, tmp_path: Path
+def test_weights_come_back_in_parts_and_land_in_the_imported_runs(
+    synthcity_tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A finished run's model and bank history, a stopped run's checkpoint (in parts of at most
+    OUT's file size, here 8 bytes) come back; a run with no room is listed; import joins the parts
+    and leaves the stopped run stopped at its checkpoint, to resume here."""
+    monkeypatch.setattr(gpu_bench, "OUT_FILE_BYTES", 8)
     gpu = tmp_path / "gpu"
-    weights = {runs.MODEL: b"model bytes", runs.BANK_HISTORY: b"bank bytes"}
+    weights = {runs.MODEL: b"model bytes", runs.BANK_HISTORY: b"bank"}
     items = [
-        _trained(gpu, "done_s1", "finished", weights),
-        _trained(gpu, "half_s1", "running", weights),  # unfinished: never brought back
+        _trained(gpu, "done_s1", "finished", weights),  # 2 + 1 parts
+        _trained(gpu, "half_s1", "running", {**weights, runs.CHECKPOINT: b"checkpoint"}),  # 2 + 1
+        _trained(gpu, "new_s1", "running", weights),  # no checkpoint yet: nothing to bring back
         _trained(gpu, "late_s1", "finished", weights),  # no room left in OUT
     ]
     out = tmp_path / "out"
     out.mkdir()
     archive = _archive(out / "results.tar.gz", {
         "runs/bench/fidelity/done_s1": _run_files(synthcity_tiny, "done_s1", "finished"),
+        "runs/bench/fidelity/half_s1": {**_run_files(synthcity_tiny, "half_s1", "running"),
+                                        "status.json": b'{"state": "running", "it": 7, "saved_it": 4}'},
+        "runs/bench/fidelity/new_s1": _run_files(synthcity_tiny, "new_s1", "running"),
     })  # fmt: skip
-    for k in range(3):
-        (out / f"log{k}.txt").write_text("-")  # 4 files in OUT + summary.json: room for 3 more
-    skipped = gpu_bench.pack_weights(items, out)
-    assert skipped == [f"{items[2].run_dir}: weights not brought back (OUT's file limits)"]
-    assert sorted(p.name for p in out.iterdir() if "safetensors" in p.name) == [
-        "fidelity.done_s1.bank_history.safetensors",
-        "fidelity.done_s1.model.safetensors",
-    ]
+    skipped = gpu_bench.pack_weights(items, out)  # 8 − archive − summary.json: room for 6 parts
+    assert skipped == [f"{items[3].run_dir}: weights not brought back (OUT's file limits)"]
+    assert len([p for p in out.iterdir() if ".part" in p.name]) == 6
+    assert (out / f"fidelity.half_s1.{runs.CHECKPOINT}.part1").read_bytes() == b"nt"
     lines = gpu_bench.import_results(archive, tmp_path / "here")
-    done = tmp_path / "here/runs/bench/fidelity/done_s1"
+    here = tmp_path / "here/runs/bench/fidelity"
     assert lines == [
-        f"runs/bench/fidelity/done_s1: imported with {runs.MODEL}, {runs.BANK_HISTORY}"
+        f"runs/bench/fidelity/done_s1: imported with {runs.MODEL}, {runs.BANK_HISTORY}",
+        f"runs/bench/fidelity/half_s1: imported to resume here (stopped at 4) with "
+        f"{runs.CHECKPOINT}, {runs.BANK_HISTORY}",
+        "runs/bench/fidelity/new_s1: not finished (running at 4); not imported",
     ]
-    assert (done / runs.MODEL).read_bytes() == b"model bytes"
-    assert (done / runs.BANK_HISTORY).read_bytes() == b"bank bytes"
+    assert (here / "done_s1" / runs.MODEL).read_bytes() == b"model bytes"
+    assert (here / "half_s1" / runs.CHECKPOINT).read_bytes() == b"checkpoint"
+    assert runs.read_status(here / "half_s1")["state"] == "stopped"
+    assert not (here / "half_s1" / runs.MODEL).exists()  # a resume writes it from the checkpoint
 
 
 def test_compare_curves_averages_each_loss_over_windows_up_to_the_shorter_run(

@@ -149,7 +149,7 @@ def num_threads(n: int) -> Iterator[None]:
 
 
 def full_step(t: Trainer, batch: Batch, it: int) -> dict[str, Tensor]:
-    """One iteration in the loop's order (``dida.train._train_step`` without its finite checks)."""
+    """One iteration in the loop's order (``dida.loop._train_step`` without its finite checks)."""
     set_lr(t.optimizer, it, t.cfg.iters, t.cfg.optim)
     t.model.train()
     losses = t.method.step(batch, it)

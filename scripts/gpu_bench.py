@@ -299,14 +299,16 @@ def pack_weights(items: list[Launch], out: Path) -> list[str]:
     return skipped
 
 
-def split_into(path: Path, out: Path, name: str, part_bytes: int) -> int:
-    """Write ``path`` to ``out`` as ``name.part0``, ``name.part1``, … of at most ``part_bytes``
-    each; returns how many."""
+def split_into(path: Path, out: Path, name: str, part_bytes: int) -> None:
+    """Write ``path`` to ``out`` as ``name.part0``, ``name.part1``, … of at most ``part_bytes``."""
     data = path.read_bytes()
-    starts = range(0, max(len(data), 1), part_bytes)
-    for k, lo in enumerate(starts):
+    for k, lo in enumerate(range(0, max(len(data), 1), part_bytes)):
         (out / f"{name}.part{k}").write_bytes(data[lo : lo + part_bytes])
-    return len(starts)
+
+
+def has_parts(folder: Path, name: str) -> bool:
+    """Whether :func:`split_into` wrote ``name`` into ``folder``."""
+    return (folder / f"{name}.part0").exists()
 
 
 def join_parts(folder: Path, name: str) -> bytes | None:
@@ -362,7 +364,7 @@ def _import_run(tar: tarfile.TarFile, run: Path, files: list, dest: Path, archiv
         tar.extractall(dest, members=files, filter="data")
         return f"{run}: imported (check run, {status.get('state')} at {status.get('it')})"
     finished = status.get("state") == "finished"
-    resumable = join_parts(archive_dir, weight_name(run, runs.CHECKPOINT)) is not None
+    resumable = has_parts(archive_dir, weight_name(run, runs.CHECKPOINT))
     if not finished and not resumable:
         return f"{run}: not finished ({status.get('state')} at {status.get('it')}); not imported"
     if (dest / run).exists():
@@ -434,7 +436,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compare", nargs="+", type=Path, help="training-loss windows of these runs")
     p.add_argument("--score", type=Path, help="only score this run folder (used by the children)")
     p.add_argument(
-        "--weights", action="store_true", help="bring back finished runs' model and bank history"
+        "--weights",
+        action="store_true",
+        help="bring back finished runs' model and bank history, stopped runs' checkpoint",
     )
     return p.parse_args(argv)
 

@@ -113,6 +113,31 @@ def test_cpu_hours_left_from_the_own_curve_the_other_seeds_or_the_budget() -> No
     assert cpu_h_left(budgeted, jobs, entries, 2000, 500) == pytest.approx(0.3 - 500 * 1.2 / 3600)
 
 
+def test_a_running_run_is_estimated_at_the_rate_it_logged_up_to_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """A run with no evaluation yet (the showcase rows evaluate only when scored) is estimated
+    from its own train records up to its checkpoint, not left without an estimate."""
+    from dida.bench.archive import cpu_h_left
+
+    run_dir = tmp_path / "mic_s0"
+    run_dir.mkdir()
+    runs.atomic_write_json(
+        run_dir / runs.CONFIG, {"data": {"batch_size": 2}, "method": {"name": "mic"}}
+    )
+    runs.write_status(run_dir, "running", it=500)
+    for it, cpu in ((250, 300.0), (500, 600.0), (550, 700.0)):  # 550: after the checkpoint
+        runs.append_metrics(
+            run_dir, {"kind": "train", "it": it, "train_cpu_s": cpu, "train_wall_s": cpu}
+        )
+    entry = folder_entry(run_dir)
+    assert entry is not None and entry["train_cpu_s"] == 600.0 and "score" not in entry
+    jobs = [_job("mic_s0", "mic")]
+    assert cpu_h_left(jobs[0], jobs, {"mic_s0": entry}, 2000, 500) == pytest.approx(
+        1500 * 1.2 / 3600
+    )
+
+
 def test_reported_runs_counts_each_report_shape() -> None:
     """One run per seed of a main-style row, per point of a sweep, per shift of a method: the
     committed reports' counts equal their finished runs (checked on all of them in session 16)."""

@@ -65,9 +65,11 @@ def folder_entry(run_dir: Path) -> dict[str, Any] | None:
         "trained_on": trained_on(run_dir),
         "images_per_it": images_per_iteration(run_dir),
     }
-    if (run_dir / BENCH_EVAL).exists():
+    scored = (run_dir / BENCH_EVAL).exists()
+    if scored:
         entry["score"] = runs.read_json(run_dir / BENCH_EVAL)
-        entry["train_cpu_s"] = (recorded_cost(run_dir) or {}).get("train_cpu_s")
+    upto = None if scored else entry["it"]  # an unfinished run: its cost up to its checkpoint
+    entry["train_cpu_s"] = (recorded_cost(run_dir, upto) or {}).get("train_cpu_s")
     return entry
 
 
@@ -114,16 +116,24 @@ def cpu_h_left(
     job: Job, jobs: Sequence[Job], entries: dict[str, dict], iters: int, done: int
 ) -> float | None:
     """Training CPU-hours ``job`` needs from iteration ``done`` (its folder's) to ``iters``: at its
-    own recorded rate (CPU time per iteration of its learning curve), else at the median rate of
+    own recorded rate (CPU time per iteration it logged up to its checkpoint, else of its learning
+    curve), else at the median rate of
     the finished runs of its row (its other seeds), else of its method in the suite (a run that
     recorded no iteration count is taken to have trained ``iters``, as the suite's rows do); None
     when nothing comparable is recorded. A job with a CPU budget stops there."""
-    rate = _curve_rate(entries.get(job.name, {})) or _peer_rate(job, jobs, entries, iters)
+    own = entries.get(job.name, {})
+    rate = _logged_rate(own) or _curve_rate(own) or _peer_rate(job, jobs, entries, iters)
     if rate is None:
         return None
     left = rate * max(iters - done, 0) / 3600
     budget = None if job.stop_cpu_h is None else max(job.stop_cpu_h - rate * done / 3600, 0.0)
     return left if budget is None else min(left, budget)
+
+
+def _logged_rate(entry: dict) -> float | None:
+    """CPU seconds per iteration an unfinished run logged up to its checkpoint (None without)."""
+    cpu, its = entry.get("train_cpu_s"), entry.get("it")
+    return cpu / its if "score" not in entry and cpu and its else None
 
 
 def _curve_rate(entry: dict) -> float | None:

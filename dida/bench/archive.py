@@ -68,8 +68,13 @@ def folder_entry(run_dir: Path) -> dict[str, Any] | None:
     scored = (run_dir / BENCH_EVAL).exists()
     if scored:
         entry["score"] = runs.read_json(run_dir / BENCH_EVAL)
-    upto = None if scored else entry["it"]  # an unfinished run: its cost up to its checkpoint
-    entry["train_cpu_s"] = (recorded_cost(run_dir, upto) or {}).get("train_cpu_s")
+    if scored:
+        entry["train_cpu_s"] = (recorded_cost(run_dir) or {}).get("train_cpu_s")
+    else:  # an unfinished run: its cost at its last train record up to its checkpoint
+        logged = [r for r in runs.read_metrics(run_dir, "train") if r["it"] <= entry["it"]]
+        costs = [r for r in logged if "train_cpu_s" in r]
+        if costs:
+            entry.update(train_cpu_s=costs[-1]["train_cpu_s"], cpu_it=costs[-1]["it"])
     return entry
 
 
@@ -132,7 +137,7 @@ def cpu_h_left(
 
 def _logged_rate(entry: dict) -> float | None:
     """CPU seconds per iteration an unfinished run logged up to its checkpoint (None without)."""
-    cpu, its = entry.get("train_cpu_s"), entry.get("it")
+    cpu, its = entry.get("train_cpu_s"), entry.get("cpu_it")
     return cpu / its if "score" not in entry and cpu and its else None
 
 

@@ -65,17 +65,19 @@ def folder_entry(run_dir: Path) -> dict[str, Any] | None:
         "trained_on": trained_on(run_dir),
         "images_per_it": images_per_iteration(run_dir),
     }
-    scored = (run_dir / BENCH_EVAL).exists()
-    if scored:
+    if (run_dir / BENCH_EVAL).exists():
         entry["score"] = runs.read_json(run_dir / BENCH_EVAL)
-    if scored:
         entry["train_cpu_s"] = (recorded_cost(run_dir) or {}).get("train_cpu_s")
-    else:  # an unfinished run: its cost at its last train record up to its checkpoint
-        logged = [r for r in runs.read_metrics(run_dir, "train") if r["it"] <= entry["it"]]
-        costs = [r for r in logged if "train_cpu_s" in r]
-        if costs:
-            entry.update(train_cpu_s=costs[-1]["train_cpu_s"], cpu_it=costs[-1]["it"])
+    else:
+        entry.update(_cost_at_checkpoint(run_dir, entry["it"]))
     return entry
+
+
+def _cost_at_checkpoint(run_dir: Path, it: int) -> dict[str, float]:
+    """An unfinished run's ``train_cpu_s`` at its last train record up to its checkpoint ``it``,
+    and that record's iteration (``cpu_it``); empty without one."""
+    costs = [r for r in runs.read_metrics(run_dir, "train") if "train_cpu_s" in r and r["it"] <= it]
+    return {"train_cpu_s": costs[-1]["train_cpu_s"], "cpu_it": costs[-1]["it"]} if costs else {}
 
 
 def _progress(entry: dict[str, Any]) -> tuple[bool, int]:
@@ -138,7 +140,7 @@ def cpu_h_left(
 def _logged_rate(entry: dict) -> float | None:
     """CPU seconds per iteration an unfinished run logged up to its checkpoint (None without)."""
     cpu, its = entry.get("train_cpu_s"), entry.get("cpu_it")
-    return cpu / its if "score" not in entry and cpu and its else None
+    return cpu / its if cpu and its else None
 
 
 def _curve_rate(entry: dict) -> float | None:

@@ -6,9 +6,12 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from dida import runs
+from dida.bench.curves import CurvePoint, log_trend
 from dida.bench.jobs import Job, Row
-from dida.bench.report import gap_closed, gap_trends
+from dida.bench.report import gap_closed, gap_figure, gap_trends
 from dida.bench.showcase import (
     SHOWCASE_ADAPT_ITERS,
     SHOWCASE_RECIPE,
@@ -98,6 +101,40 @@ def test_gap_trends_extrapolate_finished_adaptation_rows_only() -> None:
     )
     assert not any("dida_s0" in line for line in lines)
     assert gap_trends(jobs, entries, {"oracle": rows["oracle"]}) == []
+
+
+def test_the_gap_figure_draws_the_rows_that_kept_a_curve_and_names_the_others(
+    tmp_path: Path,
+) -> None:
+    """A finished row with a curve is drawn (its trend line lies on its points: at 2,000 its it
+    is 44.5); a finished row whose curve was lost is named; without a finished row that kept a
+    curve, or without the oracle, there is no figure."""
+    rows = {"source_only": {"mIoU": (30.0, 0.0, 1)}, "oracle": {"mIoU": (70.0, 0.0, 1)}}
+    jobs = [
+        Job("showcase", f"{r}_s0", r, "showcase", tags={"row": r, "label": r.upper()})
+        for r in ("daformer", "dida", "mic")
+    ]
+    curve = [
+        {"it": it, "cpu_h": None, "miou": 0.43 + 0.015 * math.log2(it / 1000)}
+        for it in (1000, 2000, 8000)
+    ]
+    entries = {
+        "daformer_s0": {"state": "finished", "curve": curve},
+        "dida_s0": {"state": "finished", "trend": "+1.0 mIoU per doubling"},
+        "mic_s0": {"state": "running", "curve": curve},
+    }
+    figure = tmp_path / "figures" / "gap.png"
+    lines = gap_figure(jobs, entries, rows, figure)
+    assert lines[0] == "The curves behind the trends (dida_s0: curve not kept, in the list only):"
+    assert lines[2] == "![gap](../figures/gap.png)"
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    trend = log_trend([CurvePoint(**p) for p in curve], 0.46)
+    assert trend.at(2000) == pytest.approx(0.445) and trend.at(4000) == pytest.approx(0.46)
+    entries["daformer_s0"]["state"] = "running"
+    assert gap_figure(jobs, entries, rows, tmp_path / "none.png") == []
+    entries["daformer_s0"]["state"] = "finished"
+    assert gap_figure(jobs, entries, {"oracle": rows["oracle"]}, tmp_path / "none.png") == []
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_fidelity_rows_start_from_the_showcase_source_only_snapshot() -> None:

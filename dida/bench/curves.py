@@ -90,6 +90,12 @@ class Trend:
     """The run's training CPU-hours per iteration so far (None without cost records)."""
     points: int
     """Evaluations fitted."""
+    intercept: float
+    """The line's mIoU (fraction) at one iteration: mIoU = intercept + per_doubling · log2(it)."""
+
+    def at(self, it: np.ndarray | float) -> np.ndarray | float:
+        """The line's mIoU (fraction) at iteration(s) ``it``."""
+        return self.intercept + self.per_doubling * np.log2(it)
 
 
 MAX_EXTRAPOLATION = 64
@@ -115,7 +121,7 @@ def log_trend(
         else None
     )
     cost = None if last.cpu_h is None else last.cpu_h / last.it
-    return Trend(float(slope), reach, cost, len(fitted))
+    return Trend(float(slope), reach, cost, len(fitted), float(intercept))
 
 
 def curve_table(curves: Mapping[str, list[CurvePoint]]) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dida.bench.compare import METRICS, Difference
+from dida.bench.curves import MAX_EXTRAPOLATION, TREND_FROM_IT, CurvePoint, Trend
 from dida.bench.jobs import ABLATION_DEFAULTS
 
 
@@ -101,6 +102,36 @@ def plot_differences(diffs: list[Difference], path: Path, title: str) -> None:
     ax.set_yticks(range(len(pairs)), [f"{b} − {a}" for a, b in pairs], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("difference (points); bar: ± the largest seed std of the pair (x: ± paired std)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+
+
+def plot_gap_trends(
+    curves: dict[str, list[CurvePoint]],
+    trends: dict[str, Trend],
+    levels: dict[str, float],
+    path: Path,
+) -> None:
+    """Each run's mIoU against iterations (log2 axis) with its fitted trend (dashed) followed to
+    where it crosses the target, or to ``MAX_EXTRAPOLATION`` times its schedule; ``levels``
+    (label → mIoU in %) are drawn across: source-only, oracle and the target."""
+    if not curves:
+        return
+    fig, axes = _axes(1, "Adaptation rows: mIoU against iterations, trend extrapolated", width=7.5)
+    ax = axes[0]
+    for i, (name, points) in enumerate(curves.items()):
+        its, miou = [p.it for p in points], [100 * p.miou for p in points]
+        ax.plot(its, miou, "o-", color=f"C{i}", ms=3, label=name)
+        if (trend := trends.get(name)) is not None:
+            end = min(trend.reach_it or np.inf, its[-1] * MAX_EXTRAPOLATION)
+            x = np.geomspace(TREND_FROM_IT, max(end, its[-1]), 64)
+            ax.plot(x, 100 * trend.at(x), "--", color=f"C{i}", lw=1)
+    for (label, value), style in zip(levels.items(), (":", "-.", "--"), strict=False):
+        ax.axhline(value, color="gray", ls=style, lw=1, label=label)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(lambda value, _: f"{value:,.0f}")
+    ax.set_xlabel("iterations (dashed: least-squares trend from 1,000 its on)")
+    ax.set_ylabel("target mIoU (%)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
 

@@ -18,7 +18,13 @@ from dida.bench.archive import archive_path, carried_rows, run_entries
 from dida.bench.compare import METRICS, PerSeed, compare, differences
 from dida.bench.curves import MAX_EXTRAPOLATION, CurvePoint, Trend, curves_section, log_trend
 from dida.bench.jobs import Job
-from dida.bench.plots import plot_differences, plot_main, plot_shift, plot_sweeps
+from dida.bench.plots import (
+    plot_differences,
+    plot_gap_trends,
+    plot_main,
+    plot_shift,
+    plot_sweeps,
+)
 from dida.bench.scores import FINAL_EVAL_SOURCE, overlap_score
 from dida.data.classes import CLASSES
 
@@ -365,13 +371,29 @@ GAP_TARGET = 0.40
 """Share of the source-only → oracle gap the best adaptation row should close (issue 13 §5)."""
 
 
+def gap_levels(rows: dict) -> tuple[float, float, float] | None:
+    """Source-only, oracle and target mIoU (%) of the gap (None: a row not finished)."""
+    if "source_only" not in rows or "oracle" not in rows:
+        return None
+    low, high = rows["source_only"]["mIoU"][0], rows["oracle"]["mIoU"][0]
+    return low, high, low + GAP_TARGET * (high - low)
+
+
+def _gap_jobs(jobs: Sequence[Job], entries: dict[str, dict]) -> list[Job]:
+    """The finished adaptation rows' jobs (those the gap target is about)."""
+    return [
+        job
+        for job in jobs
+        if job.tags["row"] in GAP_ROWS and entries.get(job.name, {}).get("state") == "finished"
+    ]
+
+
 def gap_trends(jobs: Sequence[Job], entries: dict[str, dict], rows: dict) -> list[str]:
     """What the gap target asks of each adaptation row's schedule: its mIoU per doubling of the
     iterations and where that line crosses ``GAP_TARGET`` of the gap (an extrapolation)."""
-    if "source_only" not in rows or "oracle" not in rows:
+    if (levels := gap_levels(rows)) is None:
         return []
-    low, high = rows["source_only"]["mIoU"][0], rows["oracle"]["mIoU"][0]
-    target = (low + GAP_TARGET * (high - low)) / 100
+    target = levels[2] / 100
     lines = [
         f"What {100 * GAP_TARGET:.0f} % of the gap ({100 * target:.1f} mIoU) asks of the schedule: "
         "mIoU against log2(iterations), least squares over each finished run's evaluations from "
@@ -379,11 +401,26 @@ def gap_trends(jobs: Sequence[Job], entries: dict[str, dict], rows: dict) -> lis
         "and of one schedule (its learning rate decays to zero at its end, so a longer schedule "
         "is not this run continued):", "",
     ]  # fmt: skip
-    for job in jobs:
-        entry = entries.get(job.name, {})
-        if job.tags["row"] in GAP_ROWS and entry.get("state") == "finished":
-            lines += [f"- {job.name}: {_entry_trend(entry, target)}"]
+    for job in _gap_jobs(jobs, entries):
+        lines += [f"- {job.name}: {_entry_trend(entries[job.name], target)}"]
     return lines + [""]
+
+
+def gap_figure(jobs: Sequence[Job], entries: dict[str, dict], rows: dict, path: Path) -> list[str]:
+    """Plot the finished adaptation rows' curves with their trend lines against the source-only,
+    oracle and target levels; the markdown showing it (nothing when no such row kept a curve)."""
+    kept = [j for j in _gap_jobs(jobs, entries) if entries[j.name].get("curve")]
+    if (levels := gap_levels(rows)) is None or not kept:
+        return []
+    low, high, target = levels
+    curves = {j.tags["label"]: [CurvePoint(**p) for p in entries[j.name]["curve"]] for j in kept}
+    trends = {name: log_trend(points, target / 100) for name, points in curves.items()}
+    named = {f"source-only {low:.1f}": low, f"oracle {high:.1f}": high}
+    named[f"{100 * GAP_TARGET:.0f} % of the gap {target:.1f}"] = target
+    plot_gap_trends(curves, {k: t for k, t in trends.items() if t is not None}, named, path)
+    lost = [j.name for j in _gap_jobs(jobs, entries) if j not in kept]
+    note = f" ({', '.join(lost)}: curve not kept, in the list only)" if lost else ""
+    return [f"The curves behind the trends{note}:", "", f"![gap](../figures/{path.name})", ""]
 
 
 def _entry_trend(entry: dict, target: float) -> str:
@@ -435,7 +472,9 @@ def main_section(
     lines = [table, "", *carried_note(carried), *final_eval_note(found)]
     per_seed = per_seed_values(found)
     lines += comparisons(suite, data, per_seed)
-    lines += gap_trends(jobs, entries, data) if suite == "showcase" else []
+    if suite == "showcase":
+        lines += gap_trends(jobs, entries, data)
+        lines += gap_figure(jobs, entries, data, figures / f"bench_{suite}_gap.png")
     lines += [f"![{suite}](../figures/bench_{suite}.png)", ""]
     diffs = differences(data, suite_pairs(suite), per_seed)
     if diffs:

@@ -409,7 +409,8 @@ def gap_trends(jobs: Sequence[Job], entries: dict[str, dict], rows: dict) -> lis
 def gap_figure(jobs: Sequence[Job], entries: dict[str, dict], rows: dict, path: Path) -> list[str]:
     """Plot the finished adaptation rows' curves with their trend lines against the source-only,
     oracle and target levels; the markdown showing it (nothing when no such row kept a curve)."""
-    kept = [j for j in _gap_jobs(jobs, entries) if entries[j.name].get("curve")]
+    finished = _gap_jobs(jobs, entries)
+    kept = [j for j in finished if entries[j.name].get("curve")]
     if (levels := gap_levels(rows)) is None or not kept:
         return []
     low, high, target = levels
@@ -418,7 +419,7 @@ def gap_figure(jobs: Sequence[Job], entries: dict[str, dict], rows: dict, path: 
     named = {f"source-only {low:.1f}": low, f"oracle {high:.1f}": high}
     named[f"{100 * GAP_TARGET:.0f} % of the gap {target:.1f}"] = target
     plot_gap_trends(curves, {k: t for k, t in trends.items() if t is not None}, named, path)
-    lost = [j.name for j in _gap_jobs(jobs, entries) if j not in kept]
+    lost = [j.name for j in finished if j not in kept]
     note = f" ({', '.join(lost)}: curve not kept, in the list only)" if lost else ""
     return [f"The curves behind the trends{note}:", "", f"![gap](../figures/{path.name})", ""]
 
